@@ -1,0 +1,237 @@
+//! Broker configuration: defaults, overridden by a TOML file, then `STRATA_*` environment
+//! variables, then command-line flags; validated before anything starts.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything the broker can be told. TOML keys are the field names; environment variables
+/// are `STRATA_` + the field name in upper case.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`host:port`). A host name is resolved and the first address
+    /// used; it never turns into "all interfaces".
+    pub listen: String,
+    /// `host:port` clients are told to connect to (Metadata); defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Where the log lives.
+    pub data_dir: PathBuf,
+    /// This broker's node id in Metadata responses.
+    pub node_id: i32,
+    /// Partitions of a topic created automatically or without an explicit count.
+    pub num_partitions: i32,
+    /// Create unknown topics when a client asks for their metadata.
+    pub auto_create_topics: bool,
+    /// fsync the write-ahead log before acknowledging `acks=all` and before data becomes
+    /// visible to consumers.
+    pub fsync: bool,
+    /// Largest record batch accepted (Kafka's `message.max.bytes`); topics may override it
+    /// with `max.message.bytes`.
+    pub message_max_bytes: usize,
+    /// Largest request frame (Kafka's `socket.request.max.bytes`); a larger one closes the
+    /// connection.
+    pub socket_request_max_bytes: usize,
+    /// Connections served at once; further ones are closed with a log line.
+    pub max_connections: usize,
+    /// Default `segment.bytes` / `segment.ms` for topics that do not set them.
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9092".into(),
+            advertise: None,
+            data_dir: PathBuf::from("./data"),
+            node_id: 1,
+            num_partitions: 1,
+            auto_create_topics: true,
+            fsync: true,
+            message_max_bytes: strata_storage::DEFAULT_MAX_MESSAGE_BYTES,
+            // Kafka's default socket.request.max.bytes: 100 MiB.
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            // Enough for many clients; each connection costs a task and two buffers.
+            max_connections: 10_000,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// Applies `STRATA_<NAME>` from `lookup` to each field.
+macro_rules! env_overrides {
+    ($cfg:ident, $lookup:ident, { $($field:ident),* $(,)? }) => {
+        $(
+            let name = concat!("STRATA_", stringify!($field)).to_uppercase();
+            if let Some(v) = $lookup(&name) {
+                $cfg.$field = parse_env(&name, &v)?;
+            }
+        )*
+    };
+}
+
+trait FromEnv: Sized {
+    fn from_env(s: &str) -> Option<Self>;
+}
+macro_rules! from_env_via_parse {
+    ($($t:ty),*) => { $(impl FromEnv for $t { fn from_env(s: &str) -> Option<Self> { s.trim().parse().ok() } })* };
+}
+from_env_via_parse!(i32, i64, u64, usize, String, PathBuf);
+impl FromEnv for bool {
+    fn from_env(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => None,
+        }
+    }
+}
+impl FromEnv for Option<String> {
+    fn from_env(s: &str) -> Option<Self> {
+        Some(Some(s.to_string()).filter(|s| !s.is_empty()))
+    }
+}
+
+fn parse_env<T: FromEnv>(name: &str, value: &str) -> Result<T, ConfigError> {
+    T::from_env(value).ok_or_else(|| bad(format!("{name}={value:?} cannot be parsed")))
+}
+
+impl Config {
+    /// Reads the TOML file `path`, if any, over the defaults.
+    pub fn from_file(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `STRATA_*` variables found by `lookup` (normally `std::env::var`).
+    pub fn apply_env(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        env_overrides!(self, lookup, {
+            listen, advertise, data_dir, node_id, num_partitions, auto_create_topics, fsync,
+            message_max_bytes, socket_request_max_bytes, max_connections, segment_bytes,
+            segment_ms,
+        });
+        Ok(self)
+    }
+
+    /// Checks every value and resolves the listen address.
+    pub fn validate(&self) -> Result<SocketAddr, ConfigError> {
+        let listen = resolve(&self.listen)?;
+        if let Some(a) = &self.advertise {
+            split_host_port(a)?;
+        } else if listen.ip().is_unspecified() {
+            return Err(bad(format!(
+                "listen {listen} accepts on every interface; set advertise to the host:port clients should use"
+            )));
+        }
+        if self.num_partitions < 1 {
+            return Err(bad("num_partitions must be at least 1"));
+        }
+        if self.message_max_bytes == 0 || self.message_max_bytes > i32::MAX as usize {
+            return Err(bad("message_max_bytes must be between 1 and 2147483647"));
+        }
+        if self.socket_request_max_bytes < self.message_max_bytes {
+            return Err(bad(format!(
+                "socket_request_max_bytes ({}) must be at least message_max_bytes ({})",
+                self.socket_request_max_bytes, self.message_max_bytes
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max_connections must be at least 1"));
+        }
+        if self.segment_bytes < 1024 || self.segment_ms < 1 {
+            return Err(bad("segment_bytes must be >= 1024 and segment_ms >= 1"));
+        }
+        Ok(listen)
+    }
+
+    /// The host and port advertised to clients, given the address actually bound.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
+        match self.advertise.as_deref().map(split_host_port) {
+            Some(Ok((h, p))) => (h, i32::from(p)),
+            _ => (bound.ip().to_string(), i32::from(bound.port())),
+        }
+    }
+}
+
+fn split_host_port(s: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| bad(format!("{s:?} is not host:port")))?;
+    let port = port
+        .parse()
+        .map_err(|_| bad(format!("{s:?} has an invalid port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad(format!("{s:?} has no host")));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, ConfigError> {
+    split_host_port(s)?;
+    s.to_socket_addrs()
+        .map_err(|e| bad(format!("cannot resolve listen address {s:?}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(format!("listen address {s:?} resolves to nothing")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let env = |k: &str| match k {
+            "STRATA_FSYNC" => Some("false".to_string()),
+            "STRATA_NUM_PARTITIONS" => Some("3".to_string()),
+            _ => None,
+        };
+        let c = Config::default().apply_env(env).unwrap();
+        assert!(!c.fsync);
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = |k: &str| (k == "STRATA_FSYNC").then(|| "maybe".to_string());
+        let e = Config::default().apply_env(env).unwrap_err();
+        assert!(e.to_string().contains("STRATA_FSYNC"));
+        let c = Config { num_partitions: 0, ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn toml_uses_field_names_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:9999\"\nfsync = false").unwrap();
+        assert_eq!((c.listen.as_str(), c.fsync), ("127.0.0.1:9999", false));
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn localhost_resolves_to_loopback_not_every_interface() {
+        let c = Config { listen: "localhost:0".into(), ..Config::default() };
+        assert!(c.validate().unwrap().ip().is_loopback());
+        let c = Config { listen: "0.0.0.0:9092".into(), ..Config::default() };
+        assert!(c.validate().is_err());
+    }
+}

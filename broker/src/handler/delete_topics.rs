@@ -1,0 +1,47 @@
+//! DeleteTopics (key 20): by name (all versions) or by topic id (v6+).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use uuid::Uuid;
+
+use super::{str_bytes, Ctx};
+use crate::error::{code, storage_code};
+
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // v0-5 name topics in `topic_names`; v6+ in `topics`, each by name or by id.
+    let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+    } else {
+        req.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+    };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let info = match &name {
+            Some(n) => ctx.store.topic(n),
+            None => ctx.store.topic_by_id(id),
+        };
+        let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        let Some(info) = info else {
+            let c = if name.is_none() { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
+            responses.push(result.with_error_code(c));
+            continue;
+        };
+        let topic = info.name.clone();
+        let r = match ctx.blocking(move |s| s.delete_topic(&topic)).await {
+            Ok(_) => {
+                tracing::info!(topic = %info.name, "deleted topic");
+                result.with_error_code(code::NONE)
+            }
+            Err(e) => result
+                .with_error_code(storage_code(&e))
+                .with_error_message(Some(str_bytes(e.to_string()))),
+        };
+        responses.push(
+            r.with_name(Some(TopicName(str_bytes(info.name.clone()))))
+                .with_topic_id(info.id),
+        );
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,219 @@
+//! Fetch (key 1): whole batches from each requested offset, within the partition and
+//! response byte limits (but at least one batch), long-polling up to `max_wait_ms` until
+//! `min_bytes` are available. Fetch sessions are not kept: every response is sessionless
+//! (session id 0), which clients handle by sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Ctx, Reply};
+use crate::error::{code, storage_code};
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+/// Isolation level 1: READ_COMMITTED (last stable offset == high watermark without
+/// transactions, and an empty aborted-transactions list).
+const READ_COMMITTED: i8 = 1;
+
+/// One partition to read, resolved against the catalog.
+#[derive(Clone)]
+struct Want {
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    /// Set when the partition cannot be read at all (unknown topic or partition).
+    error: Option<i16>,
+}
+
+#[derive(Clone)]
+struct TopicWant {
+    /// Storage name; `None` when the topic is unknown.
+    name: Option<String>,
+    wire_name: TopicName,
+    topic_id: Uuid,
+    parts: Vec<Want>,
+}
+
+/// What one pass over the partitions found.
+struct Pass {
+    parts: Vec<Vec<PartitionData>>,
+    bytes: usize,
+    any_error: bool,
+}
+
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
+    if req.session_id != 0 {
+        return Reply::Now(
+            FetchResponse::default()
+                .with_error_code(FETCH_SESSION_ID_NOT_FOUND)
+                .into(),
+        );
+    }
+    let plan = resolve(ctx, version, &req);
+    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let committed = req.isolation_level == READ_COMMITTED;
+    let first = read(ctx, plan.clone(), max_bytes, committed).await;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    if first.bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || first.any_error {
+        return Reply::Now(response(version, &plan, first).into());
+    }
+    let ctx = ctx.clone();
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64);
+    Reply::Later(Box::pin(async move {
+        loop {
+            wait_for_data(&ctx, &plan, deadline).await;
+            let pass = read(&ctx, plan.clone(), max_bytes, committed).await;
+            if pass.bytes >= min_bytes.max(1) || pass.any_error || Instant::now() >= deadline {
+                return ResponseKind::from(response(version, &plan, pass));
+            }
+        }
+    }))
+}
+
+fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
+    req.topics
+        .iter()
+        .map(|t| {
+            let info = if version >= 13 {
+                ctx.store.topic_by_id(t.topic_id)
+            } else {
+                ctx.store.topic(&t.topic)
+            };
+            let unknown = if version >= 13 { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let error = match &info {
+                        None => Some(unknown),
+                        Some(i) if p.partition < 0 || p.partition >= i.partitions => Some(code::UNKNOWN_TOPIC_OR_PARTITION),
+                        // Leader epoch 0 forever: a client that claims a later one is ahead of us.
+                        Some(_) if p.current_leader_epoch > 0 => Some(code::UNKNOWN_LEADER_EPOCH),
+                        Some(_) => None,
+                    };
+                    Want {
+                        partition: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        error,
+                    }
+                })
+                .collect();
+            TopicWant {
+                name: info.as_ref().map(|i| i.name.clone()),
+                wire_name: t.topic.clone(),
+                topic_id: info.map_or(t.topic_id, |i| i.id),
+                parts,
+            }
+        })
+        .collect()
+}
+
+/// Reads every wanted partition once, in request order, sharing the response byte budget.
+async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed: bool) -> Pass {
+    let result = ctx
+        .blocking(move |store| {
+            let mut budget = max_bytes;
+            let mut total = 0usize;
+            let mut any_error = false;
+            let mut out = Vec::with_capacity(plan.len());
+            for t in &plan {
+                let mut parts = Vec::with_capacity(t.parts.len());
+                for w in &t.parts {
+                    let base = PartitionData::default()
+                        .with_partition_index(w.partition)
+                        .with_preferred_read_replica(BrokerId(-1))
+                        .with_aborted_transactions(committed.then(Vec::new));
+                    let failed = |c: i16| {
+                        base.clone()
+                            .with_error_code(c)
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1)
+                            .with_records(Some(Bytes::new()))
+                    };
+                    let (Some(name), None) = (&t.name, w.error) else {
+                        any_error = true;
+                        parts.push(failed(w.error.unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION)));
+                        continue;
+                    };
+                    let limit = w.max_bytes.min(budget);
+                    match store.read(name, w.partition, w.offset, limit, total == 0) {
+                        Ok(r) => {
+                            total += r.records.len();
+                            budget = budget.saturating_sub(r.records.len());
+                            parts.push(
+                                base.with_high_watermark(r.high_watermark)
+                                    .with_last_stable_offset(r.last_stable_offset)
+                                    .with_log_start_offset(r.log_start_offset)
+                                    .with_records(Some(Bytes::from(r.records))),
+                            );
+                        }
+                        Err(e) => {
+                            any_error = true;
+                            let mut p = failed(storage_code(&e));
+                            if let Ok(o) = store.offsets(name, w.partition) {
+                                p = p.with_high_watermark(o.high_watermark)
+                                    .with_last_stable_offset(o.last_stable)
+                                    .with_log_start_offset(o.log_start);
+                            }
+                            parts.push(p);
+                        }
+                    }
+                }
+                out.push(parts);
+            }
+            Ok(Pass { parts: out, bytes: total, any_error })
+        })
+        .await;
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "fetch failed");
+        Pass { parts: Vec::new(), bytes: 0, any_error: true }
+    })
+}
+
+/// Returns when any wanted partition's high watermark passes its fetch offset, or at the
+/// deadline.
+async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let mut waits = Vec::new();
+    for t in plan {
+        let Some(name) = &t.name else { continue };
+        for w in t.parts.iter().filter(|w| w.error.is_none()) {
+            let store = ctx.store.clone();
+            let (name, partition, offset) = (name.clone(), w.partition, w.offset);
+            waits.push(Box::pin(async move {
+                let _ = store.wait_for_high_watermark(&name, partition, offset, timeout).await;
+            }));
+        }
+    }
+    if waits.is_empty() {
+        tokio::time::sleep_until(deadline).await;
+    } else {
+        futures::future::select_all(waits).await;
+    }
+}
+
+fn response(version: i16, plan: &[TopicWant], pass: Pass) -> FetchResponse {
+    if pass.parts.len() != plan.len() {
+        return FetchResponse::default().with_error_code(code::KAFKA_STORAGE_ERROR);
+    }
+    let topics = plan
+        .iter()
+        .zip(pass.parts)
+        .map(|(t, parts)| {
+            let r = FetchableTopicResponse::default().with_partitions(parts);
+            if version >= 13 {
+                r.with_topic_id(t.topic_id)
+            } else {
+                r.with_topic(t.wire_name.clone())
+            }
+        })
+        .collect();
+    FetchResponse::default().with_session_id(0).with_responses(topics)
+}

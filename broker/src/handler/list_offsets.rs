@@ -1,0 +1,112 @@
+//! ListOffsets (key 2): earliest, latest, max-timestamp and by-timestamp offsets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use strata_storage::{BatchAt, StorageError, Store};
+
+use super::Ctx;
+use crate::error::{code, storage_code};
+
+/// Special timestamps of ListOffsets requests.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// KIP-405: earliest offset still on local disk. With no remote tier, the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005: earliest offset not yet uploaded to the remote tier; none without one.
+const EARLIEST_PENDING_UPLOAD: i64 = -5;
+
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let wants: Vec<(String, Vec<(i32, i32, i64)>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let parts = t.partitions.iter().map(|p| (p.partition_index, p.current_leader_epoch, p.timestamp)).collect();
+            (t.name.to_string(), parts)
+        })
+        .collect();
+    let answers = ctx
+        .blocking(move |store| {
+            Ok(wants
+                .iter()
+                .map(|(topic, parts)| {
+                    parts
+                        .iter()
+                        .map(|&(p, epoch, ts)| {
+                            let base = ListOffsetsPartitionResponse::default().with_partition_index(p);
+                            if epoch > 0 {
+                                return base.with_error_code(code::UNKNOWN_LEADER_EPOCH).with_timestamp(-1).with_offset(-1);
+                            }
+                            match lookup(store, topic, p, ts) {
+                                Ok((offset, timestamp)) => {
+                                    // Leader epochs exist from v4 on; the codec refuses them earlier.
+                                    let epoch = if version >= 4 { 0 } else { -1 };
+                                    base.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(epoch)
+                                }
+                                Err(e) => base.with_error_code(storage_code(&e)).with_timestamp(-1).with_offset(-1),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>())
+        })
+        .await;
+    let answers = match answers {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "list offsets failed");
+            return ListOffsetsResponse::default();
+        }
+    };
+    let topics = req
+        .topics
+        .iter()
+        .zip(answers)
+        .map(|(t, parts)| ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(parts))
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `(offset, timestamp)` for one partition; `(-1, -1)` when no record matches.
+fn lookup(store: &Store, topic: &str, partition: i32, ts: i64) -> Result<(i64, i64), StorageError> {
+    let offsets = store.offsets(topic, partition)?;
+    Ok(match ts {
+        LATEST => (offsets.high_watermark, -1),
+        EARLIEST | EARLIEST_LOCAL => (offsets.log_start, -1),
+        EARLIEST_PENDING_UPLOAD => (-1, -1),
+        MAX_TIMESTAMP => match store.find_max_timestamp_batch(topic, partition)? {
+            Some(b) => record_at(&b, offsets.log_start, |_| true, true).unwrap_or((-1, -1)),
+            None => (-1, -1),
+        },
+        ts if ts >= 0 => match store.find_batch_by_timestamp(topic, partition, ts)? {
+            Some(b) => record_at(&b, offsets.log_start, |t| t >= ts, false).unwrap_or((-1, -1)),
+            None => (-1, -1),
+        },
+        other => return Err(StorageError::InvalidRequest(format!("timestamp {other} has no meaning"))),
+    })
+}
+
+/// Finds a record of the batch at or after `log_start`: the first one whose timestamp
+/// satisfies `accept`, or with `max` the first one holding the batch's largest timestamp.
+/// Decodes (and decompresses) the batch; the batch header alone does not say which record
+/// holds which timestamp.
+fn record_at(b: &BatchAt, log_start: i64, accept: impl Fn(i64) -> bool, max: bool) -> Option<(i64, i64)> {
+    let mut bytes = Bytes::from(b.bytes.clone());
+    let set = match RecordBatchDecoder::decode(&mut bytes) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(base_offset = b.base_offset, error = %e, "stored batch does not decode");
+            return None;
+        }
+    };
+    let records = set.records.iter().filter(|r| r.offset >= log_start);
+    if max {
+        let best = records.clone().map(|r| r.timestamp).max()?;
+        return records.clone().find(|r| r.timestamp == best).map(|r| (r.offset, r.timestamp));
+    }
+    records.clone().find(|r| accept(r.timestamp)).map(|r| (r.offset, r.timestamp))
+}

@@ -1,0 +1,105 @@
+//! Metadata (key 3): brokers, topics with ids, partitions; auto-creates unknown topics when
+//! allowed. This broker is the controller and leader of every partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use strata_storage::{StorageError, TopicInfo};
+use uuid::Uuid;
+
+use super::{str_bytes, validate_topic_name, Ctx};
+use crate::error::{code, storage_code};
+
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let node = BrokerId(ctx.node_id());
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(ctx.advertised_host.clone()))
+        .with_port(ctx.advertised_port);
+    // v0 asks for every topic with an empty list; v1+ with a null list.
+    let requested = match req.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    let topics = match requested {
+        None => ctx.store.topics().iter().map(|t| topic_metadata(node, t)).collect(),
+        Some(list) => {
+            // Versions before 4 have no flag: they always allow auto-creation.
+            let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                out.push(match t.name {
+                    Some(name) => by_name(ctx, node, &name, allow_create).await,
+                    None => by_id(ctx, node, t.topic_id),
+                });
+            }
+            out
+        }
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(str_bytes(ctx.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+async fn by_name(ctx: &Arc<Ctx>, node: BrokerId, name: &TopicName, allow_create: bool) -> MetadataResponseTopic {
+    let error = |c: i16| {
+        MetadataResponseTopic::default()
+            .with_name(Some(name.clone()))
+            .with_error_code(c)
+    };
+    if let Some(t) = ctx.store.topic(name) {
+        return topic_metadata(node, &t);
+    }
+    if validate_topic_name(name).is_err() {
+        return error(code::INVALID_TOPIC_EXCEPTION);
+    }
+    if !allow_create {
+        return error(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    let owned = name.to_string();
+    let partitions = ctx.config.num_partitions;
+    match ctx.blocking(move |s| s.create_topic(&owned, partitions, BTreeMap::new())).await {
+        Ok(t) => {
+            tracing::info!(topic = %t.name, partitions, "auto-created topic");
+            topic_metadata(node, &t)
+        }
+        // Created by a concurrent request meanwhile: describe that one.
+        Err(StorageError::TopicExists(_)) => match ctx.store.topic(name) {
+            Some(t) => topic_metadata(node, &t),
+            None => error(code::UNKNOWN_TOPIC_OR_PARTITION),
+        },
+        Err(e) => error(storage_code(&e)),
+    }
+}
+
+fn by_id(ctx: &Ctx, node: BrokerId, id: Uuid) -> MetadataResponseTopic {
+    match ctx.store.topic_by_id(id) {
+        Some(t) => topic_metadata(node, &t),
+        None => MetadataResponseTopic::default()
+            .with_topic_id(id)
+            .with_error_code(code::UNKNOWN_TOPIC_ID),
+    }
+}
+
+fn topic_metadata(node: BrokerId, t: &TopicInfo) -> MetadataResponseTopic {
+    let partitions = (0..t.partitions)
+        .map(|i| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(t.id)
+        .with_partitions(partitions)
+}

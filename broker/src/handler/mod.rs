@@ -1,0 +1,124 @@
+//! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use kafka_protocol::messages::{RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use strata_storage::{StorageError, Store};
+
+use crate::config::Config;
+
+/// What every handler can reach.
+pub struct Ctx {
+    pub config: Config,
+    pub store: Store,
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+impl Ctx {
+    pub fn new(config: Config, store: Store, cluster_id: String, host: String, port: i32) -> Self {
+        Ctx {
+            config,
+            store,
+            cluster_id,
+            advertised_host: host,
+            advertised_port: port,
+        }
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Runs blocking storage work off the async threads.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || f(&ctx.store))
+            .await
+            .unwrap_or_else(|e| Err(StorageError::Io(format!("storage task failed: {e}"))))
+    }
+}
+
+/// A handler's answer.
+pub enum Reply {
+    /// Send this now (after earlier answers on the connection).
+    Now(ResponseKind),
+    /// The answer is ready when this future resolves.
+    Later(BoxFuture<'static, ResponseKind>),
+    /// No answer at all (produce with acks=0).
+    None,
+    /// Close the connection without an answer.
+    Close(String),
+}
+
+impl<T: Into<ResponseKind>> From<T> for Reply {
+    fn from(r: T) -> Self {
+        Reply::Now(r.into())
+    }
+}
+
+/// Routes a decoded request to its handler. Only supported APIs reach this point (the
+/// version check in `protocol::decode` turns the others away).
+pub async fn dispatch(ctx: &Arc<Ctx>, header: &RequestHeader, request: RequestKind) -> Reply {
+    let v = header.request_api_version;
+    match request {
+        RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
+        RequestKind::Metadata(r) => metadata::handle(ctx, v, r).await.into(),
+        RequestKind::Produce(r) => produce::handle(ctx, v, r).await,
+        RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
+        RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
+        RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
+        RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, v, r).await.into(),
+        RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, r).into(),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
+        other => unsupported(other),
+    }
+}
+
+fn unsupported(request: RequestKind) -> Reply {
+    // `protocol::SUPPORTED` and the arms above list the same APIs; reaching this means
+    // they disagree, which is a bug here, not the client's.
+    Reply::Close(format!("no handler for {request:?}"))
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Kafka's topic name rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} characters long; the limit is 249", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}

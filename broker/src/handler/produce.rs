@@ -1,0 +1,206 @@
+//! Produce (key 0): validate and append each partition's batches, then answer once the
+//! data is written (acks=1) or durable (acks=all); acks=0 gets no answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use strata_storage::{batch, AppendOutcome, StorageError, Store};
+
+use super::{str_bytes, Ctx, Reply};
+use crate::error::{code, storage_code};
+
+/// `acks` values Kafka accepts; anything else is INVALID_REQUIRED_ACKS.
+const INVALID_REQUIRED_ACKS: i16 = 21;
+/// Floor for the time an acks=all request waits for its sync: a client timeout of 0 would
+/// otherwise fail every request.
+const MIN_DURABILITY_WAIT: Duration = Duration::from_millis(100);
+
+type PartitionResult = Result<AppendOutcome, (i16, String)>;
+
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply {
+    let acks = req.acks;
+    if !matches!(acks, -1..=1) {
+        return Reply::Now(respond(version, &req, |_, _| Err((INVALID_REQUIRED_ACKS, format!("acks={acks} is not one of -1, 0, 1")))).into());
+    }
+    let transactional = req.transactional_id.is_some();
+    let work: Vec<(String, Vec<(i32, Option<Bytes>)>)> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            let parts = t.partition_data.iter().map(|p| (p.index, p.records.clone())).collect();
+            (t.name.to_string(), parts)
+        })
+        .collect();
+    let results: Vec<Vec<PartitionResult>> = match ctx
+        .blocking(move |store| {
+            Ok(work
+                .into_iter()
+                .map(|(topic, parts)| {
+                    parts
+                        .into_iter()
+                        .map(|(p, records)| append_partition(store, &topic, p, records, transactional))
+                        .collect()
+                })
+                .collect())
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let c = storage_code(&e);
+            return Reply::Now(respond(version, &req, |_, _| Err((c, e.to_string()))).into());
+        }
+    };
+    if acks == 0 {
+        return Reply::None;
+    }
+    if acks == 1 || !ctx.config.fsync {
+        return Reply::Now(respond(version, &req, |t, p| results[t][p].clone()).into());
+    }
+    let ctx = ctx.clone();
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_DURABILITY_WAIT);
+    Reply::Later(Box::pin(async move {
+        let mut results = results;
+        for (t, topic) in req.topic_data.iter().enumerate() {
+            for (i, part) in topic.partition_data.iter().enumerate() {
+                if let Ok(outcome) = &results[t][i] {
+                    let hw = ctx
+                        .store
+                        .wait_for_high_watermark(&topic.name, part.index, outcome.last_offset, timeout)
+                        .await;
+                    if !matches!(hw, Ok(hw) if hw > outcome.last_offset) {
+                        results[t][i] = Err((code::REQUEST_TIMED_OUT, "the write was not made durable in time".into()));
+                    }
+                }
+            }
+        }
+        ResponseKind::from(respond(version, &req, |t, p| results[t][p].clone()))
+    }))
+}
+
+/// Appends every batch of one partition's records, in order.
+fn append_partition(
+    store: &Store,
+    topic: &str,
+    partition: i32,
+    records: Option<Bytes>,
+    transactional: bool,
+) -> PartitionResult {
+    let fail = |e: StorageError| (storage_code(&e), e.to_string());
+    if transactional {
+        return Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported".into()));
+    }
+    let records = records.unwrap_or_default();
+    let batches = batch::split(&records).map_err(fail)?;
+    if batches.is_empty() {
+        return Err((code::CORRUPT_MESSAGE, "the request holds no record batch".into()));
+    }
+    let mut first: Option<AppendOutcome> = None;
+    for b in batches {
+        let h = batch::read_header(b).map_err(fail)?;
+        if h.is_transactional() || h.is_control() {
+            return Err((code::INVALID_REQUEST, "transactional and control batches are not supported".into()));
+        }
+        let outcome = store.append(topic, partition, b.to_vec()).map_err(|e| {
+            if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
+                tracing::debug!(topic, partition, error = %e, "append refused");
+            }
+            fail(e)
+        })?;
+        first = Some(match first {
+            None => outcome,
+            Some(f) => AppendOutcome { last_offset: outcome.last_offset, ..f },
+        });
+    }
+    first.ok_or_else(|| (code::CORRUPT_MESSAGE, "no batch".into()))
+}
+
+/// Builds the response in request order from a result per (topic index, partition index).
+fn respond(version: i16, req: &ProduceRequest, result: impl Fn(usize, usize) -> PartitionResult) -> ProduceResponse {
+    let topics = req
+        .topic_data
+        .iter()
+        .enumerate()
+        .map(|(t, topic)| {
+            let parts = topic
+                .partition_data
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let base = PartitionProduceResponse::default().with_index(p.index);
+                    match result(t, i) {
+                        Ok(o) => base
+                            .with_base_offset(o.base_offset)
+                            .with_log_append_time_ms(o.log_append_time.unwrap_or(-1))
+                            .with_log_start_offset(o.log_start_offset),
+                        Err((c, msg)) => base
+                            .with_error_code(c)
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1)
+                            .with_error_message((version >= 8).then(|| str_bytes(msg))),
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_topic_id(topic.topic_id)
+                .with_partition_responses(parts)
+        })
+        .collect();
+    ProduceResponse::default().with_responses(topics)
+}
+
+/// Produce v0-v2 (which the codec does not decode): answers UNSUPPORTED_VERSION for every
+/// partition, so a client that chose those versions gets a clear error. Encoded by hand:
+/// request header v1 then `acks i16, timeout i32, [topic string, [partition i32, bytes]]`;
+/// response header v0 then `[topic, [partition, error i16, base offset i64, (v2: append
+/// time i64)]], (v1+: throttle i32)`. `None` when the frame does not parse.
+pub fn legacy_error_response(version: i16, correlation_id: i32, frame: &Bytes) -> Option<Bytes> {
+    fn string(b: &mut Bytes) -> Option<Bytes> {
+        let n = b.try_get_i16().ok()?;
+        if n < 0 {
+            return Some(Bytes::new());
+        }
+        (b.remaining() >= n as usize).then(|| b.split_to(n as usize))
+    }
+    let mut b = frame.clone();
+    b.advance(8.min(b.len()));
+    string(&mut b)?; // client id
+    b.try_get_i16().ok()?; // acks
+    b.try_get_i32().ok()?; // timeout
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    out.put_i32(correlation_id);
+    let topics = b.try_get_i32().ok()?;
+    out.put_i32(topics.max(0));
+    for _ in 0..topics.max(0) {
+        let name = string(&mut b)?;
+        out.put_i16(name.len() as i16);
+        out.put_slice(&name);
+        let parts = b.try_get_i32().ok()?;
+        out.put_i32(parts.max(0));
+        for _ in 0..parts.max(0) {
+            out.put_i32(b.try_get_i32().ok()?);
+            let n = b.try_get_i32().ok()?.max(0) as usize;
+            if b.remaining() < n {
+                return None;
+            }
+            b.advance(n);
+            out.put_i16(code::UNSUPPORTED_VERSION);
+            out.put_i64(-1);
+            if version >= 2 {
+                out.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(0);
+    }
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Some(out.freeze())
+}

@@ -1,0 +1,99 @@
+//! # strata-broker
+//!
+//! The Kafka protocol server of Strata: accepts connections, decodes requests with the
+//! `kafka-protocol` crate, serves them from the durable log in `strata-storage`, and
+//! encodes responses. One file per Kafka API lives in [`handler`].
+
+pub mod config;
+mod connection;
+pub mod error;
+pub mod handler;
+pub mod protocol;
+mod server;
+pub mod topic_config;
+
+pub use config::Config;
+pub use server::Broker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Command-line flags of `strata-broker`; each overrides the file and the environment.
+#[derive(Debug, Parser)]
+#[command(name = "strata-broker", version, about = "Strata: a Kafka-compatible durable log broker")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (host:port). Env: STRATA_LISTEN.
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port advertised to clients. Env: STRATA_ADVERTISE.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Data directory. Env: STRATA_DATA_DIR.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn load_config(cli: Cli) -> anyhow::Result<Config> {
+    let mut config =
+        Config::from_file(cli.config.as_deref())?.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(v) = cli.listen {
+        config.listen = v;
+    }
+    if let Some(v) = cli.advertise {
+        config.advertise = Some(v);
+    }
+    if let Some(v) = cli.data_dir {
+        config.data_dir = v;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The `strata-broker` program: parse flags, environment and file, run until SIGTERM or
+/// SIGINT, then shut down gracefully.
+pub fn cli_main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match load_config(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_until_signal(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let broker = Broker::start(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+    broker.shutdown().await
+}

@@ -1,0 +1,153 @@
+//! Request decoding, response encoding, and the one table of supported API versions used by
+//! both ApiVersions and the version check.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::error::{code, ProtocolError};
+
+/// One supported API: the versions we advertise. The set matches one Kafka release (4.0)
+/// wherever the codec allows, because kafka-python infers the broker version from it.
+pub struct Supported {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// The APIs this broker implements and advertises. Nothing else is advertised.
+pub const SUPPORTED: &[Supported] = &[
+    // Produce advertises v0 so older librdkafka keeps compression enabled; v0-2 requests
+    // are answered with UNSUPPORTED_VERSION per partition (see `legacy_produce`).
+    Supported { key: ApiKey::Produce, min: 0, max: 12 },
+    Supported { key: ApiKey::Fetch, min: 4, max: 17 },
+    Supported { key: ApiKey::ListOffsets, min: 1, max: 10 },
+    Supported { key: ApiKey::Metadata, min: 0, max: 12 },
+    Supported { key: ApiKey::ApiVersions, min: 0, max: 4 },
+    Supported { key: ApiKey::CreateTopics, min: 2, max: 7 },
+    Supported { key: ApiKey::DeleteTopics, min: 1, max: 6 },
+    Supported { key: ApiKey::InitProducerId, min: 0, max: 5 },
+    Supported { key: ApiKey::CreatePartitions, min: 0, max: 3 },
+    Supported { key: ApiKey::DescribeCluster, min: 0, max: 1 },
+];
+
+/// Produce versions the codec cannot decode; they get a hand-encoded error response.
+pub const LEGACY_PRODUCE_MAX: i16 = 2;
+
+pub fn supported(key: ApiKey) -> Option<&'static Supported> {
+    SUPPORTED.iter().find(|s| s.key == key)
+}
+
+/// ApiVersions entries for every supported API.
+pub fn api_version_entries() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|s| {
+            ApiVersion::default()
+                .with_api_key(s.key as i16)
+                .with_min_version(s.min)
+                .with_max_version(s.max)
+        })
+        .collect()
+}
+
+/// A decoded request.
+pub struct Request {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub body: RequestKind,
+}
+
+/// What a frame turned out to be.
+pub enum Decoded {
+    Request(Box<Request>),
+    /// A request we answer without decoding its body: a known API at a version we do not
+    /// support, or one we do not implement. `correlation_id` and the raw key/version are
+    /// what the error response needs.
+    Unsupported {
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    },
+}
+
+fn peek_i16(frame: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn peek_i32(frame: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Decodes one request frame (without its length prefix).
+pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
+    let (Some(raw_key), Some(version), Some(correlation_id)) =
+        (peek_i16(&frame, 0), peek_i16(&frame, 2), peek_i32(&frame, 4))
+    else {
+        return Err(ProtocolError::Malformed(format!(
+            "{} bytes is too short for a request header",
+            frame.len()
+        )));
+    };
+    let api_key = ApiKey::try_from(raw_key).map_err(|()| ProtocolError::UnknownApiKey {
+        api_key: raw_key,
+        correlation_id,
+    })?;
+    let in_range = supported(api_key).is_some_and(|s| (s.min..=s.max).contains(&version));
+    let legacy_produce = api_key == ApiKey::Produce && version <= LEGACY_PRODUCE_MAX;
+    if !in_range || legacy_produce {
+        return Ok(Decoded::Unsupported { api_key, version, correlation_id });
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = RequestHeader::decode(&mut frame, header_version)
+        .map_err(|e| ProtocolError::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| ProtocolError::Malformed(format!("{api_key:?} v{version} body: {e}")))?;
+    Ok(Decoded::Request(Box::new(Request { header, api_key, body })))
+}
+
+/// Encodes a response frame (length prefix included) with the header version the API
+/// and version call for — v0 for ApiVersions whatever its version.
+pub fn encode(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, ProtocolError> {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api_key.response_header_version(version))
+        .and_then(|()| body.encode(&mut buf, version))
+        .map_err(|e| ProtocolError::Encode(format!("{api_key:?} v{version}: {e}")))?;
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// The reply to a request we do not decode: ApiVersions gets a v0 body with our ranges
+/// (KIP-511); Produce v0-2 gets UNSUPPORTED_VERSION per partition; anything else has no
+/// well-formed answer we could give at that version, so `None` (the connection closes).
+pub fn unsupported_reply(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    frame: &Bytes,
+) -> Option<Bytes> {
+    match api_key {
+        ApiKey::ApiVersions => {
+            let body = ApiVersionsResponse::default()
+                .with_error_code(code::UNSUPPORTED_VERSION)
+                .with_api_keys(api_version_entries());
+            encode(api_key, 0, correlation_id, &ResponseKind::ApiVersions(body)).ok()
+        }
+        ApiKey::Produce if version <= LEGACY_PRODUCE_MAX => {
+            crate::handler::produce::legacy_error_response(version, correlation_id, frame)
+        }
+        _ => None,
+    }
+}

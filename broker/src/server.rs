@@ -1,0 +1,119 @@
+//! The accept loop, connection limit and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use strata_storage::{Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::handler::Ctx;
+
+/// KV key of the cluster id, generated on first start and kept with the data.
+const CLUSTER_ID_KEY: &[u8] = b"broker.cluster_id";
+
+/// A running broker.
+pub struct Broker {
+    addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    ctx: Arc<Ctx>,
+}
+
+impl Broker {
+    /// Validates `config`, opens the store, binds the listener and starts serving on the
+    /// current tokio runtime.
+    pub async fn start(config: Config) -> anyhow::Result<Broker> {
+        let listen = config.validate()?;
+        let mut store_config = StoreConfig::new(config.data_dir.clone());
+        store_config.fsync = config.fsync;
+        store_config.max_message_bytes = config.message_max_bytes;
+        store_config.segment_bytes = config.segment_bytes;
+        store_config.segment_ms = config.segment_ms;
+        let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+            .await?
+            .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
+        let cluster_id = cluster_id(&store)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (host, port) = config.advertised(addr);
+        tracing::info!(?config, "effective configuration");
+        tracing::info!(%addr, advertised = %format!("{host}:{port}"), %cluster_id, "listening");
+        let ctx = Arc::new(Ctx::new(config, store, cluster_id, host, port));
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(accept_loop(listener, ctx.clone(), cancel.clone(), tasks.clone()));
+        Ok(Broker { addr, cancel, tasks, ctx })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets each connection finish the requests it has read, then syncs and
+    /// closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let Broker { ctx, .. } = self;
+        match Arc::try_unwrap(ctx) {
+            Ok(ctx) => tokio::task::spawn_blocking(move || ctx.store.close()).await?,
+            Err(_) => tracing::warn!("store still referenced at shutdown; it closes when released"),
+        }
+        tracing::info!("shut down");
+        Ok(())
+    }
+}
+
+fn cluster_id(store: &Store) -> anyhow::Result<String> {
+    if let Some(v) = store.get_kv(CLUSTER_ID_KEY)? {
+        return Ok(String::from_utf8_lossy(&v).into_owned());
+    }
+    // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works for
+    // clients, so use the UUID's simple hex form cut to that length.
+    let id: String = uuid::Uuid::new_v4().simple().to_string().chars().take(22).collect();
+    store.put_kv(CLUSTER_ID_KEY, id.as_bytes())?;
+    Ok(id)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            crate::connection::serve(ctx, stream, peer, cancel).await;
+            drop(permit);
+        });
+    }
+}

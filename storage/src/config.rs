@@ -1,0 +1,76 @@
+//! Store settings and the topic configs the storage itself interprets.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Kafka's default `message.max.bytes`: 1 MiB plus the 12-byte log overhead.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Kafka's default `segment.bytes` (1 GiB).
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+/// Kafka's default `segment.ms` (7 days).
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// How to open a [`crate::Store`].
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the RocksDB database; created when missing.
+    pub dir: PathBuf,
+    /// Make writes durable (fsync of the write-ahead log) before they become visible. Off
+    /// trades durability on power loss for latency; a process crash loses nothing either way.
+    pub fsync: bool,
+    /// Defaults for topics that do not set `segment.bytes`, `segment.ms`, `max.message.bytes`.
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub max_message_bytes: usize,
+    /// Size of each RocksDB memtable of the log column family.
+    pub write_buffer_bytes: usize,
+    /// Shared block cache (index/filter blocks and the metadata column family).
+    pub block_cache_bytes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            fsync: true,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: DEFAULT_SEGMENT_MS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            // 64 MiB memtables: large enough that a flush writes a sizable file (few L0
+            // files, little compaction), small enough that 4 of them stay well under the
+            // broker's 512 MiB memory budget.
+            write_buffer_bytes: 64 << 20,
+            // Batches bypass the block cache (they live in blob files, read through the OS
+            // page cache); the cache only holds keys, indexes and metadata.
+            block_cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The topic settings the storage applies on append, parsed from the topic's config map
+/// with the store's defaults for missing keys. Unparseable values fall back to the default;
+/// the broker validates values before they reach the storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimits {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`: the broker's clock replaces batch timestamps.
+    pub log_append_time: bool,
+}
+
+impl TopicLimits {
+    pub fn from_configs(configs: &BTreeMap<String, String>, defaults: &StoreConfig) -> Self {
+        fn get<T: std::str::FromStr>(c: &BTreeMap<String, String>, k: &str, d: T) -> T {
+            c.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
+        }
+        TopicLimits {
+            segment_bytes: get(configs, "segment.bytes", defaults.segment_bytes),
+            segment_ms: get(configs, "segment.ms", defaults.segment_ms),
+            max_message_bytes: get(configs, "max.message.bytes", defaults.max_message_bytes),
+            log_append_time: configs
+                .get("message.timestamp.type")
+                .is_some_and(|v| v == "LogAppendTime"),
+        }
+    }
+}

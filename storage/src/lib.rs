@@ -1,0 +1,33 @@
+//! # strata-storage
+//!
+//! Strata's durable partition log. It knows topics, partitions, offsets and Kafka v2 record
+//! batches — as opaque bytes plus the few header fields it must read — committed consumer-group
+//! offsets, segments and small broker metadata. It knows nothing of the Kafka wire protocol
+//! (no `kafka-protocol` dependency) and its public API exposes no RocksDB type.
+//!
+//! ## Write path
+//! [`Store::append`] validates a batch, assigns its offsets under the partition's lock, patches
+//! the base offset into the bytes and writes batch + segment/producer metadata in one atomic
+//! RocksDB write, without fsync. One syncer thread then makes the write-ahead log durable for
+//! everything written so far (group commit across partitions) and advances each partition's
+//! high watermark. Readers never see offsets at or above the high watermark.
+//!
+//! ## Layout
+//! Column family `log`: `[partition id][base offset]` → batch bytes (big values live in blob
+//! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
+//! partition, segment, producer and group-offset records, encoded with prost.
+
+pub mod batch;
+mod config;
+mod error;
+mod keys;
+mod meta;
+mod partition;
+mod rocks;
+
+pub use config::{StoreConfig, TopicLimits, DEFAULT_MAX_MESSAGE_BYTES};
+pub use error::{StorageError, StorageResult};
+pub use rocks::{
+    AppendOutcome, BatchAt, GroupOffset, PartitionOffsets, ReadOutcome, SegmentInfo, Store,
+    TopicInfo,
+};

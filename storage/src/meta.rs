@@ -1,0 +1,102 @@
+//! On-disk metadata records, encoded with prost so they can gain fields without migrations.
+
+use prost::Message;
+
+/// `meta` CF, tag Topic.
+#[derive(Clone, PartialEq, Message)]
+pub struct TopicRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// UUID bytes (16).
+    #[prost(bytes = "vec", tag = "2")]
+    pub id: Vec<u8>,
+    /// Storage partition id of partition index i, for each i.
+    #[prost(uint64, repeated, tag = "3")]
+    pub partition_ids: Vec<u64>,
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub configs: std::collections::BTreeMap<String, String>,
+    #[prost(int64, tag = "5")]
+    pub created_ms: i64,
+}
+
+/// `meta` CF, tag Partition: what a partition keeps beyond its segments.
+#[derive(Clone, PartialEq, Message)]
+pub struct PartitionRecord {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(int32, tag = "2")]
+    pub index: i32,
+    #[prost(int64, tag = "3")]
+    pub log_start_offset: i64,
+    /// Next offset when every segment is gone (after truncation of the whole log).
+    #[prost(int64, tag = "4")]
+    pub next_offset_floor: i64,
+}
+
+/// `meta` CF, tag Segment. Written in the same atomic write as every batch of the segment.
+#[derive(Clone, PartialEq, Message)]
+pub struct SegmentRecord {
+    #[prost(int64, tag = "1")]
+    pub base_offset: i64,
+    #[prost(int64, tag = "2")]
+    pub last_offset: i64,
+    #[prost(uint64, tag = "3")]
+    pub bytes: u64,
+    #[prost(int64, tag = "4")]
+    pub min_timestamp: i64,
+    #[prost(int64, tag = "5")]
+    pub max_timestamp: i64,
+    #[prost(int64, tag = "6")]
+    pub created_ms: i64,
+    #[prost(uint32, tag = "7")]
+    pub batches: u32,
+}
+
+/// One of a producer's recent batches, for duplicate detection.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProducerBatch {
+    #[prost(int32, tag = "1")]
+    pub first_seq: i32,
+    #[prost(int32, tag = "2")]
+    pub last_seq: i32,
+    #[prost(int64, tag = "3")]
+    pub base_offset: i64,
+    #[prost(int64, tag = "4")]
+    pub last_offset: i64,
+}
+
+/// `meta` CF, tag Producer: an idempotent producer's state on one partition, written in the
+/// same atomic write as the batch that changed it.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProducerRecord {
+    #[prost(int32, tag = "1")]
+    pub epoch: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub batches: Vec<ProducerBatch>,
+    #[prost(int64, tag = "3")]
+    pub last_timestamp: i64,
+}
+
+/// `meta` CF, tag GroupOffset.
+#[derive(Clone, PartialEq, Message)]
+pub struct GroupOffsetRecord {
+    #[prost(int64, tag = "1")]
+    pub offset: i64,
+    #[prost(int32, tag = "2")]
+    pub leader_epoch: i32,
+    #[prost(string, tag = "3")]
+    pub metadata: String,
+    #[prost(int64, tag = "4")]
+    pub commit_timestamp_ms: i64,
+}
+
+/// `idx` CF: one small entry per batch so timestamp look-ups never read batch bytes.
+#[derive(Clone, PartialEq, Message)]
+pub struct BatchIndexRecord {
+    #[prost(int32, tag = "1")]
+    pub last_offset_delta: i32,
+    #[prost(int64, tag = "2")]
+    pub max_timestamp: i64,
+    #[prost(uint32, tag = "3")]
+    pub size: u32,
+}

@@ -1,0 +1,462 @@
+//! Appending to and reading from partition logs.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use rocksdb::{ReadOptions, WriteBatch};
+
+use super::{now_ms, Inner, Store, CF_IDX, CF_LOG, CF_META};
+use crate::batch::{self, BatchHeader};
+use crate::error::{StorageError, StorageResult};
+use crate::keys::{self, Tag};
+use crate::meta::{BatchIndexRecord, PartitionRecord, SegmentRecord};
+use crate::partition::{check_sequence, next_producer_state, Partition, PartitionState, SeqCheck};
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The batch repeated one already written by the same idempotent producer; the offsets
+    /// are those of the original and nothing new was written.
+    pub duplicate: bool,
+    /// The timestamp written into the batch when the topic uses LogAppendTime.
+    pub log_append_time: Option<i64>,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches returned by a read, back to back, with the partition's offsets at the time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    pub records: Vec<u8>,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start: i64,
+    pub high_watermark: i64,
+    /// Equal to the high watermark: there are no transactions yet.
+    pub last_stable: i64,
+    /// Next offset to assign; may be ahead of the high watermark until the syncer runs.
+    pub log_end: i64,
+}
+
+/// One stored batch and its base offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchAt {
+    pub base_offset: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// Descriptor of one segment of a partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub bytes: u64,
+    pub batches: u32,
+    pub min_timestamp: i64,
+    pub max_timestamp: i64,
+    pub created_ms: i64,
+    /// Every segment but the last is sealed: no batch will be added to it.
+    pub sealed: bool,
+}
+
+impl Store {
+    /// Appends one v2 record batch to a partition.
+    ///
+    /// Validates it (magic, length, CRC-32C, record count, `max.message.bytes`, producer
+    /// sequence), assigns the next offsets, patches the base offset (and leader epoch 0) into
+    /// the bytes, and writes batch, index entry, segment descriptor and producer state in one
+    /// atomic write. Appends to one partition are ordered; different partitions proceed in
+    /// parallel. The data is written but not yet durable: it becomes visible to readers once
+    /// the high watermark passes `last_offset` (see [`Store::wait_for_high_watermark`]).
+    /// A duplicate of one of the producer's last 5 batches returns the original offsets.
+    pub fn append(&self, topic: &str, partition: i32, mut bytes: Vec<u8>) -> StorageResult<AppendOutcome> {
+        let header = batch::validate(&bytes)?;
+        let p = self.inner.partition(topic, partition)?;
+        let mut state = p.lock();
+        if state.deleted {
+            return Err(StorageError::UnknownTopic(topic.to_string()));
+        }
+        if bytes.len() > state.limits.max_message_bytes {
+            return Err(StorageError::MessageTooLarge {
+                size: bytes.len(),
+                max: state.limits.max_message_bytes,
+            });
+        }
+        let now = now_ms();
+        if header.is_idempotent() {
+            let known = state.producers.get(&header.producer_id);
+            if let SeqCheck::Duplicate { base_offset, last_offset } = check_sequence(known, &header)? {
+                return Ok(AppendOutcome {
+                    base_offset,
+                    last_offset,
+                    duplicate: true,
+                    log_append_time: None,
+                    log_start_offset: state.log_start,
+                });
+            }
+        }
+        let base = state.next_offset;
+        batch::patch_offset_and_epoch(&mut bytes, base, 0);
+        let log_append_time = state.limits.log_append_time.then(|| {
+            batch::set_log_append_time(&mut bytes, now);
+            now
+        });
+        let header = BatchHeader {
+            base_offset: base,
+            first_timestamp: log_append_time.unwrap_or(header.first_timestamp),
+            max_timestamp: log_append_time.unwrap_or(header.max_timestamp),
+            ..header
+        };
+        self.inner.write_batch(&p, &mut state, &header, &bytes, now)?;
+        let end = header.last_offset() + 1;
+        p.log_end.store(end, Ordering::Release);
+        let log_start = state.log_start;
+        drop(state);
+        if self.inner.config.fsync {
+            self.inner.sync.mark(&p);
+        } else {
+            p.publish_hw(end);
+        }
+        Ok(AppendOutcome {
+            base_offset: base,
+            last_offset: end - 1,
+            duplicate: false,
+            log_append_time,
+            log_start_offset: log_start,
+        })
+    }
+
+    /// Waits until the partition's high watermark is above `offset` (so `offset` is durable
+    /// and readable) or `timeout` passes; returns the high watermark then. No polling: the
+    /// syncer wakes the waiters.
+    pub async fn wait_for_high_watermark(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> StorageResult<i64> {
+        let p = self.inner.partition(topic, partition)?;
+        let mut rx = p.hw.subscribe();
+        // Timing out, or the partition being dropped (topic deleted) meanwhile, ends the
+        // wait too; the caller compares the returned high watermark with `offset`.
+        let _ = tokio::time::timeout(timeout, async {
+            let _ = rx.wait_for(|hw| *hw > offset).await;
+        })
+        .await;
+        Ok(p.high_watermark())
+    }
+
+    /// Reads whole batches from the one containing `from` onwards, up to `max_bytes` — but
+    /// at least one batch when `at_least_one`, however large — and never at or past the
+    /// high watermark. `from` below the log start or past the log end is
+    /// [`StorageError::OffsetOutOfRange`]; `from` at the high watermark gives no records.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> StorageResult<ReadOutcome> {
+        let p = self.inner.partition(topic, partition)?;
+        let hw = p.high_watermark();
+        let log_start = p.log_start.load(Ordering::Acquire);
+        let mut out = ReadOutcome {
+            records: Vec::new(),
+            high_watermark: hw,
+            last_stable_offset: hw,
+            log_start_offset: log_start,
+        };
+        if from < log_start || from > p.log_end() {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: from,
+                log_start,
+                log_end: p.log_end(),
+            });
+        }
+        if from >= hw {
+            return Ok(out);
+        }
+        let mut it = self.inner.log_iter(CF_LOG, p.pid, 0, hw);
+        it.seek_for_prev(keys::log_key(p.pid, from));
+        if !it.valid() {
+            it.seek_to_first();
+        }
+        while let Some(value) = it.value() {
+            let h = batch::read_header(value)?;
+            if h.last_offset() >= from {
+                let fits = out.records.len() + value.len() <= max_bytes;
+                if !fits && !(at_least_one && out.records.is_empty()) {
+                    break;
+                }
+                out.records.extend_from_slice(value);
+                if !fits {
+                    break;
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    pub fn offsets(&self, topic: &str, partition: i32) -> StorageResult<PartitionOffsets> {
+        let p = self.inner.partition(topic, partition)?;
+        let hw = p.high_watermark();
+        Ok(PartitionOffsets {
+            log_start: p.log_start.load(Ordering::Acquire),
+            high_watermark: hw,
+            last_stable: hw,
+            log_end: p.log_end(),
+        })
+    }
+
+    /// The first batch (below the high watermark, at or after the log start) whose max
+    /// timestamp is >= `timestamp`. The offset Kafka's ListOffsets wants — the first record
+    /// with timestamp >= target — lies in this batch, and every record of earlier batches
+    /// is older, also when CreateTime timestamps are not monotonic. `None` when no record is
+    /// that recent.
+    pub fn find_batch_by_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> StorageResult<Option<BatchAt>> {
+        let p = self.inner.partition(topic, partition)?;
+        let (hw, log_start, start) = {
+            let s = p.lock();
+            let hw = p.high_watermark();
+            let seg = s.segments.iter().find(|s| s.max_timestamp >= timestamp && s.base_offset < hw);
+            match seg {
+                Some(seg) => (hw, s.log_start, seg.base_offset),
+                None => return Ok(None),
+            }
+        };
+        self.inner.find_batch(&p, start, hw, |base, idx| {
+            base + i64::from(idx.last_offset_delta) >= log_start && idx.max_timestamp >= timestamp
+        })
+    }
+
+    /// The first batch holding the partition's largest timestamp (for ListOffsets
+    /// MAX_TIMESTAMP); `None` when the partition is empty.
+    pub fn find_max_timestamp_batch(&self, topic: &str, partition: i32) -> StorageResult<Option<BatchAt>> {
+        let p = self.inner.partition(topic, partition)?;
+        let (hw, start, max) = {
+            let s = p.lock();
+            let hw = p.high_watermark();
+            let mut best: Option<&SegmentRecord> = None;
+            for seg in s.segments.iter().filter(|s| s.base_offset < hw) {
+                if best.is_none_or(|b| seg.max_timestamp > b.max_timestamp) {
+                    best = Some(seg);
+                }
+            }
+            match best {
+                Some(b) => (hw, b.base_offset, b.max_timestamp),
+                None => return Ok(None),
+            }
+        };
+        self.inner.find_batch(&p, start, hw, |_, idx| idx.max_timestamp >= max)
+    }
+
+    /// The partition's segments, oldest first.
+    pub fn segments(&self, topic: &str, partition: i32) -> StorageResult<Vec<SegmentInfo>> {
+        let p = self.inner.partition(topic, partition)?;
+        let s = p.lock();
+        let n = s.segments.len();
+        Ok(s.segments
+            .iter()
+            .enumerate()
+            .map(|(i, r)| SegmentInfo {
+                base_offset: r.base_offset,
+                last_offset: r.last_offset,
+                bytes: r.bytes,
+                batches: r.batches,
+                min_timestamp: r.min_timestamp,
+                max_timestamp: r.max_timestamp,
+                created_ms: r.created_ms,
+                sealed: i + 1 < n,
+            })
+            .collect())
+    }
+
+    /// Moves the log start offset up to `offset` (DeleteRecords, retention) and deletes every
+    /// whole segment below it, atomically and durably. Offsets past the high watermark are
+    /// out of range; an offset at or below the current log start changes nothing. Returns
+    /// the new log start offset.
+    pub fn truncate_before(&self, topic: &str, partition: i32, offset: i64) -> StorageResult<i64> {
+        let p = self.inner.partition(topic, partition)?;
+        let mut s = p.lock();
+        let hw = p.high_watermark();
+        if offset > hw || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start: s.log_start,
+                log_end: hw,
+            });
+        }
+        if offset <= s.log_start {
+            return Ok(s.log_start);
+        }
+        let inner = &self.inner;
+        let dropped = s.segments.iter().take_while(|seg| seg.last_offset < offset).count();
+        let mut wb = WriteBatch::default();
+        if dropped > 0 {
+            let end = s.segments.get(dropped).map_or(s.next_offset, |seg| seg.base_offset);
+            for cf in [CF_LOG, CF_IDX] {
+                wb.delete_range_cf(inner.cf(cf), keys::log_key(p.pid, 0), keys::log_key(p.pid, end));
+            }
+            for seg in &s.segments[..dropped] {
+                wb.delete_cf(inner.cf(CF_META), keys::pid_key(Tag::Segment, p.pid, seg.base_offset));
+            }
+        }
+        let rec = PartitionRecord {
+            topic: p.topic.clone(),
+            index: p.index,
+            log_start_offset: offset,
+            next_offset_floor: s.next_offset,
+        };
+        wb.put_cf(inner.cf(CF_META), keys::partition_key(p.pid), rec.encode_to_vec());
+        inner.write_synced(wb)?;
+        s.segments.drain(..dropped);
+        s.log_start = offset;
+        p.log_start.store(offset, Ordering::Release);
+        Ok(offset)
+    }
+
+    /// Compacts the partition's log below its start offset so space freed by
+    /// [`Store::truncate_before`] returns to the file system now rather than at the next
+    /// natural compaction. Can take long: call it off the request path.
+    pub fn reclaim_space(&self, topic: &str, partition: i32) -> StorageResult<()> {
+        let p = self.inner.partition(topic, partition)?;
+        let start = p.log_start.load(Ordering::Acquire);
+        self.inner.compact_ranges(&[(keys::log_key(p.pid, 0), keys::log_key(p.pid, start))]);
+        Ok(())
+    }
+
+    /// Bytes of live data in the partition's segments.
+    pub fn partition_size(&self, topic: &str, partition: i32) -> StorageResult<u64> {
+        let p = self.inner.partition(topic, partition)?;
+        let s = p.lock();
+        Ok(s.segments.iter().map(|seg| seg.bytes).sum())
+    }
+}
+
+impl Inner {
+    /// A raw iterator over `[pid][from] .. [pid][to]` of a log-keyed family.
+    fn log_iter(&self, cf: &str, pid: u64, from: i64, to: i64) -> rocksdb::DBRawIterator<'_> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::log_key(pid, from).to_vec());
+        ro.set_iterate_upper_bound(keys::log_key(pid, to).to_vec());
+        // Fetches read sequentially: let the OS read ahead within blob files.
+        ro.set_readahead_size(1 << 20);
+        self.db.raw_iterator_cf_opt(self.cf(cf), ro)
+    }
+
+    /// Writes one batch with its index entry, segment descriptor and producer state in one
+    /// atomic write, rolling the segment when it is full or old. Updates `state` only after
+    /// the write succeeded.
+    fn write_batch(
+        &self,
+        p: &Partition,
+        state: &mut PartitionState,
+        h: &BatchHeader,
+        bytes: &[u8],
+        now: i64,
+    ) -> StorageResult<()> {
+        let size = bytes.len() as u64;
+        let roll = state.segments.last().is_none_or(|seg| {
+            seg.last_offset + 1 != h.base_offset
+                || seg.bytes + size > state.limits.segment_bytes
+                || now - seg.created_ms >= state.limits.segment_ms
+        });
+        let mut seg = match (roll, state.segments.last()) {
+            (false, Some(active)) => active.clone(),
+            _ => SegmentRecord {
+                base_offset: h.base_offset,
+                last_offset: h.base_offset - 1,
+                bytes: 0,
+                min_timestamp: h.first_timestamp.min(h.max_timestamp),
+                max_timestamp: h.max_timestamp,
+                created_ms: now,
+                batches: 0,
+            },
+        };
+        seg.last_offset = h.last_offset();
+        seg.bytes += size;
+        seg.batches += 1;
+        seg.min_timestamp = seg.min_timestamp.min(h.first_timestamp.min(h.max_timestamp));
+        seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
+
+        let key = keys::log_key(p.pid, h.base_offset);
+        let idx = BatchIndexRecord {
+            last_offset_delta: h.last_offset_delta,
+            max_timestamp: h.max_timestamp,
+            size: bytes.len() as u32,
+        };
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_LOG), key, bytes);
+        wb.put_cf(self.cf(CF_IDX), key, idx.encode_to_vec());
+        wb.put_cf(
+            self.cf(CF_META),
+            keys::pid_key(Tag::Segment, p.pid, seg.base_offset),
+            seg.encode_to_vec(),
+        );
+        let producer = h.is_idempotent().then(|| {
+            let next = next_producer_state(state.producers.get(&h.producer_id), h, h.base_offset, now);
+            wb.put_cf(
+                self.cf(CF_META),
+                keys::pid_key(Tag::Producer, p.pid, h.producer_id),
+                next.encode_to_vec(),
+            );
+            next
+        });
+        self.db.write_opt(wb, &self.write_options(false))?;
+
+        if roll {
+            state.segments.push(seg);
+        } else if let Some(active) = state.segments.last_mut() {
+            *active = seg;
+        }
+        if let Some(next) = producer {
+            state.producers.insert(h.producer_id, next);
+        }
+        state.next_offset = h.last_offset() + 1;
+        Ok(())
+    }
+
+    /// Scans the batch index from `from` below `to` and returns the first batch `pick`
+    /// accepts, read from the log.
+    fn find_batch(
+        &self,
+        p: &Arc<Partition>,
+        from: i64,
+        to: i64,
+        pick: impl Fn(i64, &BatchIndexRecord) -> bool,
+    ) -> StorageResult<Option<BatchAt>> {
+        let mut it = self.log_iter(CF_IDX, p.pid, from, to);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let idx = BatchIndexRecord::decode(v)?;
+            let base = keys::parse_log_key(k).map_or(0, |(_, o)| o);
+            if pick(base, &idx) {
+                let bytes = self
+                    .db
+                    .get_cf(self.cf(CF_LOG), k)?
+                    .ok_or_else(|| StorageError::Io(format!("batch at {base} is indexed but missing")))?;
+                return Ok(Some(BatchAt { base_offset: base, bytes }));
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(None)
+    }
+}

@@ -1,0 +1,132 @@
+//! Group commit: one thread makes the write-ahead log durable for every append written so
+//! far, then publishes the new high watermarks.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::Inner;
+use crate::error::{StorageError, StorageResult};
+use crate::partition::Partition;
+
+/// Back-off after a failed WAL sync (disk full, I/O error) before the next attempt; the
+/// failed partitions stay queued so their waiters are released as soon as a sync succeeds.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub(crate) struct SyncQueue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    dirty: Vec<Arc<Partition>>,
+    stop: bool,
+}
+
+impl SyncQueue {
+    /// Queues `p` for the next sync unless it is already queued.
+    pub fn mark(&self, p: &Arc<Partition>) {
+        if !p.dirty.swap(true, Ordering::SeqCst) {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.dirty.push(p.clone());
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for work; `None` once stopped with nothing left to sync.
+    fn take(&self) -> Option<Vec<Arc<Partition>>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !s.dirty.is_empty() {
+                return Some(std::mem::take(&mut s.dirty));
+            }
+            if s.stop {
+                return None;
+            }
+            s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn requeue(&self, parts: Vec<Arc<Partition>>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for p in parts {
+            if !p.dirty.swap(true, Ordering::SeqCst) {
+                s.dirty.push(p);
+            }
+        }
+    }
+}
+
+/// Owns the syncer thread; stopping it (explicitly or on drop) runs one last sync.
+pub(crate) struct SyncerGuard {
+    queue: Arc<SyncQueue>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SyncerGuard {
+    pub fn start(inner: Arc<Inner>) -> StorageResult<Self> {
+        let queue = inner.sync.clone();
+        let handle = std::thread::Builder::new()
+            .name("strata-syncer".into())
+            .spawn(move || run(&inner))
+            .map_err(|e| StorageError::Io(format!("spawn syncer thread: {e}")))?;
+        Ok(SyncerGuard {
+            queue,
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    pub fn stop(&self) {
+        {
+            let mut s = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.stop = true;
+            self.queue.wake.notify_one();
+        }
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the syncer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for SyncerGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(inner: &Inner) {
+    while let Some(parts) = inner.sync.take() {
+        // Clear each flag before reading the log end: an append that finishes after this
+        // read re-queues its partition, so nothing written is left unsynced.
+        let ends: Vec<i64> = parts
+            .iter()
+            .map(|p| {
+                p.dirty.store(false, Ordering::SeqCst);
+                p.log_end()
+            })
+            .collect();
+        let result = if inner.config.fsync {
+            inner.db.flush_wal(true)
+        } else {
+            Ok(())
+        };
+        match result {
+            Ok(()) => {
+                for (p, end) in parts.iter().zip(ends) {
+                    p.publish_hw(end);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "syncing the write-ahead log failed; retrying");
+                inner.sync.requeue(parts);
+                std::thread::sleep(RETRY_AFTER_FAILURE);
+            }
+        }
+    }
+}
