@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     catalog: RwLock<Catalog>,
     next_pid: AtomicU64,
     sync: Arc<syncer::SyncQueue>,
+    /// Background compactions started by topic deletes; joined at close so the database
+    /// is really closed when `close` returns.
+    background: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 /// The durable log store. Cheap to clone; the database closes (after a final sync) when the
@@ -154,6 +157,7 @@ impl Store {
             catalog: RwLock::new(Catalog::default()),
             next_pid: AtomicU64::new(0),
             sync: Arc::new(syncer::SyncQueue::default()),
+            background: std::sync::Mutex::new(Vec::new()),
         };
         inner.recover()?;
         let inner = Arc::new(inner);
@@ -165,6 +169,12 @@ impl Store {
     /// this store is gone.
     pub fn close(self) {
         self.syncer.stop();
+        let handles = std::mem::take(&mut *self.inner.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in handles {
+            if h.join().is_err() {
+                tracing::error!("a background compaction panicked");
+            }
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -313,10 +323,13 @@ impl Store {
             .map(|p| (keys::log_key(p.pid, 0), keys::log_key(p.pid + 1, 0)))
             .collect();
         let compactor = self.inner.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("strata-compact".into())
             .spawn(move || compactor.compact_ranges(&ranges))
             .map_err(|e| StorageError::Io(format!("spawn compaction thread: {e}")))?;
+        let mut background = inner.background.lock().unwrap_or_else(|e| e.into_inner());
+        background.retain(|h| !h.is_finished());
+        background.push(handle);
         Ok(entry.info)
     }
 

@@ -1,0 +1,582 @@
+//! Storage benchmark: the disk, a bare RocksDB loop with the engine's options, and the engine.
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=/root/.cache/strata-target
+//! cargo run -p strata-storage --example bench -- [--gib 4] [--dir PATH] [--writers 4]
+//!     [--inflight-mib 16] [--fsync-tries 200]
+//! ```
+//!
+//! `--gib`: data written per configuration (default 4, so the 64 MiB memtables flush many
+//! times and write amplification is measured in steady state). `--dir`: where data goes
+//! (default: the system temp dir); it must be on the disk under test, not tmpfs. Each
+//! configuration gets a fresh sub-directory, removed afterwards. Units: MB = 10^6 bytes.
+//!
+//! Write amplification everywhere is (write_bytes - cancelled_write_bytes) from
+//! /proc/self/io — bytes this process (all its threads, RocksDB's background threads
+//! included) sent to the block layer, minus dirty pages discarded before write-back (e.g. a
+//! WAL deleted while still in the page cache) — divided by the payload bytes written. The
+//! disk baseline prints the same ratio for a plain file as a check of the counter (~1.00).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB,
+};
+use strata_storage::batch::BatchBuilder;
+use strata_storage::{Store, StoreConfig};
+
+const TOPIC: &str = "bench";
+const RECORDS_PER_BATCH: usize = 64;
+const RECORD_VALUE_BYTES: usize = 1000;
+
+struct Args {
+    gib: f64,
+    dir: Option<PathBuf>,
+    writers: usize,
+    inflight_mib: usize,
+    fsync_tries: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args { gib: 4.0, dir: None, writers: 4, inflight_mib: 16, fsync_tries: 200 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--gib" => a.gib = val()?.parse()?,
+            "--dir" => a.dir = Some(val()?.into()),
+            "--writers" => a.writers = val()?.parse()?,
+            "--inflight-mib" => a.inflight_mib = val()?.parse()?,
+            "--fsync-tries" => a.fsync_tries = val()?.parse()?,
+            _ => bail!("unknown flag {flag} (see the header of storage/examples/bench.rs)"),
+        }
+    }
+    ensure!(a.gib > 0.0 && a.writers > 0 && a.inflight_mib > 0 && a.fsync_tries > 0);
+    Ok(a)
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers: I/O counters, percentiles, formatting.
+
+#[derive(Clone, Copy)]
+struct Io {
+    write: u64,
+    cancelled: u64,
+}
+
+fn io_now() -> Result<Io> {
+    let s = std::fs::read_to_string("/proc/self/io").context("read /proc/self/io")?;
+    let field = |name: &str| -> Result<u64> {
+        let line = s.lines().find(|l| l.starts_with(name)).context(name.to_string())?;
+        Ok(line[name.len()..].trim().parse()?)
+    };
+    Ok(Io { write: field("write_bytes:")?, cancelled: field("cancelled_write_bytes:")? })
+}
+
+/// Bytes that really went (or will go) to disk since `before`.
+fn written_since(before: Io) -> Result<u64> {
+    let now = io_now()?;
+    Ok((now.write - before.write).saturating_sub(now.cancelled - before.cancelled))
+}
+
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    sorted.get((sorted.len() * pct / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Prints the file system the bench dir is on: numbers taken on tmpfs are meaningless.
+fn describe_fs(dir: &Path) -> Result<()> {
+    let dir = dir.canonicalize()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let best = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[0], f[1], f[2]))
+        })
+        .max_by_key(|(_, mp, _)| mp.len());
+    match best {
+        Some((dev, mp, fs)) => {
+            println!("bench dir {} on {dev} ({fs}, mounted at {mp})", dir.display());
+            if matches!(fs, "tmpfs" | "ramfs") {
+                println!("WARNING: this is memory, not a disk; pass --dir on the disk under test");
+            }
+        }
+        None => println!("bench dir {} (mount unknown)", dir.display()),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Disk baselines.
+
+struct Disk {
+    write_mbps: f64,
+    io_ratio: f64,
+    fsync_p50: Duration,
+    fsync_p99: Duration,
+}
+
+fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
+    // Sequential throughput: buffered 1 MiB writes then one fdatasync, timed together, so
+    // the number is what the device sustains, not what the page cache absorbs.
+    let path = dir.join("seq.dat");
+    let chunk = vec![0xA5u8; 1 << 20];
+    let n = (bytes / chunk.len() as u64).max(1);
+    let mut f = File::create(&path)?;
+    let io0 = io_now()?;
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f.write_all(&chunk)?;
+    }
+    f.sync_data()?;
+    let took = t0.elapsed();
+    let total = n * chunk.len() as u64;
+    let io_ratio = written_since(io0)? as f64 / total as f64;
+    drop(f);
+    std::fs::remove_file(&path)?;
+
+    // Commit latency: append 4 KiB then fdatasync, like a WAL sync (RocksDB syncs its WAL
+    // with fdatasync; appending also changes the file size, so the journal commits too).
+    // The first 10 tries (file creation, first block allocation) are not counted.
+    let path = dir.join("fsync.dat");
+    let page = vec![0x5Au8; 4096];
+    let mut f = File::create(&path)?;
+    let mut lat = Vec::with_capacity(tries);
+    for i in 0..tries + 10 {
+        let t = Instant::now();
+        f.write_all(&page)?;
+        f.sync_data()?;
+        if i >= 10 {
+            lat.push(t.elapsed());
+        }
+    }
+    drop(f);
+    std::fs::remove_file(&path)?;
+    lat.sort();
+    Ok(Disk {
+        write_mbps: mbps(total, took),
+        io_ratio,
+        fsync_p50: percentile(&lat, 50),
+        fsync_p99: percentile(&lat, 99),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Bare RocksDB with the engine's options.
+
+/// A copy of `db_options` in storage/src/rocks/mod.rs (it is private). Keep the two in sync:
+/// the bare loop is only a fair ceiling if it runs the same RocksDB configuration.
+fn engine_options(write_buffer_bytes: usize) -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let mut db = Options::default();
+    db.create_if_missing(true);
+    db.create_missing_column_families(true);
+    db.set_max_background_jobs(2);
+    db.set_max_total_wal_size(write_buffer_bytes as u64 * 4);
+    db.set_bytes_per_sync(1 << 20);
+    db.set_wal_bytes_per_sync(0);
+    let cache = Cache::new_lru_cache(64 << 20);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_bloom_filter(10.0, false);
+
+    let mut log = Options::default();
+    log.set_write_buffer_size(write_buffer_bytes);
+    log.set_max_write_buffer_number(4);
+    log.set_compression_type(DBCompressionType::None);
+    log.set_enable_blob_files(true);
+    log.set_min_blob_size(4096);
+    log.set_blob_file_size(256 << 20);
+    log.set_blob_compression_type(DBCompressionType::None);
+    log.set_enable_blob_gc(false);
+    log.set_level_compaction_dynamic_level_bytes(true);
+    log.set_block_based_table_factory(&table);
+
+    let mut small = Options::default();
+    small.set_write_buffer_size(16 << 20);
+    small.set_compression_type(DBCompressionType::Lz4);
+    small.set_level_compaction_dynamic_level_bytes(true);
+    small.set_block_based_table_factory(&table);
+    let cfs = vec![
+        ColumnFamilyDescriptor::new("log", log),
+        ColumnFamilyDescriptor::new("idx", small.clone()),
+        ColumnFamilyDescriptor::new("meta", small),
+    ];
+    (db, cfs)
+}
+
+/// Flushes every memtable, so that the bytes a later flush would write (blob + SST files)
+/// are counted: without it the last ~256 MiB of a run would count once (WAL) instead of
+/// twice, and write amplification would look better than it is.
+fn flush_all(db: &DB) -> Result<()> {
+    for cf in ["log", "idx", "meta"] {
+        db.flush_cf(db.cf_handle(cf).context("cf")?)?;
+    }
+    Ok(())
+}
+
+struct Bare {
+    mbps: f64,
+    wa: f64,
+}
+
+/// `writers` threads put `value_len`-byte values under increasing keys `[thread][counter]`
+/// (the shape of the engine's `[partition][offset]` keys) with unsynced writes. When
+/// `durable`, one thread loops `flush_wal(true)` — the engine's group commit without any of
+/// its bookkeeping — and the clock stops after a last sync once all puts are done.
+fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable: bool) -> Result<Bare> {
+    let (opts, cfs) = engine_options(64 << 20);
+    let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+    let per_thread = (total / value_len as u64 / writers as u64).max(1);
+    let put_count = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let io0 = io_now()?;
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let syncer = durable.then(|| {
+            s.spawn(|| -> Result<()> {
+                let mut synced = 0;
+                while !done.load(Ordering::Acquire) {
+                    let now = put_count.load(Ordering::Acquire);
+                    if now == synced {
+                        // Nothing new: don't burn one of the two cores on empty syncs.
+                        std::thread::sleep(Duration::from_micros(50));
+                        continue;
+                    }
+                    db.flush_wal(true)?;
+                    synced = now;
+                }
+                Ok(())
+            })
+        });
+        let handles: Vec<_> = (0..writers as u64)
+            .map(|w| {
+                let (db, put_count) = (&db, &put_count);
+                s.spawn(move || -> Result<()> {
+                    let cf = db.cf_handle("log").context("cf")?;
+                    let value: Vec<u8> = (0..value_len).map(|i| (i * 31 + w as usize) as u8).collect();
+                    let mut key = [0u8; 16];
+                    key[..8].copy_from_slice(&w.to_be_bytes());
+                    for i in 0..per_thread {
+                        key[8..].copy_from_slice(&i.to_be_bytes());
+                        db.put_cf(cf, key, &value)?;
+                        put_count.fetch_add(1, Ordering::Release);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("writer panicked")?;
+        }
+        done.store(true, Ordering::Release);
+        if let Some(h) = syncer {
+            h.join().expect("syncer panicked")?;
+        }
+        Ok(())
+    })?;
+    if durable {
+        db.flush_wal(true)?;
+    }
+    let took = t0.elapsed();
+    let bytes = per_thread * writers as u64 * value_len as u64;
+    flush_all(&db)?;
+    let wa = written_since(io0)? as f64 / bytes as f64;
+    Ok(Bare { mbps: mbps(bytes, took), wa })
+}
+
+// ---------------------------------------------------------------------------------------
+// 3 + 4. The engine.
+
+/// One ~64 KiB batch of 64 records with 1000-byte values, as a producer would send it.
+fn make_batch() -> Vec<u8> {
+    let ts = 1_700_000_000_000;
+    let value: Vec<u8> = (0..RECORD_VALUE_BYTES).map(|i| (i * 7) as u8).collect();
+    (0..RECORDS_PER_BATCH).fold(BatchBuilder::new(ts), |b, _| b.record(ts, None, &value)).build()
+}
+
+struct Engine {
+    mbps: f64,
+    p50: Duration,
+    p99: Duration,
+    wa: f64,
+    read_gbps: Option<f64>,
+}
+
+/// Appends `total` bytes to `partitions` partitions from `min(partitions, writers)` threads
+/// (each round-robin over its partitions) and measures throughput to durability, latency
+/// from `append` to the high watermark passing the batch, and write amplification.
+///
+/// Pipeline: blocking on each append until durable would leave one batch per partition per
+/// sync, measuring the fsync rate instead of the engine. So each writer, after `append`,
+/// hands `(last_offset, start)` to its partition's bounded channel and goes on; a tokio task
+/// per partition awaits `wait_for_high_watermark` for each batch in order and records the
+/// latency. The channel capacity bounds the data in flight (`inflight` bytes over all
+/// partitions), like producers' in-flight limits; a full channel is back-pressure.
+/// Throughput = bytes / (start .. the last batch durable).
+fn engine(
+    dir: &Path,
+    total: u64,
+    partitions: i32,
+    writers: usize,
+    fsync: bool,
+    inflight: u64,
+    read_back: bool,
+) -> Result<Engine> {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.fsync = fsync;
+    let store = Store::open(cfg)?;
+    store.create_topic(TOPIC, partitions, BTreeMap::new())?;
+    let batch = make_batch();
+    let blen = batch.len() as u64;
+    let per_part = (total / blen / partitions as u64).max(1);
+    let depth = (inflight / blen / partitions as u64).max(1) as usize;
+    let writers = writers.min(partitions as usize);
+
+    // One runtime worker: the waiters do almost nothing, and the two cores are needed by
+    // the writers, the syncer and RocksDB's flush thread.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let mut groups: Vec<Vec<_>> = (0..writers).map(|_| Vec::new()).collect();
+    let mut waiters = Vec::new();
+    for p in 0..partitions {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(i64, Instant)>(depth);
+        groups[p as usize % writers].push((p, tx));
+        let store = store.clone();
+        waiters.push(rt.spawn(async move {
+            let mut lat = Vec::with_capacity(per_part as usize);
+            while let Some((last, start)) = rx.recv().await {
+                let hw = store.wait_for_high_watermark(TOPIC, p, last, Duration::from_secs(60)).await?;
+                ensure!(hw > last, "partition {p}: offset {last} not durable after 60 s");
+                lat.push(start.elapsed());
+            }
+            Ok::<_, anyhow::Error>((lat, Instant::now()))
+        }));
+    }
+
+    let io0 = io_now()?;
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|mine| {
+                let (store, batch) = (&store, &batch);
+                s.spawn(move || -> Result<()> {
+                    for _ in 0..per_part {
+                        for (p, tx) in &mine {
+                            let bytes = batch.clone(); // append takes ownership (patches offsets)
+                            let start = Instant::now();
+                            let out = store.append(TOPIC, *p, bytes)?;
+                            tx.blocking_send((out.last_offset, start)).ok().context("waiter gone")?;
+                        }
+                    }
+                    Ok(()) // dropping the senders ends the waiters
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("writer panicked")?;
+        }
+        Ok(())
+    })?;
+    let mut lat = Vec::new();
+    let mut end = t0;
+    for w in waiters {
+        let (l, e) = rt.block_on(w)??;
+        lat.extend(l);
+        end = end.max(e);
+    }
+    let bytes = per_part * partitions as u64 * blen;
+    let took = end - t0;
+    lat.sort();
+
+    // Read-back of partition 0 with 1 MiB fetches, like a consumer catching up. One
+    // untimed pass first warms the page cache (blob files) so the timed pass measures the
+    // engine (iterator, blob lookup, copy), not the disk.
+    let read_gbps = if read_back {
+        let pass = || -> Result<(u64, Duration)> {
+            let (t, mut from, mut n) = (Instant::now(), 0i64, 0u64);
+            loop {
+                let out = store.read(TOPIC, 0, from, 1 << 20, true)?;
+                let Some(last) = strata_storage::batch::split(&out.records)?.pop() else { break };
+                from = strata_storage::batch::read_header(last)?.last_offset() + 1;
+                n += out.records.len() as u64;
+            }
+            Ok((n, t.elapsed()))
+        };
+        pass()?;
+        let (n, d) = pass()?;
+        ensure!(n == per_part * blen, "read back {n} bytes, appended {}", per_part * blen);
+        Some(n as f64 / 1e9 / d.as_secs_f64())
+    } else {
+        None
+    };
+
+    // The store has no flush API and closing does not flush memtables, so reopen the
+    // database bare (same options) and flush: recovery replays the WAL and the flush writes
+    // what the engine would have written eventually. Counted into write amplification.
+    drop(rt);
+    store.close();
+    {
+        let (opts, cfs) = engine_options(64 << 20);
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        flush_all(&db)?;
+    }
+    let wa = written_since(io0)? as f64 / bytes as f64;
+    Ok(Engine { mbps: mbps(bytes, took), p50: percentile(&lat, 50), p99: percentile(&lat, 99), wa, read_gbps })
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn fresh(base: &Path, name: &str) -> Result<PathBuf> {
+    let d = base.join(name);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "FAIL" }
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let started = Instant::now();
+    let total = (args.gib * (1u64 << 30) as f64) as u64;
+    let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent)?;
+    let base = tempfile::Builder::new().prefix("strata-bench-").tempdir_in(&parent)?;
+    let blen = make_batch().len();
+    println!("# Strata storage benchmark");
+    describe_fs(base.path())?;
+    println!(
+        "data per configuration: {:.2} GiB; batch: {RECORDS_PER_BATCH} x {RECORD_VALUE_BYTES} B records = {blen} B; \
+         writers: {}; in flight: {} MiB; cores: {}",
+        args.gib,
+        args.writers,
+        args.inflight_mib,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+
+    println!("\n## 1. Disk");
+    let t = Instant::now();
+    let disk_bytes = total.min(1 << 30);
+    let disk = disk_baseline(base.path(), disk_bytes, args.fsync_tries)?;
+    println!(
+        "sequential write {} MiB + fdatasync: {:.0} MB/s   (/proc/self/io counted {:.2}x the bytes)",
+        disk_bytes >> 20,
+        disk.write_mbps,
+        disk.io_ratio
+    );
+    println!(
+        "4 KiB append + fdatasync, {} tries: p50 {:.2} ms, p99 {:.2} ms   [{:.1} s]",
+        args.fsync_tries,
+        ms(disk.fsync_p50),
+        ms(disk.fsync_p99),
+        t.elapsed().as_secs_f64()
+    );
+
+    println!("\n## 2. Bare RocksDB ({} threads, {blen} B puts, engine options)", args.writers);
+    let mut bare = Vec::new();
+    for (name, durable) in [("durable (flush_wal loop)", true), ("no sync", false)] {
+        let t = Instant::now();
+        let dir = fresh(base.path(), "rocks")?;
+        let r = bare_rocks(&dir, total, blen, args.writers, durable)?;
+        std::fs::remove_dir_all(&dir)?;
+        println!(
+            "{name:<26} {:>7.0} MB/s   write amp {:.2}   [{:.1} s]",
+            r.mbps,
+            r.wa,
+            t.elapsed().as_secs_f64()
+        );
+        bare.push(r);
+    }
+
+    println!("\n## 3. Engine (append -> high watermark)");
+    println!("{:<24} {:>9} {:>10} {:>10} {:>9}", "configuration", "MB/s", "p50 ms", "p99 ms", "write amp");
+    let mut eng = Vec::new();
+    for (parts, fsync) in [(1, true), (16, true), (1, false), (16, false)] {
+        let t = Instant::now();
+        let dir = fresh(base.path(), "engine")?;
+        let inflight = args.inflight_mib as u64 * (1 << 20);
+        let r = engine(&dir, total, parts, args.writers, fsync, inflight, parts == 1 && fsync)?;
+        std::fs::remove_dir_all(&dir)?;
+        let name = format!("{parts} partition(s), fsync {}", if fsync { "on" } else { "off" });
+        println!(
+            "{name:<24} {:>9.0} {:>10.2} {:>10.2} {:>9.2}   [{:.1} s]",
+            r.mbps,
+            ms(r.p50),
+            ms(r.p99),
+            r.wa,
+            t.elapsed().as_secs_f64()
+        );
+        eng.push((parts, fsync, r));
+    }
+
+    println!("\n## 4. Read-back (partition 0 of the 1-partition fsync-on run, 1 MiB fetches, warm cache)");
+    let read = eng.iter().find_map(|(_, _, r)| r.read_gbps).unwrap_or(0.0);
+    println!("{read:.2} GB/s");
+
+    // 5. The targets of the issue. The latency budget: three single-fsync latencies (the
+    // sync in progress when the batch arrives, its own sync, one more for slack) plus the
+    // time the disk needs to write the batch itself at sequential speed.
+    let budget = disk.fsync_p50 * 3 + Duration::from_secs_f64(blen as f64 / 1e6 / disk.write_mbps);
+    let durable_bare = bare[0].mbps;
+    println!("\n## 5. Summary against the targets");
+    println!("{:<52} {:>12} {:>14} {:>6}", "metric", "measured", "target", "");
+    for (parts, fsync, r) in &eng {
+        if !*fsync {
+            continue;
+        }
+        let ratio = r.mbps / durable_bare;
+        println!(
+            "{:<52} {:>11.0}% {:>14} {:>6}",
+            format!("durable append, {parts} partition(s) / bare RocksDB durable"),
+            ratio * 100.0,
+            ">= 85%",
+            verdict(ratio >= 0.85)
+        );
+    }
+    for (parts, fsync, r) in &eng {
+        println!(
+            "{:<52} {:>12.2} {:>14} {:>6}",
+            format!("write amplification, {parts} partition(s), fsync {}", if *fsync { "on" } else { "off" }),
+            r.wa,
+            "<= 2.1",
+            verdict(r.wa <= 2.1)
+        );
+    }
+    for (parts, fsync, r) in &eng {
+        if *fsync {
+            println!(
+                "{:<52} {:>9.2} ms {:>11.2} ms {:>6}",
+                format!("p99 append-to-durable, {parts} partition(s)"),
+                ms(r.p99),
+                ms(budget),
+                verdict(r.p99 <= budget)
+            );
+        }
+    }
+    println!("{:<52} {:>7.2} GB/s {:>14} {:>6}", "read-back, warm cache", read, ">= 1 GB/s", verdict(read >= 1.0));
+    println!(
+        "(latency target = 3 x 4 KiB fdatasync p50 ({:.2} ms) + {blen} B at {:.0} MB/s; \
+         latency is measured with {} MiB in flight)",
+        ms(disk.fsync_p50),
+        disk.write_mbps,
+        args.inflight_mib
+    );
+    println!("\ntotal run time: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
