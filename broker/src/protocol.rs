@@ -148,6 +148,28 @@ pub fn unsupported_reply(
         ApiKey::Produce if version <= LEGACY_PRODUCE_MAX => {
             crate::handler::produce::legacy_error_response(version, correlation_id, frame)
         }
+        _ if api_key.valid_versions().min <= version && version <= api_key.valid_versions().max => {
+            let body = error_body(api_key, code::UNSUPPORTED_VERSION)?;
+            encode(api_key, version, correlation_id, &body).ok()
+        }
         _ => None,
     }
+}
+
+/// An error response for an API we do not implement, for the APIs whose responses carry a
+/// top-level error code (the consumer-group family, SASL): clients that try them anyway
+/// get UNSUPPORTED_VERSION rather than a dropped connection. APIs whose errors are per
+/// entry have no such answer; their connection closes.
+fn error_body(api_key: ApiKey, error: i16) -> Option<ResponseKind> {
+    use kafka_protocol::messages::*;
+    Some(match api_key {
+        ApiKey::FindCoordinator => FindCoordinatorResponse::default().with_error_code(error).into(),
+        ApiKey::JoinGroup => JoinGroupResponse::default().with_error_code(error).into(),
+        ApiKey::SyncGroup => SyncGroupResponse::default().with_error_code(error).into(),
+        ApiKey::Heartbeat => HeartbeatResponse::default().with_error_code(error).into(),
+        ApiKey::LeaveGroup => LeaveGroupResponse::default().with_error_code(error).into(),
+        ApiKey::ListGroups => ListGroupsResponse::default().with_error_code(error).into(),
+        ApiKey::SaslHandshake => SaslHandshakeResponse::default().with_error_code(error).into(),
+        _ => return None,
+    })
 }
