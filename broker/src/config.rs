@@ -38,6 +38,15 @@ pub struct Config {
     /// Default `segment.bytes` / `segment.ms` for topics that do not set them.
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    /// How long the first rebalance of an empty group waits for more members to join
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Session timeouts a consumer may ask for (`group.min/max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    /// Committed offsets of groups without members expire after this long
+    /// (`offsets.retention.minutes`).
+    pub offsets_retention_minutes: u64,
 }
 
 impl Default for Config {
@@ -57,6 +66,11 @@ impl Default for Config {
             max_connections: 10_000,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            // Kafka's defaults: 3 s, 6 s .. 30 min, 7 days.
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 7 * 24 * 60,
         }
     }
 }
@@ -127,7 +141,8 @@ impl Config {
         env_overrides!(self, lookup, {
             listen, advertise, data_dir, node_id, num_partitions, auto_create_topics, fsync,
             message_max_bytes, socket_request_max_bytes, max_connections, segment_bytes,
-            segment_ms,
+            segment_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
+            group_max_session_timeout_ms, offsets_retention_minutes,
         });
         Ok(self)
     }
@@ -160,7 +175,23 @@ impl Config {
         if self.segment_bytes < 1024 || self.segment_ms < 1 {
             return Err(bad("segment_bytes must be >= 1024 and segment_ms >= 1"));
         }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(bad("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms"));
+        }
+        if self.offsets_retention_minutes == 0 {
+            return Err(bad("offsets_retention_minutes must be at least 1"));
+        }
         Ok(listen)
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_settings(&self) -> crate::group::GroupSettings {
+        use std::time::Duration;
+        crate::group::GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
+            min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+            max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+        }
     }
 
     /// The host and port advertised to clients, given the address actually bound.

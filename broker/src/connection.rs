@@ -66,7 +66,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
                 break;
             }
         };
-        match answer(&ctx, frame).await {
+        match answer(&ctx, peer, frame).await {
             Ok(None) => {}
             Ok(Some(out)) => {
                 if tx.send(out).await.is_err() {
@@ -84,7 +84,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
 }
 
 /// Decodes and applies one request; `Ok(None)` when no response is due (acks=0).
-async fn answer(ctx: &Arc<Ctx>, frame: Bytes) -> Result<Option<Outgoing>, ProtocolError> {
+async fn answer(ctx: &Arc<Ctx>, peer: SocketAddr, frame: Bytes) -> Result<Option<Outgoing>, ProtocolError> {
     let request = match protocol::decode(frame.clone())? {
         Decoded::Request(r) => r,
         Decoded::Unsupported { api_key, version, correlation_id } => {
@@ -103,7 +103,7 @@ async fn answer(ctx: &Arc<Ctx>, frame: Bytes) -> Result<Option<Outgoing>, Protoc
     let encode = move |body: kafka_protocol::messages::ResponseKind| {
         protocol::encode(api_key, version, correlation_id, &body)
     };
-    Ok(match handler::dispatch(ctx, &request.header, request.body).await {
+    Ok(match handler::dispatch(ctx, peer, &request.header, request.body).await {
         Reply::None => None,
         Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
         Reply::Now(body) => Some(Outgoing::Ready(encode(body)?)),

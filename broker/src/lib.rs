@@ -7,6 +7,7 @@
 pub mod config;
 mod connection;
 pub mod error;
+pub mod group;
 pub mod handler;
 pub mod protocol;
 mod server;

@@ -32,6 +32,17 @@ pub const SUPPORTED: &[Supported] = &[
     Supported { key: ApiKey::InitProducerId, min: 0, max: 5 },
     Supported { key: ApiKey::CreatePartitions, min: 0, max: 3 },
     Supported { key: ApiKey::DescribeCluster, min: 0, max: 1 },
+    Supported { key: ApiKey::FindCoordinator, min: 0, max: 6 },
+    Supported { key: ApiKey::JoinGroup, min: 0, max: 9 },
+    Supported { key: ApiKey::SyncGroup, min: 0, max: 5 },
+    Supported { key: ApiKey::Heartbeat, min: 0, max: 4 },
+    Supported { key: ApiKey::LeaveGroup, min: 0, max: 5 },
+    Supported { key: ApiKey::OffsetCommit, min: 2, max: 9 },
+    Supported { key: ApiKey::OffsetFetch, min: 1, max: 9 },
+    Supported { key: ApiKey::DescribeGroups, min: 0, max: 5 },
+    Supported { key: ApiKey::ListGroups, min: 0, max: 5 },
+    Supported { key: ApiKey::DeleteGroups, min: 0, max: 2 },
+    Supported { key: ApiKey::OffsetDelete, min: 0, max: 0 },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.

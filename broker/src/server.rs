@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::group::Coordinator;
 use crate::handler::Ctx;
+use std::time::Duration;
 
 /// KV key of the cluster id, generated on first start and kept with the data.
 const CLUSTER_ID_KEY: &[u8] = b"broker.cluster_id";
@@ -45,9 +47,11 @@ impl Broker {
         let (host, port) = config.advertised(addr);
         tracing::info!(?config, "effective configuration");
         tracing::info!(%addr, advertised = %format!("{host}:{port}"), %cluster_id, "listening");
-        let ctx = Arc::new(Ctx::new(config, store, cluster_id, host, port));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let groups = Arc::new(Coordinator::new(store.clone(), config.group_settings(), cancel.clone(), tasks.clone()));
+        tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)));
+        let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
         tasks.spawn(accept_loop(listener, ctx.clone(), cancel.clone(), tasks.clone()));
         Ok(Broker { addr, cancel, tasks, ctx })
     }
@@ -62,11 +66,10 @@ impl Broker {
         self.cancel.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        let Broker { ctx, .. } = self;
-        match Arc::try_unwrap(ctx) {
-            Ok(ctx) => tokio::task::spawn_blocking(move || ctx.store.close()).await?,
-            Err(_) => tracing::warn!("store still referenced at shutdown; it closes when released"),
-        }
+        let store = self.ctx.store.clone();
+        drop(self.ctx);
+        // Final sync; the database closes as the last reference (this one) goes.
+        tokio::task::spawn_blocking(move || store.close()).await?;
         tracing::info!("shut down");
         Ok(())
     }

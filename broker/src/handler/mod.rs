@@ -3,13 +3,24 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use std::sync::Arc;
 
@@ -19,21 +30,24 @@ use kafka_protocol::protocol::StrBytes;
 use strata_storage::{StorageError, Store};
 
 use crate::config::Config;
+use crate::group::Coordinator;
 
 /// What every handler can reach.
 pub struct Ctx {
     pub config: Config,
     pub store: Store,
+    pub groups: Arc<Coordinator>,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
 }
 
 impl Ctx {
-    pub fn new(config: Config, store: Store, cluster_id: String, host: String, port: i32) -> Self {
+    pub fn new(config: Config, store: Store, groups: Arc<Coordinator>, cluster_id: String, host: String, port: i32) -> Self {
         Ctx {
             config,
             store,
+            groups,
             cluster_id,
             advertised_host: host,
             advertised_port: port,
@@ -77,7 +91,7 @@ impl<T: Into<ResponseKind>> From<T> for Reply {
 
 /// Routes a decoded request to its handler. Only supported APIs reach this point (the
 /// version check in `protocol::decode` turns the others away).
-pub async fn dispatch(ctx: &Arc<Ctx>, header: &RequestHeader, request: RequestKind) -> Reply {
+pub async fn dispatch(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &RequestHeader, request: RequestKind) -> Reply {
     let v = header.request_api_version;
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
@@ -90,6 +104,17 @@ pub async fn dispatch(ctx: &Arc<Ctx>, header: &RequestHeader, request: RequestKi
         RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, r).into(),
         RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, v, r).into(),
+        RequestKind::JoinGroup(r) => join_group::handle(ctx, peer, header, r).await,
+        RequestKind::SyncGroup(r) => sync_group::handle(ctx, r).await,
+        RequestKind::Heartbeat(r) => heartbeat::handle(ctx, r).await.into(),
+        RequestKind::LeaveGroup(r) => leave_group::handle(ctx, v, r).await.into(),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(ctx, r).await.into(),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(ctx, v, r).await.into(),
+        RequestKind::DescribeGroups(r) => describe_groups::handle(ctx, v, r).await.into(),
+        RequestKind::ListGroups(r) => list_groups::handle(ctx, r).await.into(),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r).await.into(),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r).await.into(),
         other => unsupported(other),
     }
 }
