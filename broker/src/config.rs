@@ -38,6 +38,14 @@ pub struct Config {
     /// Default `segment.bytes` / `segment.ms` for topics that do not set them.
     pub segment_bytes: u64,
     pub segment_ms: i64,
+    /// Default `retention.ms` (Kafka's `log.retention.ms`; -1 keeps data forever).
+    pub retention_ms: i64,
+    /// Default `retention.bytes` per partition (Kafka's `log.retention.bytes`; -1: no limit).
+    pub retention_bytes: i64,
+    /// Default `message.timestamp.type` (`CreateTime` or `LogAppendTime`).
+    pub message_timestamp_type: String,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
     /// How long the first rebalance of an empty group waits for more members to join
     /// (Kafka's `group.initial.rebalance.delay.ms`).
     pub group_initial_rebalance_delay_ms: u64,
@@ -66,6 +74,11 @@ impl Default for Config {
             max_connections: 10_000,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            // Kafka's defaults: 7 days, no size limit, CreateTime, every 5 minutes.
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            message_timestamp_type: "CreateTime".into(),
+            retention_check_interval_ms: 300_000,
             // Kafka's defaults: 3 s, 6 s .. 30 min, 7 days.
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
@@ -141,7 +154,8 @@ impl Config {
         env_overrides!(self, lookup, {
             listen, advertise, data_dir, node_id, num_partitions, auto_create_topics, fsync,
             message_max_bytes, socket_request_max_bytes, max_connections, segment_bytes,
-            segment_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
+            segment_ms, retention_ms, retention_bytes, message_timestamp_type,
+            retention_check_interval_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
             group_max_session_timeout_ms, offsets_retention_minutes,
         });
         Ok(self)
@@ -174,6 +188,15 @@ impl Config {
         }
         if self.segment_bytes < 1024 || self.segment_ms < 1 {
             return Err(bad("segment_bytes must be >= 1024 and segment_ms >= 1"));
+        }
+        if self.retention_ms < -1 || self.retention_bytes < -1 {
+            return Err(bad("retention_ms and retention_bytes must be -1 (unlimited) or more"));
+        }
+        if !matches!(self.message_timestamp_type.as_str(), "CreateTime" | "LogAppendTime") {
+            return Err(bad("message_timestamp_type must be CreateTime or LogAppendTime"));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(bad("retention_check_interval_ms must be at least 1"));
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err(bad("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms"));

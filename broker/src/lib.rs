@@ -10,6 +10,7 @@ pub mod error;
 pub mod group;
 pub mod handler;
 pub mod protocol;
+pub mod retention;
 mod server;
 pub mod topic_config;
 

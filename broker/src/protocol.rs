@@ -43,6 +43,11 @@ pub const SUPPORTED: &[Supported] = &[
     Supported { key: ApiKey::ListGroups, min: 0, max: 5 },
     Supported { key: ApiKey::DeleteGroups, min: 0, max: 2 },
     Supported { key: ApiKey::OffsetDelete, min: 0, max: 0 },
+    Supported { key: ApiKey::DescribeConfigs, min: 1, max: 4 },
+    Supported { key: ApiKey::AlterConfigs, min: 0, max: 2 },
+    Supported { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
+    Supported { key: ApiKey::DeleteRecords, min: 0, max: 2 },
+    Supported { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.

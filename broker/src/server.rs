@@ -36,6 +36,7 @@ impl Broker {
         store_config.max_message_bytes = config.message_max_bytes;
         store_config.segment_bytes = config.segment_bytes;
         store_config.segment_ms = config.segment_ms;
+        store_config.log_append_time = config.message_timestamp_type == "LogAppendTime";
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
@@ -52,6 +53,7 @@ impl Broker {
         let groups = Arc::new(Coordinator::new(store.clone(), config.group_settings(), cancel.clone(), tasks.clone()));
         tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)));
         let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
+        tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(accept_loop(listener, ctx.clone(), cancel.clone(), tasks.clone()));
         Ok(Broker { addr, cancel, tasks, ctx })
     }

@@ -25,23 +25,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB,
-};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 use strata_storage::batch::BatchBuilder;
 use strata_storage::{Store, StoreConfig};
 
 const TOPIC: &str = "bench";
 const RECORDS_PER_BATCH: usize = 64;
 const RECORD_VALUE_BYTES: usize = 1000;
+/// Batches appended one at a time for the unloaded-latency measurement: ~130 MB, so that
+/// the memtable flushes twice meanwhile and its effect shows in the p99.
+const UNLOADED_BATCHES: usize = 2000;
 
-struct Args {
-    gib: f64,
-    dir: Option<PathBuf>,
-    writers: usize,
-    inflight_mib: usize,
-    fsync_tries: usize,
-}
+struct Args { gib: f64, dir: Option<PathBuf>, writers: usize, inflight_mib: usize, fsync_tries: usize }
 
 fn parse_args() -> Result<Args> {
     let mut a = Args { gib: 4.0, dir: None, writers: 4, inflight_mib: 16, fsync_tries: 200 };
@@ -65,10 +60,7 @@ fn parse_args() -> Result<Args> {
 // Helpers: I/O counters, percentiles, formatting.
 
 #[derive(Clone, Copy)]
-struct Io {
-    write: u64,
-    cancelled: u64,
-}
+struct Io { write: u64, cancelled: u64 }
 
 fn io_now() -> Result<Io> {
     let s = std::fs::read_to_string("/proc/self/io").context("read /proc/self/io")?;
@@ -85,17 +77,27 @@ fn written_since(before: Io) -> Result<u64> {
     Ok((now.write - before.write).saturating_sub(now.cancelled - before.cancelled))
 }
 
+/// Returns once this process has written nothing for `window` (background work is done).
+fn wait_for_quiet_io(window: Duration) -> Result<()> {
+    let (mut last, mut since) = (io_now()?.write, Instant::now());
+    while since.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = io_now()?.write;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    Ok(())
+}
+
 fn percentile(sorted: &[Duration], pct: usize) -> Duration {
-    sorted.get((sorted.len() * pct / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+    let i = (sorted.len() * pct / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or_default()
 }
 
-fn mbps(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / 1e6 / d.as_secs_f64()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+fn mbps(bytes: u64, d: Duration) -> f64 { bytes as f64 / 1e6 / d.as_secs_f64() }
+fn ms(d: Duration) -> f64 { d.as_secs_f64() * 1e3 }
+fn secs(t: Instant) -> f64 { t.elapsed().as_secs_f64() }
 
 /// Prints the file system the bench dir is on: numbers taken on tmpfs are meaningless.
 fn describe_fs(dir: &Path) -> Result<()> {
@@ -108,14 +110,10 @@ fn describe_fs(dir: &Path) -> Result<()> {
             (f.len() >= 3 && dir.starts_with(f[1])).then(|| (f[0], f[1], f[2]))
         })
         .max_by_key(|(_, mp, _)| mp.len());
-    match best {
-        Some((dev, mp, fs)) => {
-            println!("bench dir {} on {dev} ({fs}, mounted at {mp})", dir.display());
-            if matches!(fs, "tmpfs" | "ramfs") {
-                println!("WARNING: this is memory, not a disk; pass --dir on the disk under test");
-            }
-        }
-        None => println!("bench dir {} (mount unknown)", dir.display()),
+    let (dev, mp, fs) = best.unwrap_or(("?", "?", "?"));
+    println!("bench dir {} on {dev} ({fs}, mounted at {mp})", dir.display());
+    if matches!(fs, "tmpfs" | "ramfs") {
+        println!("WARNING: this is memory, not a disk; pass --dir on the disk under test");
     }
     Ok(())
 }
@@ -123,12 +121,7 @@ fn describe_fs(dir: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // 1. Disk baselines.
 
-struct Disk {
-    write_mbps: f64,
-    io_ratio: f64,
-    fsync_p50: Duration,
-    fsync_p99: Duration,
-}
+struct Disk { write_mbps: f64, io_ratio: f64, fsync_p50: Duration, fsync_p99: Duration }
 
 fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
     // Sequential throughput: buffered 1 MiB writes then one fdatasync, timed together, so
@@ -139,9 +132,7 @@ fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
     let mut f = File::create(&path)?;
     let io0 = io_now()?;
     let t0 = Instant::now();
-    for _ in 0..n {
-        f.write_all(&chunk)?;
-    }
+    (0..n).try_for_each(|_| f.write_all(&chunk))?;
     f.sync_data()?;
     let took = t0.elapsed();
     let total = n * chunk.len() as u64;
@@ -167,12 +158,8 @@ fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
     drop(f);
     std::fs::remove_file(&path)?;
     lat.sort();
-    Ok(Disk {
-        write_mbps: mbps(total, took),
-        io_ratio,
-        fsync_p50: percentile(&lat, 50),
-        fsync_p99: percentile(&lat, 99),
-    })
+    let (fsync_p50, fsync_p99) = (percentile(&lat, 50), percentile(&lat, 99));
+    Ok(Disk { write_mbps: mbps(total, took), io_ratio, fsync_p50, fsync_p99 })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -229,10 +216,7 @@ fn flush_all(db: &DB) -> Result<()> {
     Ok(())
 }
 
-struct Bare {
-    mbps: f64,
-    wa: f64,
-}
+struct Bare { mbps: f64, wa: f64 }
 
 /// `writers` threads put `value_len`-byte values under increasing keys `[thread][counter]`
 /// (the shape of the engine's `[partition][offset]` keys) with unsynced writes. When
@@ -242,8 +226,7 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
     let (opts, cfs) = engine_options(64 << 20);
     let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
     let per_thread = (total / value_len as u64 / writers as u64).max(1);
-    let put_count = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
+    let (put_count, done) = (AtomicU64::new(0), AtomicBool::new(false));
     let io0 = io_now()?;
     let t0 = Instant::now();
     std::thread::scope(|s| -> Result<()> {
@@ -280,17 +263,12 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
                 })
             })
             .collect();
-        for h in handles {
-            h.join().expect("writer panicked")?;
-        }
+        handles.into_iter().try_for_each(|h| h.join().expect("writer panicked"))?;
         done.store(true, Ordering::Release);
-        if let Some(h) = syncer {
-            h.join().expect("syncer panicked")?;
-        }
-        Ok(())
+        syncer.map_or(Ok(()), |h| h.join().expect("syncer panicked"))
     })?;
     if durable {
-        db.flush_wal(true)?;
+        db.flush_wal(true)?; // the puts since the syncer's last round
     }
     let took = t0.elapsed();
     let bytes = per_thread * writers as u64 * value_len as u64;
@@ -309,13 +287,7 @@ fn make_batch() -> Vec<u8> {
     (0..RECORDS_PER_BATCH).fold(BatchBuilder::new(ts), |b, _| b.record(ts, None, &value)).build()
 }
 
-struct Engine {
-    mbps: f64,
-    p50: Duration,
-    p99: Duration,
-    wa: f64,
-    read_gbps: Option<f64>,
-}
+struct Engine { mbps: f64, p50: Duration, p99: Duration, wa: f64, read_gbps: Option<f64> }
 
 /// Appends `total` bytes to `partitions` partitions from `min(partitions, writers)` threads
 /// (each round-robin over its partitions) and measures throughput to durability, latency
@@ -329,13 +301,7 @@ struct Engine {
 /// partitions), like producers' in-flight limits; a full channel is back-pressure.
 /// Throughput = bytes / (start .. the last batch durable).
 fn engine(
-    dir: &Path,
-    total: u64,
-    partitions: i32,
-    writers: usize,
-    fsync: bool,
-    inflight: u64,
-    read_back: bool,
+    dir: &Path, total: u64, partitions: i32, writers: usize, fsync: bool, inflight: u64,
 ) -> Result<Engine> {
     let mut cfg = StoreConfig::new(dir);
     cfg.fsync = fsync;
@@ -358,6 +324,8 @@ fn engine(
         let store = store.clone();
         waiters.push(rt.spawn(async move {
             let mut lat = Vec::with_capacity(per_part as usize);
+            // In order: a batch is never durable before the one appended before it, so
+            // awaiting them one by one records each latency within a wake-up of the truth.
             while let Some((last, start)) = rx.recv().await {
                 let hw = store.wait_for_high_watermark(TOPIC, p, last, Duration::from_secs(60)).await?;
                 ensure!(hw > last, "partition {p}: offset {last} not durable after 60 s");
@@ -387,13 +355,10 @@ fn engine(
                 })
             })
             .collect();
-        for h in handles {
-            h.join().expect("writer panicked")?;
-        }
+        handles.into_iter().try_for_each(|h| h.join().expect("writer panicked"))?;
         Ok(())
     })?;
-    let mut lat = Vec::new();
-    let mut end = t0;
+    let (mut lat, mut end) = (Vec::new(), t0);
     for w in waiters {
         let (l, e) = rt.block_on(w)??;
         lat.extend(l);
@@ -406,7 +371,7 @@ fn engine(
     // Read-back of partition 0 with 1 MiB fetches, like a consumer catching up. One
     // untimed pass first warms the page cache (blob files) so the timed pass measures the
     // engine (iterator, blob lookup, copy), not the disk.
-    let read_gbps = if read_back {
+    let read_gbps = if partitions == 1 && fsync {
         let pass = || -> Result<(u64, Duration)> {
             let (t, mut from, mut n) = (Instant::now(), 0i64, 0u64);
             loop {
@@ -428,7 +393,11 @@ fn engine(
     // The store has no flush API and closing does not flush memtables, so reopen the
     // database bare (same options) and flush: recovery replays the WAL and the flush writes
     // what the engine would have written eventually. Counted into write amplification.
+    // Before closing, wait for background flushes to end: RocksDB discards a flush still
+    // running at shutdown (its blob file is deleted, after being partly written back by
+    // bytes_per_sync) and redoes it at reopen, which would count ~64 MiB twice.
     drop(rt);
+    wait_for_quiet_io(Duration::from_millis(500))?;
     store.close();
     {
         let (opts, cfs) = engine_options(64 << 20);
@@ -436,147 +405,138 @@ fn engine(
         flush_all(&db)?;
     }
     let wa = written_since(io0)? as f64 / bytes as f64;
-    Ok(Engine { mbps: mbps(bytes, took), p50: percentile(&lat, 50), p99: percentile(&lat, 99), wa, read_gbps })
+    let (p50, p99) = (percentile(&lat, 50), percentile(&lat, 99));
+    Ok(Engine { mbps: mbps(bytes, took), p50, p99, wa, read_gbps })
+}
+
+/// Latency without load: one partition, one batch at a time, each awaited until durable
+/// before the next is appended, so every append waits for exactly one WAL sync of its own
+/// data. This is the floor the pipelined latencies above are compared against.
+fn unloaded_latency(dir: &Path, batches: usize) -> Result<(Duration, Duration)> {
+    let store = Store::open(StoreConfig::new(dir))?;
+    store.create_topic(TOPIC, 1, BTreeMap::new())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let batch = make_batch();
+    let mut lat = Vec::with_capacity(batches);
+    for _ in 0..batches {
+        let bytes = batch.clone();
+        let start = Instant::now();
+        let last = store.append(TOPIC, 0, bytes)?.last_offset;
+        let hw = rt.block_on(store.wait_for_high_watermark(TOPIC, 0, last, Duration::from_secs(60)))?;
+        ensure!(hw > last, "offset {last} not durable after 60 s");
+        lat.push(start.elapsed());
+    }
+    store.close();
+    lat.sort();
+    Ok((percentile(&lat, 50), percentile(&lat, 99)))
 }
 
 // ---------------------------------------------------------------------------------------
 
-fn fresh(base: &Path, name: &str) -> Result<PathBuf> {
-    let d = base.join(name);
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "FAIL" }
+/// Runs `f` in a fresh sub-directory of `base`, removed afterwards.
+fn in_dir<T>(base: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let dir = base.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let r = f(&dir);
+    std::fs::remove_dir_all(&dir)?;
+    r
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
     let started = Instant::now();
     let total = (args.gib * (1u64 << 30) as f64) as u64;
+    let inflight = args.inflight_mib as u64 * (1 << 20);
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
     let base = tempfile::Builder::new().prefix("strata-bench-").tempdir_in(&parent)?;
+    let base = base.path();
     let blen = make_batch().len();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# Strata storage benchmark");
-    describe_fs(base.path())?;
+    describe_fs(base)?;
     println!(
-        "data per configuration: {:.2} GiB; batch: {RECORDS_PER_BATCH} x {RECORD_VALUE_BYTES} B records = {blen} B; \
-         writers: {}; in flight: {} MiB; cores: {}",
-        args.gib,
-        args.writers,
-        args.inflight_mib,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "data per configuration: {:.2} GiB; batch: {RECORDS_PER_BATCH} x {RECORD_VALUE_BYTES} B records = \
+         {blen} B; writers: {}; in flight: {} MiB; cores: {cores}",
+        args.gib, args.writers, args.inflight_mib
     );
 
     println!("\n## 1. Disk");
     let t = Instant::now();
     let disk_bytes = total.min(1 << 30);
-    let disk = disk_baseline(base.path(), disk_bytes, args.fsync_tries)?;
+    let disk = disk_baseline(base, disk_bytes, args.fsync_tries)?;
     println!(
         "sequential write {} MiB + fdatasync: {:.0} MB/s   (/proc/self/io counted {:.2}x the bytes)",
-        disk_bytes >> 20,
-        disk.write_mbps,
-        disk.io_ratio
+        disk_bytes >> 20, disk.write_mbps, disk.io_ratio
     );
     println!(
         "4 KiB append + fdatasync, {} tries: p50 {:.2} ms, p99 {:.2} ms   [{:.1} s]",
-        args.fsync_tries,
-        ms(disk.fsync_p50),
-        ms(disk.fsync_p99),
-        t.elapsed().as_secs_f64()
+        args.fsync_tries, ms(disk.fsync_p50), ms(disk.fsync_p99), secs(t)
     );
 
     println!("\n## 2. Bare RocksDB ({} threads, {blen} B puts, engine options)", args.writers);
     let mut bare = Vec::new();
-    for (name, durable) in [("durable (flush_wal loop)", true), ("no sync", false)] {
+    for (name, durable) in [("durable (flush_wal loop)", true), ("no sync (WAL unsynced)", false)] {
         let t = Instant::now();
-        let dir = fresh(base.path(), "rocks")?;
-        let r = bare_rocks(&dir, total, blen, args.writers, durable)?;
-        std::fs::remove_dir_all(&dir)?;
-        println!(
-            "{name:<26} {:>7.0} MB/s   write amp {:.2}   [{:.1} s]",
-            r.mbps,
-            r.wa,
-            t.elapsed().as_secs_f64()
-        );
+        let r = in_dir(base, |d| bare_rocks(d, total, blen, args.writers, durable))?;
+        println!("{name:<26} {:>7.0} MB/s   write amp {:.2}   [{:.1} s]", r.mbps, r.wa, secs(t));
         bare.push(r);
     }
 
     println!("\n## 3. Engine (append -> high watermark)");
-    println!("{:<24} {:>9} {:>10} {:>10} {:>9}", "configuration", "MB/s", "p50 ms", "p99 ms", "write amp");
+    println!("{:<26} {:>7} {:>9} {:>9} {:>10}", "configuration", "MB/s", "p50 ms", "p99 ms", "write amp");
     let mut eng = Vec::new();
     for (parts, fsync) in [(1, true), (16, true), (1, false), (16, false)] {
         let t = Instant::now();
-        let dir = fresh(base.path(), "engine")?;
-        let inflight = args.inflight_mib as u64 * (1 << 20);
-        let r = engine(&dir, total, parts, args.writers, fsync, inflight, parts == 1 && fsync)?;
-        std::fs::remove_dir_all(&dir)?;
-        let name = format!("{parts} partition(s), fsync {}", if fsync { "on" } else { "off" });
+        let r = in_dir(base, |d| engine(d, total, parts, args.writers, fsync, inflight))?;
+        let plural = if parts > 1 { "s" } else { "" };
+        let name = format!("{parts} partition{plural}, fsync {}", if fsync { "on" } else { "off" });
         println!(
-            "{name:<24} {:>9.0} {:>10.2} {:>10.2} {:>9.2}   [{:.1} s]",
-            r.mbps,
-            ms(r.p50),
-            ms(r.p99),
-            r.wa,
-            t.elapsed().as_secs_f64()
+            "{name:<26} {:>7.0} {:>9.2} {:>9.2} {:>10.2}   [{:.1} s]",
+            r.mbps, ms(r.p50), ms(r.p99), r.wa, secs(t)
         );
-        eng.push((parts, fsync, r));
+        eng.push((name, fsync, r));
     }
+    let t = Instant::now();
+    let (u50, u99) = in_dir(base, |d| unloaded_latency(d, UNLOADED_BATCHES))?;
+    let name = "1 partition, one at a time";
+    println!("{name:<26} {:>7} {:>9.2} {:>9.2} {:>10}   [{:.1} s]", "-", ms(u50), ms(u99), "-", secs(t));
 
-    println!("\n## 4. Read-back (partition 0 of the 1-partition fsync-on run, 1 MiB fetches, warm cache)");
+    println!("\n## 4. Read-back (the 1-partition fsync-on log, 1 MiB fetches, warm cache)");
     let read = eng.iter().find_map(|(_, _, r)| r.read_gbps).unwrap_or(0.0);
     println!("{read:.2} GB/s");
 
     // 5. The targets of the issue. The latency budget: three single-fsync latencies (the
     // sync in progress when the batch arrives, its own sync, one more for slack) plus the
-    // time the disk needs to write the batch itself at sequential speed.
-    let budget = disk.fsync_p50 * 3 + Duration::from_secs_f64(blen as f64 / 1e6 / disk.write_mbps);
-    let durable_bare = bare[0].mbps;
+    // time the disk needs to write the batch itself at sequential speed. p99 is compared
+    // with the disk's p99 fsync, so that both sides include the device's tail.
+    let budget = disk.fsync_p99 * 3 + Duration::from_secs_f64(blen as f64 / 1e6 / disk.write_mbps);
     println!("\n## 5. Summary against the targets");
-    println!("{:<52} {:>12} {:>14} {:>6}", "metric", "measured", "target", "");
-    for (parts, fsync, r) in &eng {
-        if !*fsync {
-            continue;
-        }
-        let ratio = r.mbps / durable_bare;
-        println!(
-            "{:<52} {:>11.0}% {:>14} {:>6}",
-            format!("durable append, {parts} partition(s) / bare RocksDB durable"),
-            ratio * 100.0,
-            ">= 85%",
-            verdict(ratio >= 0.85)
-        );
+    let row = |metric: &str, measured: String, target: &str, ok: bool| {
+        println!("{metric:<52} {measured:>10} {target:>10}  {}", if ok { "PASS" } else { "FAIL" });
+    };
+    println!("{:<52} {:>10} {:>10}", "metric", "measured", "target");
+    for (name, _, r) in eng.iter().filter(|e| e.1) {
+        let ratio = r.mbps / bare[0].mbps;
+        let measured = format!("{:.0}%", ratio * 100.0);
+        row(&format!("MB/s vs bare RocksDB durable, {name}"), measured, ">= 85%", ratio >= 0.85);
     }
-    for (parts, fsync, r) in &eng {
-        println!(
-            "{:<52} {:>12.2} {:>14} {:>6}",
-            format!("write amplification, {parts} partition(s), fsync {}", if *fsync { "on" } else { "off" }),
-            r.wa,
-            "<= 2.1",
-            verdict(r.wa <= 2.1)
-        );
+    for (name, _, r) in &eng {
+        row(&format!("write amplification, {name}"), format!("{:.2}", r.wa), "<= 2.1", r.wa <= 2.1);
     }
-    for (parts, fsync, r) in &eng {
-        if *fsync {
-            println!(
-                "{:<52} {:>9.2} ms {:>11.2} ms {:>6}",
-                format!("p99 append-to-durable, {parts} partition(s)"),
-                ms(r.p99),
-                ms(budget),
-                verdict(r.p99 <= budget)
-            );
-        }
+    let budget_s = format!("{:.2} ms", ms(budget));
+    for (name, _, r) in eng.iter().filter(|e| e.1) {
+        let measured = format!("{:.2} ms", ms(r.p99));
+        row(&format!("p99 append-to-durable, {name}"), measured, &budget_s, r.p99 <= budget);
     }
-    println!("{:<52} {:>7.2} GB/s {:>14} {:>6}", "read-back, warm cache", read, ">= 1 GB/s", verdict(read >= 1.0));
+    let measured = format!("{:.2} ms", ms(u99));
+    row("p99 append-to-durable, 1 partition, one at a time", measured, &budget_s, u99 <= budget);
+    row("read-back, warm cache", format!("{read:.2} GB/s"), ">= 1 GB/s", read >= 1.0);
     println!(
-        "(latency target = 3 x 4 KiB fdatasync p50 ({:.2} ms) + {blen} B at {:.0} MB/s; \
-         latency is measured with {} MiB in flight)",
-        ms(disk.fsync_p50),
-        disk.write_mbps,
-        args.inflight_mib
+        "(latency budget = 3 x 4 KiB fdatasync p99 ({:.2} ms) + {blen} B at {:.0} MB/s; pipelined \
+         latencies are measured with up to {} MiB in flight)",
+        ms(disk.fsync_p99), disk.write_mbps, args.inflight_mib
     );
-    println!("\ntotal run time: {:.1} s", started.elapsed().as_secs_f64());
+    println!("\ntotal run time: {:.1} s", secs(started));
     Ok(())
 }

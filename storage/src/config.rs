@@ -22,6 +22,8 @@ pub struct StoreConfig {
     pub segment_bytes: u64,
     pub segment_ms: i64,
     pub max_message_bytes: usize,
+    /// Default of `message.timestamp.type`: LogAppendTime when true.
+    pub log_append_time: bool,
     /// Size of each RocksDB memtable of the log column family.
     pub write_buffer_bytes: usize,
     /// Shared block cache (index/filter blocks and the metadata column family).
@@ -36,6 +38,7 @@ impl StoreConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             segment_ms: DEFAULT_SEGMENT_MS,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            log_append_time: false,
             // 64 MiB memtables: large enough that a flush writes a sizable file (few L0
             // files, little compaction), small enough that 4 of them stay well under the
             // broker's 512 MiB memory budget.
@@ -70,7 +73,7 @@ impl TopicLimits {
             max_message_bytes: get(configs, "max.message.bytes", defaults.max_message_bytes),
             log_append_time: configs
                 .get("message.timestamp.type")
-                .is_some_and(|v| v == "LogAppendTime"),
+                .map_or(defaults.log_append_time, |v| v == "LogAppendTime"),
         }
     }
 }

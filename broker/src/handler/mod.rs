@@ -1,15 +1,20 @@
 //! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod config_changes;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -19,6 +24,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -37,6 +43,8 @@ pub struct Ctx {
     pub config: Config,
     pub store: Store,
     pub groups: Arc<Coordinator>,
+    /// Wakes the retention task early (after DeleteRecords, to reclaim space promptly).
+    pub retention: tokio::sync::Notify,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -48,10 +56,15 @@ impl Ctx {
             config,
             store,
             groups,
+            retention: tokio::sync::Notify::new(),
             cluster_id,
             advertised_host: host,
             advertised_port: port,
         }
+    }
+
+    pub fn retention_nudge(&self) {
+        self.retention.notify_one();
     }
 
     pub fn node_id(&self) -> i32 {
@@ -115,6 +128,11 @@ pub async fn dispatch(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &Reque
         RequestKind::ListGroups(r) => list_groups::handle(ctx, r).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r).await.into(),
         RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r).await.into(),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(ctx, v, r).into(),
+        RequestKind::AlterConfigs(r) => alter_configs::handle(ctx, r).await.into(),
+        RequestKind::IncrementalAlterConfigs(r) => incremental_alter_configs::handle(ctx, r).await.into(),
+        RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r).await.into(),
+        RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(ctx, r).into(),
         other => unsupported(other),
     }
 }
