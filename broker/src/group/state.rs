@@ -269,6 +269,10 @@ impl Group {
         if self.members.is_empty() {
             self.protocol_type = Some(a.protocol_type.clone());
         }
+        // As in Kafka, the first member to join leads until it leaves.
+        if self.leader.is_none() {
+            self.leader = Some(id.clone());
+        }
         self.members.insert(
             id.clone(),
             Member {
