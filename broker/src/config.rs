@@ -190,16 +190,25 @@ impl Config {
             return Err(bad("segment_bytes must be >= 1024 and segment_ms >= 1"));
         }
         if self.retention_ms < -1 || self.retention_bytes < -1 {
-            return Err(bad("retention_ms and retention_bytes must be -1 (unlimited) or more"));
+            return Err(bad(
+                "retention_ms and retention_bytes must be -1 (unlimited) or more",
+            ));
         }
-        if !matches!(self.message_timestamp_type.as_str(), "CreateTime" | "LogAppendTime") {
-            return Err(bad("message_timestamp_type must be CreateTime or LogAppendTime"));
+        if !matches!(
+            self.message_timestamp_type.as_str(),
+            "CreateTime" | "LogAppendTime"
+        ) {
+            return Err(bad(
+                "message_timestamp_type must be CreateTime or LogAppendTime",
+            ));
         }
         if self.retention_check_interval_ms == 0 {
             return Err(bad("retention_check_interval_ms must be at least 1"));
         }
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
-            return Err(bad("group_min_session_timeout_ms must not exceed group_max_session_timeout_ms"));
+            return Err(bad(
+                "group_min_session_timeout_ms must not exceed group_max_session_timeout_ms",
+            ));
         }
         if self.offsets_retention_minutes == 0 {
             return Err(bad("offsets_retention_minutes must be at least 1"));
@@ -270,7 +279,10 @@ mod tests {
         let env = |k: &str| (k == "STRATA_FSYNC").then(|| "maybe".to_string());
         let e = Config::default().apply_env(env).unwrap_err();
         assert!(e.to_string().contains("STRATA_FSYNC"));
-        let c = Config { num_partitions: 0, ..Config::default() };
+        let c = Config {
+            num_partitions: 0,
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 
@@ -283,9 +295,15 @@ mod tests {
 
     #[test]
     fn localhost_resolves_to_loopback_not_every_interface() {
-        let c = Config { listen: "localhost:0".into(), ..Config::default() };
+        let c = Config {
+            listen: "localhost:0".into(),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap().ip().is_loopback());
-        let c = Config { listen: "0.0.0.0:9092".into(), ..Config::default() };
+        let c = Config {
+            listen: "0.0.0.0:9092".into(),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -84,10 +84,18 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
 }
 
 /// Decodes and applies one request; `Ok(None)` when no response is due (acks=0).
-async fn answer(ctx: &Arc<Ctx>, peer: SocketAddr, frame: Bytes) -> Result<Option<Outgoing>, ProtocolError> {
+async fn answer(
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Result<Option<Outgoing>, ProtocolError> {
     let request = match protocol::decode(frame.clone())? {
         Decoded::Request(r) => r,
-        Decoded::Unsupported { api_key, version, correlation_id } => {
+        Decoded::Unsupported {
+            api_key,
+            version,
+            correlation_id,
+        } => {
             return protocol::unsupported_reply(api_key, version, correlation_id, &frame)
                 .map(|b| Some(Outgoing::Ready(b)))
                 .ok_or_else(|| {
@@ -103,18 +111,20 @@ async fn answer(ctx: &Arc<Ctx>, peer: SocketAddr, frame: Bytes) -> Result<Option
     let encode = move |body: kafka_protocol::messages::ResponseKind| {
         protocol::encode(api_key, version, correlation_id, &body)
     };
-    Ok(match handler::dispatch(ctx, peer, &request.header, request.body).await {
-        Reply::None => None,
-        Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
-        Reply::Now(body) => Some(Outgoing::Ready(encode(body)?)),
-        Reply::Later(fut) => Some(Outgoing::Later(Box::pin(async move {
-            match encode(fut.await) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    tracing::error!(error = %e, "dropping connection");
-                    None
+    Ok(
+        match handler::dispatch(ctx, peer, &request.header, request.body).await {
+            Reply::None => None,
+            Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
+            Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?)),
+            Reply::Later(fut) => Some(Outgoing::Later(Box::pin(async move {
+                match encode(fut.await) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::error!(error = %e, "dropping connection");
+                        None
+                    }
                 }
-            }
-        }))),
-    })
+            }))),
+        },
+    )
 }

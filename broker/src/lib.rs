@@ -24,7 +24,11 @@ use clap::Parser;
 
 /// Command-line flags of `strata-broker`; each overrides the file and the environment.
 #[derive(Debug, Parser)]
-#[command(name = "strata-broker", version, about = "Strata: a Kafka-compatible durable log broker")]
+#[command(
+    name = "strata-broker",
+    version,
+    about = "Strata: a Kafka-compatible durable log broker"
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(long)]
@@ -74,7 +78,10 @@ pub fn cli_main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");

@@ -2,10 +2,10 @@
 //! both ApiVersions and the version check.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::error::{code, ProtocolError};
@@ -22,32 +22,136 @@ pub struct Supported {
 pub const SUPPORTED: &[Supported] = &[
     // Produce advertises v0 so older librdkafka keeps compression enabled; v0-2 requests
     // are answered with UNSUPPORTED_VERSION per partition (see `legacy_produce`).
-    Supported { key: ApiKey::Produce, min: 0, max: 12 },
-    Supported { key: ApiKey::Fetch, min: 4, max: 17 },
-    Supported { key: ApiKey::ListOffsets, min: 1, max: 10 },
-    Supported { key: ApiKey::Metadata, min: 0, max: 12 },
-    Supported { key: ApiKey::ApiVersions, min: 0, max: 4 },
-    Supported { key: ApiKey::CreateTopics, min: 2, max: 7 },
-    Supported { key: ApiKey::DeleteTopics, min: 1, max: 6 },
-    Supported { key: ApiKey::InitProducerId, min: 0, max: 5 },
-    Supported { key: ApiKey::CreatePartitions, min: 0, max: 3 },
-    Supported { key: ApiKey::DescribeCluster, min: 0, max: 1 },
-    Supported { key: ApiKey::FindCoordinator, min: 0, max: 6 },
-    Supported { key: ApiKey::JoinGroup, min: 0, max: 9 },
-    Supported { key: ApiKey::SyncGroup, min: 0, max: 5 },
-    Supported { key: ApiKey::Heartbeat, min: 0, max: 4 },
-    Supported { key: ApiKey::LeaveGroup, min: 0, max: 5 },
-    Supported { key: ApiKey::OffsetCommit, min: 2, max: 9 },
-    Supported { key: ApiKey::OffsetFetch, min: 1, max: 9 },
-    Supported { key: ApiKey::DescribeGroups, min: 0, max: 5 },
-    Supported { key: ApiKey::ListGroups, min: 0, max: 5 },
-    Supported { key: ApiKey::DeleteGroups, min: 0, max: 2 },
-    Supported { key: ApiKey::OffsetDelete, min: 0, max: 0 },
-    Supported { key: ApiKey::DescribeConfigs, min: 1, max: 4 },
-    Supported { key: ApiKey::AlterConfigs, min: 0, max: 2 },
-    Supported { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
-    Supported { key: ApiKey::DeleteRecords, min: 0, max: 2 },
-    Supported { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
+    Supported {
+        key: ApiKey::Produce,
+        min: 0,
+        max: 12,
+    },
+    Supported {
+        key: ApiKey::Fetch,
+        min: 4,
+        max: 17,
+    },
+    Supported {
+        key: ApiKey::ListOffsets,
+        min: 1,
+        max: 10,
+    },
+    Supported {
+        key: ApiKey::Metadata,
+        min: 0,
+        max: 12,
+    },
+    Supported {
+        key: ApiKey::ApiVersions,
+        min: 0,
+        max: 4,
+    },
+    Supported {
+        key: ApiKey::CreateTopics,
+        min: 2,
+        max: 7,
+    },
+    Supported {
+        key: ApiKey::DeleteTopics,
+        min: 1,
+        max: 6,
+    },
+    Supported {
+        key: ApiKey::InitProducerId,
+        min: 0,
+        max: 5,
+    },
+    Supported {
+        key: ApiKey::CreatePartitions,
+        min: 0,
+        max: 3,
+    },
+    Supported {
+        key: ApiKey::DescribeCluster,
+        min: 0,
+        max: 1,
+    },
+    Supported {
+        key: ApiKey::FindCoordinator,
+        min: 0,
+        max: 6,
+    },
+    Supported {
+        key: ApiKey::JoinGroup,
+        min: 0,
+        max: 9,
+    },
+    Supported {
+        key: ApiKey::SyncGroup,
+        min: 0,
+        max: 5,
+    },
+    Supported {
+        key: ApiKey::Heartbeat,
+        min: 0,
+        max: 4,
+    },
+    Supported {
+        key: ApiKey::LeaveGroup,
+        min: 0,
+        max: 5,
+    },
+    Supported {
+        key: ApiKey::OffsetCommit,
+        min: 2,
+        max: 9,
+    },
+    Supported {
+        key: ApiKey::OffsetFetch,
+        min: 1,
+        max: 9,
+    },
+    Supported {
+        key: ApiKey::DescribeGroups,
+        min: 0,
+        max: 5,
+    },
+    Supported {
+        key: ApiKey::ListGroups,
+        min: 0,
+        max: 5,
+    },
+    Supported {
+        key: ApiKey::DeleteGroups,
+        min: 0,
+        max: 2,
+    },
+    Supported {
+        key: ApiKey::OffsetDelete,
+        min: 0,
+        max: 0,
+    },
+    Supported {
+        key: ApiKey::DescribeConfigs,
+        min: 1,
+        max: 4,
+    },
+    Supported {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+    },
+    Supported {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: 0,
+        max: 1,
+    },
+    Supported {
+        key: ApiKey::DeleteRecords,
+        min: 0,
+        max: 2,
+    },
+    Supported {
+        key: ApiKey::OffsetForLeaderEpoch,
+        min: 2,
+        max: 4,
+    },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.
@@ -100,9 +204,11 @@ fn peek_i32(frame: &[u8], at: usize) -> Option<i32> {
 
 /// Decodes one request frame (without its length prefix).
 pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
-    let (Some(raw_key), Some(version), Some(correlation_id)) =
-        (peek_i16(&frame, 0), peek_i16(&frame, 2), peek_i32(&frame, 4))
-    else {
+    let (Some(raw_key), Some(version), Some(correlation_id)) = (
+        peek_i16(&frame, 0),
+        peek_i16(&frame, 2),
+        peek_i32(&frame, 4),
+    ) else {
         return Err(ProtocolError::Malformed(format!(
             "{} bytes is too short for a request header",
             frame.len()
@@ -115,14 +221,22 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     let in_range = supported(api_key).is_some_and(|s| (s.min..=s.max).contains(&version));
     let legacy_produce = api_key == ApiKey::Produce && version <= LEGACY_PRODUCE_MAX;
     if !in_range || legacy_produce {
-        return Ok(Decoded::Unsupported { api_key, version, correlation_id });
+        return Ok(Decoded::Unsupported {
+            api_key,
+            version,
+            correlation_id,
+        });
     }
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version)
         .map_err(|e| ProtocolError::Malformed(format!("{api_key:?} v{version} header: {e}")))?;
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| ProtocolError::Malformed(format!("{api_key:?} v{version} body: {e}")))?;
-    Ok(Decoded::Request(Box::new(Request { header, api_key, body })))
+    Ok(Decoded::Request(Box::new(Request {
+        header,
+        api_key,
+        body,
+    })))
 }
 
 /// Encodes a response frame (length prefix included) with the header version the API
@@ -179,13 +293,17 @@ pub fn unsupported_reply(
 fn error_body(api_key: ApiKey, error: i16) -> Option<ResponseKind> {
     use kafka_protocol::messages::*;
     Some(match api_key {
-        ApiKey::FindCoordinator => FindCoordinatorResponse::default().with_error_code(error).into(),
+        ApiKey::FindCoordinator => FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .into(),
         ApiKey::JoinGroup => JoinGroupResponse::default().with_error_code(error).into(),
         ApiKey::SyncGroup => SyncGroupResponse::default().with_error_code(error).into(),
         ApiKey::Heartbeat => HeartbeatResponse::default().with_error_code(error).into(),
         ApiKey::LeaveGroup => LeaveGroupResponse::default().with_error_code(error).into(),
         ApiKey::ListGroups => ListGroupsResponse::default().with_error_code(error).into(),
-        ApiKey::SaslHandshake => SaslHandshakeResponse::default().with_error_code(error).into(),
+        ApiKey::SaslHandshake => SaslHandshakeResponse::default()
+            .with_error_code(error)
+            .into(),
         _ => return None,
     })
 }

@@ -31,7 +31,9 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// One pass over every partition; returns how many segments were dropped.
@@ -39,17 +41,28 @@ pub fn pass(store: &Store, config: &Config, now: i64) -> Result<usize, StorageEr
     let mut dropped = 0;
     for topic in store.topics() {
         let retention_ms = effective_i64(&topic.configs, config, "retention.ms").unwrap_or(-1);
-        let retention_bytes = effective_i64(&topic.configs, config, "retention.bytes").unwrap_or(-1);
+        let retention_bytes =
+            effective_i64(&topic.configs, config, "retention.bytes").unwrap_or(-1);
         for p in 0..topic.partitions {
             let offsets = match store.offsets(&topic.name, p) {
                 Ok(o) => o,
                 // Deleted meanwhile.
-                Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => continue,
+                Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             let segments = store.segments(&topic.name, p)?;
-            let keep = first_kept(&segments, offsets.high_watermark, retention_ms, retention_bytes, now);
-            let new_start = segments.get(keep).map_or(offsets.high_watermark, |s| s.base_offset);
+            let keep = first_kept(
+                &segments,
+                offsets.high_watermark,
+                retention_ms,
+                retention_bytes,
+                now,
+            );
+            let new_start = segments
+                .get(keep)
+                .map_or(offsets.high_watermark, |s| s.base_offset);
             if keep == 0 || new_start <= offsets.log_start {
                 continue;
             }
@@ -62,7 +75,13 @@ pub fn pass(store: &Store, config: &Config, now: i64) -> Result<usize, StorageEr
 }
 
 /// Index of the first segment retention keeps (`segments.len()` when none).
-fn first_kept(segments: &[SegmentInfo], hw: i64, retention_ms: i64, retention_bytes: i64, now: i64) -> usize {
+fn first_kept(
+    segments: &[SegmentInfo],
+    hw: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now: i64,
+) -> usize {
     let mut keep = 0;
     if retention_ms >= 0 {
         // Oldest first, while a segment's newest record is past retention. The active
@@ -95,17 +114,50 @@ mod tests {
     use super::*;
 
     fn seg(base: i64, last: i64, bytes: u64, max_ts: i64, sealed: bool) -> SegmentInfo {
-        SegmentInfo { base_offset: base, last_offset: last, bytes, batches: 1, min_timestamp: 0, max_timestamp: max_ts, created_ms: 0, sealed }
+        SegmentInfo {
+            base_offset: base,
+            last_offset: last,
+            bytes,
+            batches: 1,
+            min_timestamp: 0,
+            max_timestamp: max_ts,
+            created_ms: 0,
+            sealed,
+        }
     }
 
     #[test]
     fn time_and_size_limits_pick_whole_old_segments() {
-        let segs = [seg(0, 9, 100, 1000, true), seg(10, 19, 100, 5000, true), seg(20, 29, 100, 9000, false)];
+        let segs = [
+            seg(0, 9, 100, 1000, true),
+            seg(10, 19, 100, 5000, true),
+            seg(20, 29, 100, 9000, false),
+        ];
         assert_eq!(first_kept(&segs, 30, -1, -1, 10_000), 0, "no limits");
-        assert_eq!(first_kept(&segs, 30, 6000, -1, 10_000), 1, "only the first is older than 6 s");
-        assert_eq!(first_kept(&segs, 30, 500, -1, 10_000), 3, "everything expired, active segment included");
-        assert_eq!(first_kept(&segs, 25, 500, -1, 10_000), 2, "not the active one while it is not all durable");
-        assert_eq!(first_kept(&segs, 30, -1, 150, 10_000), 1, "keep at least retention.bytes");
-        assert_eq!(first_kept(&segs, 30, -1, 0, 10_000), 2, "never the active segment for size");
+        assert_eq!(
+            first_kept(&segs, 30, 6000, -1, 10_000),
+            1,
+            "only the first is older than 6 s"
+        );
+        assert_eq!(
+            first_kept(&segs, 30, 500, -1, 10_000),
+            3,
+            "everything expired, active segment included"
+        );
+        assert_eq!(
+            first_kept(&segs, 25, 500, -1, 10_000),
+            2,
+            "not the active one while it is not all durable"
+        );
+        assert_eq!(
+            first_kept(&segs, 30, -1, 150, 10_000),
+            1,
+            "keep at least retention.bytes"
+        );
+        assert_eq!(
+            first_kept(&segs, 30, -1, 0, 10_000),
+            2,
+            "never the active segment for size"
+        );
     }
 }

@@ -50,12 +50,31 @@ impl Broker {
         tracing::info!(%addr, advertised = %format!("{host}:{port}"), %cluster_id, "listening");
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let groups = Arc::new(Coordinator::new(store.clone(), config.group_settings(), cancel.clone(), tasks.clone()));
-        tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)));
+        let groups = Arc::new(Coordinator::new(
+            store.clone(),
+            config.group_settings(),
+            cancel.clone(),
+            tasks.clone(),
+        ));
+        tasks.spawn(
+            groups
+                .clone()
+                .expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)),
+        );
         let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
-        tasks.spawn(accept_loop(listener, ctx.clone(), cancel.clone(), tasks.clone()));
-        Ok(Broker { addr, cancel, tasks, ctx })
+        tasks.spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            cancel.clone(),
+            tasks.clone(),
+        ));
+        Ok(Broker {
+            addr,
+            cancel,
+            tasks,
+            ctx,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -83,7 +102,12 @@ fn cluster_id(store: &Store) -> anyhow::Result<String> {
     }
     // Kafka cluster ids are 22-character URL-safe base64 UUIDs; any stable string works for
     // clients, so use the UUID's simple hex form cut to that length.
-    let id: String = uuid::Uuid::new_v4().simple().to_string().chars().take(22).collect();
+    let id: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .take(22)
+        .collect();
     store.put_kv(CLUSTER_ID_KEY, id.as_bytes())?;
     Ok(id)
 }

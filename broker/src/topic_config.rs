@@ -146,10 +146,15 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     };
     let ok = match d.kind {
         Kind::Long(min) => value.trim().parse::<i64>().is_ok_and(|v| v >= min),
-        Kind::Int(min) => value.trim().parse::<i32>().is_ok_and(|v| i64::from(v) >= min),
+        Kind::Int(min) => value
+            .trim()
+            .parse::<i32>()
+            .is_ok_and(|v| i64::from(v) >= min),
         Kind::Bool => matches!(value, "true" | "false"),
         Kind::OneOf(allowed) => allowed.contains(&value),
-        Kind::ListOf(allowed) => !value.is_empty() && value.split(',').all(|v| allowed.contains(&v.trim())),
+        Kind::ListOf(allowed) => {
+            !value.is_empty() && value.split(',').all(|v| allowed.contains(&v.trim()))
+        }
     };
     if ok {
         return Ok(());
@@ -157,7 +162,9 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     Err(match d.kind {
         Kind::Long(min) | Kind::Int(min) => format!("{name}={value:?} must be an integer >= {min}"),
         Kind::Bool => format!("{name}={value:?} must be true or false"),
-        Kind::OneOf(allowed) | Kind::ListOf(allowed) => format!("{name}={value:?} must be one of {allowed:?}"),
+        Kind::OneOf(allowed) | Kind::ListOf(allowed) => {
+            format!("{name}={value:?} must be one of {allowed:?}")
+        }
     })
 }
 
@@ -167,12 +174,23 @@ pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), String> {
 }
 
 /// The value in force for `name` on a topic with these overrides.
-pub fn effective(overrides: &BTreeMap<String, String>, config: &Config, name: &str) -> Option<String> {
-    overrides.get(name).cloned().or_else(|| def(name).map(|d| (d.default)(config)))
+pub fn effective(
+    overrides: &BTreeMap<String, String>,
+    config: &Config,
+    name: &str,
+) -> Option<String> {
+    overrides
+        .get(name)
+        .cloned()
+        .or_else(|| def(name).map(|d| (d.default)(config)))
 }
 
 /// A topic's effective numeric setting; `None` when unset or unparseable.
-pub fn effective_i64(overrides: &BTreeMap<String, String>, config: &Config, name: &str) -> Option<i64> {
+pub fn effective_i64(
+    overrides: &BTreeMap<String, String>,
+    config: &Config,
+    name: &str,
+) -> Option<i64> {
     effective(overrides, config, name)?.trim().parse().ok()
 }
 
@@ -184,15 +202,22 @@ mod tests {
     fn known_names_and_values() {
         assert!(validate("retention.ms", "-1").is_ok());
         assert!(validate("retention.ms", "abc").is_err());
-        assert!(validate("cleanup.policy", "compact").unwrap_err().contains("delete"));
+        assert!(validate("cleanup.policy", "compact")
+            .unwrap_err()
+            .contains("delete"));
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
-        assert!(validate("no.such.config", "1").unwrap_err().contains("unknown"));
+        assert!(validate("no.such.config", "1")
+            .unwrap_err()
+            .contains("unknown"));
         assert!(validate("segment.bytes", "99999999999").is_err());
     }
 
     #[test]
     fn overrides_win_over_broker_defaults() {
-        let c = Config { retention_ms: 1000, ..Config::default() };
+        let c = Config {
+            retention_ms: 1000,
+            ..Config::default()
+        };
         let mut o = BTreeMap::new();
         assert_eq!(effective_i64(&o, &c, "retention.ms"), Some(1000));
         o.insert("retention.ms".to_string(), "5".to_string());

@@ -36,10 +36,22 @@ const RECORD_VALUE_BYTES: usize = 1000;
 /// the memtable flushes twice meanwhile and its effect shows in the p99.
 const UNLOADED_BATCHES: usize = 2000;
 
-struct Args { gib: f64, dir: Option<PathBuf>, writers: usize, inflight_mib: usize, fsync_tries: usize }
+struct Args {
+    gib: f64,
+    dir: Option<PathBuf>,
+    writers: usize,
+    inflight_mib: usize,
+    fsync_tries: usize,
+}
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { gib: 4.0, dir: None, writers: 4, inflight_mib: 16, fsync_tries: 200 };
+    let mut a = Args {
+        gib: 4.0,
+        dir: None,
+        writers: 4,
+        inflight_mib: 16,
+        fsync_tries: 200,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -60,15 +72,24 @@ fn parse_args() -> Result<Args> {
 // Helpers: I/O counters, percentiles, formatting.
 
 #[derive(Clone, Copy)]
-struct Io { write: u64, cancelled: u64 }
+struct Io {
+    write: u64,
+    cancelled: u64,
+}
 
 fn io_now() -> Result<Io> {
     let s = std::fs::read_to_string("/proc/self/io").context("read /proc/self/io")?;
     let field = |name: &str| -> Result<u64> {
-        let line = s.lines().find(|l| l.starts_with(name)).context(name.to_string())?;
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(name))
+            .context(name.to_string())?;
         Ok(line[name.len()..].trim().parse()?)
     };
-    Ok(Io { write: field("write_bytes:")?, cancelled: field("cancelled_write_bytes:")? })
+    Ok(Io {
+        write: field("write_bytes:")?,
+        cancelled: field("cancelled_write_bytes:")?,
+    })
 }
 
 /// Bytes that really went (or will go) to disk since `before`.
@@ -95,9 +116,15 @@ fn percentile(sorted: &[Duration], pct: usize) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
-fn mbps(bytes: u64, d: Duration) -> f64 { bytes as f64 / 1e6 / d.as_secs_f64() }
-fn ms(d: Duration) -> f64 { d.as_secs_f64() * 1e3 }
-fn secs(t: Instant) -> f64 { t.elapsed().as_secs_f64() }
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
 
 /// Prints the file system the bench dir is on: numbers taken on tmpfs are meaningless.
 fn describe_fs(dir: &Path) -> Result<()> {
@@ -111,7 +138,10 @@ fn describe_fs(dir: &Path) -> Result<()> {
         })
         .max_by_key(|(_, mp, _)| mp.len());
     let (dev, mp, fs) = best.unwrap_or(("?", "?", "?"));
-    println!("bench dir {} on {dev} ({fs}, mounted at {mp})", dir.display());
+    println!(
+        "bench dir {} on {dev} ({fs}, mounted at {mp})",
+        dir.display()
+    );
     if matches!(fs, "tmpfs" | "ramfs") {
         println!("WARNING: this is memory, not a disk; pass --dir on the disk under test");
     }
@@ -121,7 +151,12 @@ fn describe_fs(dir: &Path) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // 1. Disk baselines.
 
-struct Disk { write_mbps: f64, io_ratio: f64, fsync_p50: Duration, fsync_p99: Duration }
+struct Disk {
+    write_mbps: f64,
+    io_ratio: f64,
+    fsync_p50: Duration,
+    fsync_p99: Duration,
+}
 
 fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
     // Sequential throughput: buffered 1 MiB writes then one fdatasync, timed together, so
@@ -159,7 +194,12 @@ fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
     std::fs::remove_file(&path)?;
     lat.sort();
     let (fsync_p50, fsync_p99) = (percentile(&lat, 50), percentile(&lat, 99));
-    Ok(Disk { write_mbps: mbps(total, took), io_ratio, fsync_p50, fsync_p99 })
+    Ok(Disk {
+        write_mbps: mbps(total, took),
+        io_ratio,
+        fsync_p50,
+        fsync_p99,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -216,13 +256,22 @@ fn flush_all(db: &DB) -> Result<()> {
     Ok(())
 }
 
-struct Bare { mbps: f64, wa: f64 }
+struct Bare {
+    mbps: f64,
+    wa: f64,
+}
 
 /// `writers` threads put `value_len`-byte values under increasing keys `[thread][counter]`
 /// (the shape of the engine's `[partition][offset]` keys) with unsynced writes. When
 /// `durable`, one thread loops `flush_wal(true)` — the engine's group commit without any of
 /// its bookkeeping — and the clock stops after a last sync once all puts are done.
-fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable: bool) -> Result<Bare> {
+fn bare_rocks(
+    dir: &Path,
+    total: u64,
+    value_len: usize,
+    writers: usize,
+    durable: bool,
+) -> Result<Bare> {
     let (opts, cfs) = engine_options(64 << 20);
     let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
     let per_thread = (total / value_len as u64 / writers as u64).max(1);
@@ -251,7 +300,9 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
                 let (db, put_count) = (&db, &put_count);
                 s.spawn(move || -> Result<()> {
                     let cf = db.cf_handle("log").context("cf")?;
-                    let value: Vec<u8> = (0..value_len).map(|i| (i * 31 + w as usize) as u8).collect();
+                    let value: Vec<u8> = (0..value_len)
+                        .map(|i| (i * 31 + w as usize) as u8)
+                        .collect();
                     let mut key = [0u8; 16];
                     key[..8].copy_from_slice(&w.to_be_bytes());
                     for i in 0..per_thread {
@@ -263,7 +314,9 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("writer panicked"))?;
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("writer panicked"))?;
         done.store(true, Ordering::Release);
         syncer.map_or(Ok(()), |h| h.join().expect("syncer panicked"))
     })?;
@@ -274,7 +327,10 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
     let bytes = per_thread * writers as u64 * value_len as u64;
     flush_all(&db)?;
     let wa = written_since(io0)? as f64 / bytes as f64;
-    Ok(Bare { mbps: mbps(bytes, took), wa })
+    Ok(Bare {
+        mbps: mbps(bytes, took),
+        wa,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -284,10 +340,18 @@ fn bare_rocks(dir: &Path, total: u64, value_len: usize, writers: usize, durable:
 fn make_batch() -> Vec<u8> {
     let ts = 1_700_000_000_000;
     let value: Vec<u8> = (0..RECORD_VALUE_BYTES).map(|i| (i * 7) as u8).collect();
-    (0..RECORDS_PER_BATCH).fold(BatchBuilder::new(ts), |b, _| b.record(ts, None, &value)).build()
+    (0..RECORDS_PER_BATCH)
+        .fold(BatchBuilder::new(ts), |b, _| b.record(ts, None, &value))
+        .build()
 }
 
-struct Engine { mbps: f64, p50: Duration, p99: Duration, wa: f64, read_gbps: Option<f64> }
+struct Engine {
+    mbps: f64,
+    p50: Duration,
+    p99: Duration,
+    wa: f64,
+    read_gbps: Option<f64>,
+}
 
 /// Appends `total` bytes to `partitions` partitions from `min(partitions, writers)` threads
 /// (each round-robin over its partitions) and measures throughput to durability, latency
@@ -301,7 +365,12 @@ struct Engine { mbps: f64, p50: Duration, p99: Duration, wa: f64, read_gbps: Opt
 /// partitions), like producers' in-flight limits; a full channel is back-pressure.
 /// Throughput = bytes / (start .. the last batch durable).
 fn engine(
-    dir: &Path, total: u64, partitions: i32, writers: usize, fsync: bool, inflight: u64,
+    dir: &Path,
+    total: u64,
+    partitions: i32,
+    writers: usize,
+    fsync: bool,
+    inflight: u64,
 ) -> Result<Engine> {
     let mut cfg = StoreConfig::new(dir);
     cfg.fsync = fsync;
@@ -315,7 +384,10 @@ fn engine(
 
     // One runtime worker: the waiters do almost nothing, and the two cores are needed by
     // the writers, the syncer and RocksDB's flush thread.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let mut groups: Vec<Vec<_>> = (0..writers).map(|_| Vec::new()).collect();
     let mut waiters = Vec::new();
     for p in 0..partitions {
@@ -327,8 +399,13 @@ fn engine(
             // In order: a batch is never durable before the one appended before it, so
             // awaiting them one by one records each latency within a wake-up of the truth.
             while let Some((last, start)) = rx.recv().await {
-                let hw = store.wait_for_high_watermark(TOPIC, p, last, Duration::from_secs(60)).await?;
-                ensure!(hw > last, "partition {p}: offset {last} not durable after 60 s");
+                let hw = store
+                    .wait_for_high_watermark(TOPIC, p, last, Duration::from_secs(60))
+                    .await?;
+                ensure!(
+                    hw > last,
+                    "partition {p}: offset {last} not durable after 60 s"
+                );
                 lat.push(start.elapsed());
             }
             Ok::<_, anyhow::Error>((lat, Instant::now()))
@@ -348,14 +425,18 @@ fn engine(
                             let bytes = batch.clone(); // append takes ownership (patches offsets)
                             let start = Instant::now();
                             let out = store.append(TOPIC, *p, bytes)?;
-                            tx.blocking_send((out.last_offset, start)).ok().context("waiter gone")?;
+                            tx.blocking_send((out.last_offset, start))
+                                .ok()
+                                .context("waiter gone")?;
                         }
                     }
                     Ok(()) // dropping the senders ends the waiters
                 })
             })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("writer panicked"))?;
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("writer panicked"))?;
         Ok(())
     })?;
     let (mut lat, mut end) = (Vec::new(), t0);
@@ -376,7 +457,9 @@ fn engine(
             let (t, mut from, mut n) = (Instant::now(), 0i64, 0u64);
             loop {
                 let out = store.read(TOPIC, 0, from, 1 << 20, true)?;
-                let Some(last) = strata_storage::batch::split(&out.records)?.pop() else { break };
+                let Some(last) = strata_storage::batch::split(&out.records)?.pop() else {
+                    break;
+                };
                 from = strata_storage::batch::read_header(last)?.last_offset() + 1;
                 n += out.records.len() as u64;
             }
@@ -384,7 +467,11 @@ fn engine(
         };
         pass()?;
         let (n, d) = pass()?;
-        ensure!(n == per_part * blen, "read back {n} bytes, appended {}", per_part * blen);
+        ensure!(
+            n == per_part * blen,
+            "read back {n} bytes, appended {}",
+            per_part * blen
+        );
         Some(n as f64 / 1e9 / d.as_secs_f64())
     } else {
         None
@@ -406,7 +493,13 @@ fn engine(
     }
     let wa = written_since(io0)? as f64 / bytes as f64;
     let (p50, p99) = (percentile(&lat, 50), percentile(&lat, 99));
-    Ok(Engine { mbps: mbps(bytes, took), p50, p99, wa, read_gbps })
+    Ok(Engine {
+        mbps: mbps(bytes, took),
+        p50,
+        p99,
+        wa,
+        read_gbps,
+    })
 }
 
 /// Latency without load: one partition, one batch at a time, each awaited until durable
@@ -415,14 +508,17 @@ fn engine(
 fn unloaded_latency(dir: &Path, batches: usize) -> Result<(Duration, Duration)> {
     let store = Store::open(StoreConfig::new(dir))?;
     store.create_topic(TOPIC, 1, BTreeMap::new())?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let batch = make_batch();
     let mut lat = Vec::with_capacity(batches);
     for _ in 0..batches {
         let bytes = batch.clone();
         let start = Instant::now();
         let last = store.append(TOPIC, 0, bytes)?.last_offset;
-        let hw = rt.block_on(store.wait_for_high_watermark(TOPIC, 0, last, Duration::from_secs(60)))?;
+        let hw =
+            rt.block_on(store.wait_for_high_watermark(TOPIC, 0, last, Duration::from_secs(60)))?;
         ensure!(hw > last, "offset {last} not durable after 60 s");
         lat.push(start.elapsed());
     }
@@ -449,7 +545,9 @@ fn main() -> Result<()> {
     let inflight = args.inflight_mib as u64 * (1 << 20);
     let parent = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
-    let base = tempfile::Builder::new().prefix("strata-bench-").tempdir_in(&parent)?;
+    let base = tempfile::Builder::new()
+        .prefix("strata-bench-")
+        .tempdir_in(&parent)?;
     let base = base.path();
     let blen = make_batch().len();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -471,36 +569,69 @@ fn main() -> Result<()> {
     );
     println!(
         "4 KiB append + fdatasync, {} tries: p50 {:.2} ms, p99 {:.2} ms   [{:.1} s]",
-        args.fsync_tries, ms(disk.fsync_p50), ms(disk.fsync_p99), secs(t)
+        args.fsync_tries,
+        ms(disk.fsync_p50),
+        ms(disk.fsync_p99),
+        secs(t)
     );
 
-    println!("\n## 2. Bare RocksDB ({} threads, {blen} B puts, engine options)", args.writers);
+    println!(
+        "\n## 2. Bare RocksDB ({} threads, {blen} B puts, engine options)",
+        args.writers
+    );
     let mut bare = Vec::new();
-    for (name, durable) in [("durable (flush_wal loop)", true), ("no sync (WAL unsynced)", false)] {
+    for (name, durable) in [
+        ("durable (flush_wal loop)", true),
+        ("no sync (WAL unsynced)", false),
+    ] {
         let t = Instant::now();
         let r = in_dir(base, |d| bare_rocks(d, total, blen, args.writers, durable))?;
-        println!("{name:<26} {:>7.0} MB/s   write amp {:.2}   [{:.1} s]", r.mbps, r.wa, secs(t));
+        println!(
+            "{name:<26} {:>7.0} MB/s   write amp {:.2}   [{:.1} s]",
+            r.mbps,
+            r.wa,
+            secs(t)
+        );
         bare.push(r);
     }
 
     println!("\n## 3. Engine (append -> high watermark)");
-    println!("{:<26} {:>7} {:>9} {:>9} {:>10}", "configuration", "MB/s", "p50 ms", "p99 ms", "write amp");
+    println!(
+        "{:<26} {:>7} {:>9} {:>9} {:>10}",
+        "configuration", "MB/s", "p50 ms", "p99 ms", "write amp"
+    );
     let mut eng = Vec::new();
     for (parts, fsync) in [(1, true), (16, true), (1, false), (16, false)] {
         let t = Instant::now();
-        let r = in_dir(base, |d| engine(d, total, parts, args.writers, fsync, inflight))?;
+        let r = in_dir(base, |d| {
+            engine(d, total, parts, args.writers, fsync, inflight)
+        })?;
         let plural = if parts > 1 { "s" } else { "" };
-        let name = format!("{parts} partition{plural}, fsync {}", if fsync { "on" } else { "off" });
+        let name = format!(
+            "{parts} partition{plural}, fsync {}",
+            if fsync { "on" } else { "off" }
+        );
         println!(
             "{name:<26} {:>7.0} {:>9.2} {:>9.2} {:>10.2}   [{:.1} s]",
-            r.mbps, ms(r.p50), ms(r.p99), r.wa, secs(t)
+            r.mbps,
+            ms(r.p50),
+            ms(r.p99),
+            r.wa,
+            secs(t)
         );
         eng.push((name, fsync, r));
     }
     let t = Instant::now();
     let (u50, u99) = in_dir(base, |d| unloaded_latency(d, UNLOADED_BATCHES))?;
     let name = "1 partition, one at a time";
-    println!("{name:<26} {:>7} {:>9.2} {:>9.2} {:>10}   [{:.1} s]", "-", ms(u50), ms(u99), "-", secs(t));
+    println!(
+        "{name:<26} {:>7} {:>9.2} {:>9.2} {:>10}   [{:.1} s]",
+        "-",
+        ms(u50),
+        ms(u99),
+        "-",
+        secs(t)
+    );
 
     println!("\n## 4. Read-back (the 1-partition fsync-on log, 1 MiB fetches, warm cache)");
     let read = eng.iter().find_map(|(_, _, r)| r.read_gbps).unwrap_or(0.0);
@@ -513,29 +644,59 @@ fn main() -> Result<()> {
     let budget = disk.fsync_p99 * 3 + Duration::from_secs_f64(blen as f64 / 1e6 / disk.write_mbps);
     println!("\n## 5. Summary against the targets");
     let row = |metric: &str, measured: String, target: &str, ok: bool| {
-        println!("{metric:<52} {measured:>10} {target:>10}  {}", if ok { "PASS" } else { "FAIL" });
+        println!(
+            "{metric:<52} {measured:>10} {target:>10}  {}",
+            if ok { "PASS" } else { "FAIL" }
+        );
     };
     println!("{:<52} {:>10} {:>10}", "metric", "measured", "target");
     for (name, _, r) in eng.iter().filter(|e| e.1) {
         let ratio = r.mbps / bare[0].mbps;
         let measured = format!("{:.0}%", ratio * 100.0);
-        row(&format!("MB/s vs bare RocksDB durable, {name}"), measured, ">= 85%", ratio >= 0.85);
+        row(
+            &format!("MB/s vs bare RocksDB durable, {name}"),
+            measured,
+            ">= 85%",
+            ratio >= 0.85,
+        );
     }
     for (name, _, r) in &eng {
-        row(&format!("write amplification, {name}"), format!("{:.2}", r.wa), "<= 2.1", r.wa <= 2.1);
+        row(
+            &format!("write amplification, {name}"),
+            format!("{:.2}", r.wa),
+            "<= 2.1",
+            r.wa <= 2.1,
+        );
     }
     let budget_s = format!("{:.2} ms", ms(budget));
     for (name, _, r) in eng.iter().filter(|e| e.1) {
         let measured = format!("{:.2} ms", ms(r.p99));
-        row(&format!("p99 append-to-durable, {name}"), measured, &budget_s, r.p99 <= budget);
+        row(
+            &format!("p99 append-to-durable, {name}"),
+            measured,
+            &budget_s,
+            r.p99 <= budget,
+        );
     }
     let measured = format!("{:.2} ms", ms(u99));
-    row("p99 append-to-durable, 1 partition, one at a time", measured, &budget_s, u99 <= budget);
-    row("read-back, warm cache", format!("{read:.2} GB/s"), ">= 1 GB/s", read >= 1.0);
+    row(
+        "p99 append-to-durable, 1 partition, one at a time",
+        measured,
+        &budget_s,
+        u99 <= budget,
+    );
+    row(
+        "read-back, warm cache",
+        format!("{read:.2} GB/s"),
+        ">= 1 GB/s",
+        read >= 1.0,
+    );
     println!(
         "(latency budget = 3 x 4 KiB fdatasync p99 ({:.2} ms) + {blen} B at {:.0} MB/s; pipelined \
          latencies are measured with up to {} MiB in flight)",
-        ms(disk.fsync_p99), disk.write_mbps, args.inflight_mib
+        ms(disk.fsync_p99),
+        disk.write_mbps,
+        args.inflight_mib
     );
     println!("\ntotal run time: {:.1} s", secs(started));
     Ok(())

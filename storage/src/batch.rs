@@ -303,7 +303,7 @@ mod tests {
     fn sample(n: usize) -> Vec<u8> {
         let mut b = BatchBuilder::new(1_000);
         for i in 0..n {
-            b = b.record(1_000 + i as i64, Some(b"k"), &vec![i as u8; 10]);
+            b = b.record(1_000 + i as i64, Some(b"k"), &[i as u8; 10]);
         }
         b.build()
     }
@@ -343,7 +343,9 @@ mod tests {
         let mut bytes = sample(2);
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        assert!(matches!(validate(&bytes), Err(StorageError::CorruptBatch(m)) if m.contains("CRC")));
+        assert!(
+            matches!(validate(&bytes), Err(StorageError::CorruptBatch(m)) if m.contains("CRC"))
+        );
     }
 
     #[test]
@@ -355,7 +357,9 @@ mod tests {
         bytes[57..61].copy_from_slice(&5i32.to_be_bytes());
         let crc = crc32c::crc32c(&bytes[CRC_START..]);
         bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate(&bytes), Err(StorageError::CorruptBatch(m)) if m.contains("record count")));
+        assert!(
+            matches!(validate(&bytes), Err(StorageError::CorruptBatch(m)) if m.contains("record count"))
+        );
     }
 
     #[test]

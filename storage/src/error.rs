@@ -14,15 +14,27 @@ pub enum StorageError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("corrupt record batch: {0}")]
     CorruptBatch(String),
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
     #[error("sequence {got} from producer {producer_id} is out of order (expected {expected})")]
-    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
     #[error("producer {producer_id} epoch {got} is older than the current epoch {current}")]
-    ProducerFenced { producer_id: i64, current: i16, got: i16 },
+    ProducerFenced {
+        producer_id: i64,
+        current: i16,
+        got: i16,
+    },
     #[error("storage failure: {0}")]
     Io(String),
 }

@@ -88,7 +88,10 @@ impl Partition {
 pub(crate) enum SeqCheck {
     Append,
     /// The batch was already written at these offsets.
-    Duplicate { base_offset: i64, last_offset: i64 },
+    Duplicate {
+        base_offset: i64,
+        last_offset: i64,
+    },
 }
 
 /// Kafka's idempotence rules for a batch from producer `h.producer_id` given its known state.
@@ -194,11 +197,18 @@ mod tests {
         let s = next_producer_state(Some(&s), &h1, 103, 0);
         assert_eq!(
             check_sequence(Some(&s), &h0).unwrap(),
-            SeqCheck::Duplicate { base_offset: 100, last_offset: 102 }
+            SeqCheck::Duplicate {
+                base_offset: 100,
+                last_offset: 102
+            }
         );
         assert!(matches!(
             check_sequence(Some(&s), &header(0, 9, 1)),
-            Err(StorageError::OutOfOrderSequence { expected: 5, got: 9, .. })
+            Err(StorageError::OutOfOrderSequence {
+                expected: 5,
+                got: 9,
+                ..
+            })
         ));
     }
 
@@ -207,10 +217,17 @@ mod tests {
         let s = next_producer_state(None, &header(3, 0, 1), 0, 0);
         assert!(matches!(
             check_sequence(Some(&s), &header(2, 1, 1)),
-            Err(StorageError::ProducerFenced { current: 3, got: 2, .. })
+            Err(StorageError::ProducerFenced {
+                current: 3,
+                got: 2,
+                ..
+            })
         ));
         assert!(check_sequence(Some(&s), &header(4, 5, 1)).is_err());
-        assert_eq!(check_sequence(Some(&s), &header(4, 0, 1)).unwrap(), SeqCheck::Append);
+        assert_eq!(
+            check_sequence(Some(&s), &header(4, 0, 1)).unwrap(),
+            SeqCheck::Append
+        );
         let s2 = next_producer_state(Some(&s), &header(4, 0, 1), 1, 0);
         assert_eq!(s2.batches.len(), 1);
     }

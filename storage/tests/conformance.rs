@@ -23,14 +23,21 @@ fn rocks_no_fsync(dir: &Path) -> Store {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// A batch of `n` records with values `tag-i` and timestamps `ts + i`.
 fn batch_of(n: usize, ts: i64, tag: &str) -> Vec<u8> {
     let mut b = BatchBuilder::new(ts);
     for i in 0..n {
-        b = b.record(ts + i as i64, Some(format!("k{i}").as_bytes()), format!("{tag}-{i}").as_bytes());
+        b = b.record(
+            ts + i as i64,
+            Some(format!("k{i}").as_bytes()),
+            format!("{tag}-{i}").as_bytes(),
+        );
     }
     b.build()
 }
@@ -45,7 +52,11 @@ fn append_durable(s: &Store, topic: &str, p: i32, bytes: Vec<u8>) -> strata_stor
     let hw = rt()
         .block_on(s.wait_for_high_watermark(topic, p, o.last_offset, Duration::from_secs(10)))
         .expect("wait");
-    assert!(hw > o.last_offset, "high watermark {hw} did not pass {}", o.last_offset);
+    assert!(
+        hw > o.last_offset,
+        "high watermark {hw} did not pass {}",
+        o.last_offset
+    );
     o
 }
 
@@ -65,7 +76,11 @@ fn append_read_round_trip(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let s = engine(dir.path());
     s.create_topic("t", 2, no_configs()).unwrap();
-    let originals = [batch_of(3, 1000, "a"), batch_of(1, 2000, "b"), batch_of(5, 3000, "c")];
+    let originals = [
+        batch_of(3, 1000, "a"),
+        batch_of(1, 2000, "b"),
+        batch_of(5, 3000, "c"),
+    ];
     let mut bases = Vec::new();
     for b in &originals {
         bases.push(append_durable(&s, "t", 1, b.clone()).base_offset);
@@ -82,7 +97,13 @@ fn append_read_round_trip(engine: Engine) {
         assert_eq!(&stored[16..], &original[16..]);
         assert_eq!(batch::read_header(stored).unwrap().base_offset, *base);
     }
-    assert!(s.read("t", 0, 0, usize::MAX, true).unwrap().records.is_empty(), "other partition untouched");
+    assert!(
+        s.read("t", 0, 0, usize::MAX, true)
+            .unwrap()
+            .records
+            .is_empty(),
+        "other partition untouched"
+    );
 }
 
 fn read_starts_with_batch_containing_offset(engine: Engine) {
@@ -96,8 +117,17 @@ fn read_starts_with_batch_containing_offset(engine: Engine) {
         let r = s.read("t", 0, from, usize::MAX, true).unwrap();
         assert_eq!(batches(&r.records)[0].0, first_base, "read from {from}");
     }
-    assert!(s.read("t", 0, 40, usize::MAX, true).unwrap().records.is_empty(), "at the high watermark: nothing");
-    assert!(matches!(s.read("t", 0, 41, 100, true), Err(StorageError::OffsetOutOfRange { offset: 41, .. })));
+    assert!(
+        s.read("t", 0, 40, usize::MAX, true)
+            .unwrap()
+            .records
+            .is_empty(),
+        "at the high watermark: nothing"
+    );
+    assert!(matches!(
+        s.read("t", 0, 41, 100, true),
+        Err(StorageError::OffsetOutOfRange { offset: 41, .. })
+    ));
 }
 
 fn max_bytes_edges(engine: Engine) {
@@ -110,11 +140,29 @@ fn max_bytes_edges(engine: Engine) {
         append_durable(&s, "t", 0, b.clone());
     }
     let r = s.read("t", 0, 0, 1, true).unwrap();
-    assert_eq!(batches(&r.records).len(), 1, "at least one batch even past max_bytes");
-    assert!(s.read("t", 0, 0, 1, false).unwrap().records.is_empty(), "without at_least_one, the limit holds");
-    assert_eq!(batches(&s.read("t", 0, 0, 2 * size, true).unwrap().records).len(), 2, "exactly two fit");
-    assert_eq!(batches(&s.read("t", 0, 0, 2 * size - 1, true).unwrap().records).len(), 1, "a partial batch is never returned");
-    assert_eq!(batches(&s.read("t", 0, 0, 0, true).unwrap().records).len(), 1);
+    assert_eq!(
+        batches(&r.records).len(),
+        1,
+        "at least one batch even past max_bytes"
+    );
+    assert!(
+        s.read("t", 0, 0, 1, false).unwrap().records.is_empty(),
+        "without at_least_one, the limit holds"
+    );
+    assert_eq!(
+        batches(&s.read("t", 0, 0, 2 * size, true).unwrap().records).len(),
+        2,
+        "exactly two fit"
+    );
+    assert_eq!(
+        batches(&s.read("t", 0, 0, 2 * size - 1, true).unwrap().records).len(),
+        1,
+        "a partial batch is never returned"
+    );
+    assert_eq!(
+        batches(&s.read("t", 0, 0, 0, true).unwrap().records).len(),
+        1
+    );
 }
 
 fn high_watermark_bounds_reads(engine: Engine) {
@@ -124,16 +172,26 @@ fn high_watermark_bounds_reads(engine: Engine) {
     for i in 0..200 {
         let o = s.append("t", 0, batch_of(2, 0, &format!("{i}"))).unwrap();
         let r = s.read("t", 0, 0, usize::MAX, true).unwrap();
-        let end = batches(&r.records).last().map_or(0, |(b, n)| b + i64::from(*n));
-        assert!(end <= r.high_watermark, "read returned offsets up to {end} past high watermark {}", r.high_watermark);
+        let end = batches(&r.records)
+            .last()
+            .map_or(0, |(b, n)| b + i64::from(*n));
+        assert!(
+            end <= r.high_watermark,
+            "read returned offsets up to {end} past high watermark {}",
+            r.high_watermark
+        );
         let off = s.offsets("t", 0).unwrap();
         assert!(off.high_watermark <= off.log_end);
         assert_eq!(off.log_end, o.last_offset + 1);
     }
-    let hw = rt().block_on(s.wait_for_high_watermark("t", 0, 399, Duration::from_secs(10))).unwrap();
+    let hw = rt()
+        .block_on(s.wait_for_high_watermark("t", 0, 399, Duration::from_secs(10)))
+        .unwrap();
     assert_eq!(hw, 400);
     // Waiting for an offset nobody writes times out and reports the current mark.
-    let hw = rt().block_on(s.wait_for_high_watermark("t", 0, 400, Duration::from_millis(50))).unwrap();
+    let hw = rt()
+        .block_on(s.wait_for_high_watermark("t", 0, 400, Duration::from_millis(50)))
+        .unwrap();
     assert_eq!(hw, 400);
 }
 
@@ -147,14 +205,34 @@ fn timestamps(engine: Engine) {
     for ts in [1000, 5000, 3000, 9000, 2000] {
         append_durable(&s, "t", 0, batch_of(2, ts, "v"));
     }
-    assert!(s.segments("t", 0).unwrap().len() > 1, "small segment.bytes rolls segments");
-    let at = |ts| s.find_batch_by_timestamp("t", 0, ts).unwrap().map(|b| b.base_offset);
+    assert!(
+        s.segments("t", 0).unwrap().len() > 1,
+        "small segment.bytes rolls segments"
+    );
+    let at = |ts| {
+        s.find_batch_by_timestamp("t", 0, ts)
+            .unwrap()
+            .map(|b| b.base_offset)
+    };
     assert_eq!(at(0), Some(0));
     assert_eq!(at(1001), Some(0), "batch 0 holds 1001");
-    assert_eq!(at(1002), Some(2), "first batch with a record >= 1002 is the 5000 one");
-    assert_eq!(at(5002), Some(6), "9000 batch, though 3000 and 2000 batches are around it");
+    assert_eq!(
+        at(1002),
+        Some(2),
+        "first batch with a record >= 1002 is the 5000 one"
+    );
+    assert_eq!(
+        at(5002),
+        Some(6),
+        "9000 batch, though 3000 and 2000 batches are around it"
+    );
     assert_eq!(at(9002), None, "later than every record");
-    assert_eq!(s.find_max_timestamp_batch("t", 0).unwrap().map(|b| b.base_offset), Some(6));
+    assert_eq!(
+        s.find_max_timestamp_batch("t", 0)
+            .unwrap()
+            .map(|b| b.base_offset),
+        Some(6)
+    );
 }
 
 fn truncation_and_segments(engine: Engine) {
@@ -171,49 +249,99 @@ fn truncation_and_segments(engine: Engine) {
         assert!(segs.len() >= 3, "{} segments", segs.len());
         assert!(segs[..segs.len() - 1].iter().all(|g| g.sealed) && !segs.last().unwrap().sealed);
         assert_eq!(segs.iter().map(|g| g.batches).sum::<u32>(), 20);
-        assert!(segs.windows(2).all(|w| w[0].last_offset + 1 == w[1].base_offset), "segments tile the log");
+        assert!(
+            segs.windows(2)
+                .all(|w| w[0].last_offset + 1 == w[1].base_offset),
+            "segments tile the log"
+        );
         let cut = segs[1].base_offset + 2; // inside the second segment
         assert_eq!(s.truncate_before("t", 0, cut).unwrap(), cut);
         let after = s.segments("t", 0).unwrap();
-        assert_eq!(after.len(), segs.len() - 1, "only whole segments below the cut are dropped");
-        assert!(matches!(s.read("t", 0, cut - 1, 100, true), Err(StorageError::OffsetOutOfRange { log_start, .. }) if log_start == cut));
+        assert_eq!(
+            after.len(),
+            segs.len() - 1,
+            "only whole segments below the cut are dropped"
+        );
+        assert!(
+            matches!(s.read("t", 0, cut - 1, 100, true), Err(StorageError::OffsetOutOfRange { log_start, .. }) if log_start == cut)
+        );
         let r = s.read("t", 0, cut, usize::MAX, true).unwrap();
         let first = batches(&r.records)[0];
-        assert!(first.0 <= cut && cut < first.0 + i64::from(first.1), "the batch containing the new start comes back");
-        assert_eq!(s.truncate_before("t", 0, 3).unwrap(), cut, "moving back changes nothing");
-        assert!(matches!(s.truncate_before("t", 0, 101), Err(StorageError::OffsetOutOfRange { .. })));
+        assert!(
+            first.0 <= cut && cut < first.0 + i64::from(first.1),
+            "the batch containing the new start comes back"
+        );
+        assert_eq!(
+            s.truncate_before("t", 0, 3).unwrap(),
+            cut,
+            "moving back changes nothing"
+        );
+        assert!(matches!(
+            s.truncate_before("t", 0, 101),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
         s.close();
     }
     let s = engine(dir.path());
     let off = s.offsets("t", 0).unwrap();
     assert_eq!((off.high_watermark, off.log_end), (100, 100));
     assert!(off.log_start > 0, "log start survives reopen");
-    assert_eq!(s.truncate_before("t", 0, 100).unwrap(), 100, "truncate everything");
+    assert_eq!(
+        s.truncate_before("t", 0, 100).unwrap(),
+        100,
+        "truncate everything"
+    );
     assert!(s.segments("t", 0).unwrap().is_empty());
-    assert_eq!(append_durable(&s, "t", 0, batch_of(1, 0, "z")).base_offset, 100, "offsets continue after a full truncation");
+    assert_eq!(
+        append_durable(&s, "t", 0, batch_of(1, 0, "z")).base_offset,
+        100,
+        "offsets continue after a full truncation"
+    );
 }
 
 fn topic_delete_and_recreate(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let s = engine(dir.path());
     let first = s.create_topic("t", 2, no_configs()).unwrap();
-    assert!(matches!(s.create_topic("t", 1, no_configs()), Err(StorageError::TopicExists(_))));
+    assert!(matches!(
+        s.create_topic("t", 1, no_configs()),
+        Err(StorageError::TopicExists(_))
+    ));
     append_durable(&s, "t", 0, batch_of(3, 0, "old"));
     s.delete_topic("t").unwrap();
     assert!(s.topic("t").is_none() && s.topic_by_id(first.id).is_none());
-    assert!(matches!(s.append("t", 0, batch_of(1, 0, "x")), Err(StorageError::UnknownTopic(_))));
+    assert!(matches!(
+        s.append("t", 0, batch_of(1, 0, "x")),
+        Err(StorageError::UnknownTopic(_))
+    ));
     let second = s.create_topic("t", 1, no_configs()).unwrap();
     assert_ne!(first.id, second.id, "a re-created topic has a new id");
-    assert!(s.read("t", 0, 0, usize::MAX, true).unwrap().records.is_empty(), "and starts empty");
-    assert_eq!(append_durable(&s, "t", 0, batch_of(1, 0, "new")).base_offset, 0);
-    assert!(matches!(s.delete_topic("nope"), Err(StorageError::UnknownTopic(_))));
+    assert!(
+        s.read("t", 0, 0, usize::MAX, true)
+            .unwrap()
+            .records
+            .is_empty(),
+        "and starts empty"
+    );
+    assert_eq!(
+        append_durable(&s, "t", 0, batch_of(1, 0, "new")).base_offset,
+        0
+    );
+    assert!(matches!(
+        s.delete_topic("nope"),
+        Err(StorageError::UnknownTopic(_))
+    ));
     let grown = s.create_partitions("t", 3).unwrap();
     assert_eq!(grown.partitions, 3);
     append_durable(&s, "t", 2, batch_of(1, 0, "p2"));
     assert!(s.create_partitions("t", 2).is_err(), "partitions only grow");
     s.close();
     let s = engine(dir.path());
-    assert_eq!(s.topic("t").unwrap(), grown.clone(), "topics survive reopen");
+    assert_eq!(
+        s.topic("t").unwrap(),
+        grown.clone(),
+        "topics survive reopen"
+    );
     assert_eq!(s.offsets("t", 2).unwrap().high_watermark, 1);
 }
 
@@ -232,20 +360,54 @@ fn idempotent_producers(engine: Engine) {
         let a = append_durable(&s, "t", 0, batch(0, 0, 3));
         let b = append_durable(&s, "t", 0, batch(0, 3, 2));
         let dup = s.append("t", 0, batch(0, 0, 3)).unwrap();
-        assert!(dup.duplicate && dup.base_offset == a.base_offset && dup.last_offset == a.last_offset);
-        assert!(matches!(s.append("t", 0, batch(0, 7, 1)), Err(StorageError::OutOfOrderSequence { expected: 5, got: 7, .. })));
-        assert_eq!(s.offsets("t", 0).unwrap().log_end, b.last_offset + 1, "refused batches write nothing");
+        assert!(
+            dup.duplicate && dup.base_offset == a.base_offset && dup.last_offset == a.last_offset
+        );
+        assert!(matches!(
+            s.append("t", 0, batch(0, 7, 1)),
+            Err(StorageError::OutOfOrderSequence {
+                expected: 5,
+                got: 7,
+                ..
+            })
+        ));
+        assert_eq!(
+            s.offsets("t", 0).unwrap().log_end,
+            b.last_offset + 1,
+            "refused batches write nothing"
+        );
         s.close();
     }
     let s = engine(dir.path());
     let dup = s.append("t", 0, batch(0, 3, 2)).unwrap();
-    assert!(dup.duplicate && dup.base_offset == 3, "producer state survives reopen");
+    assert!(
+        dup.duplicate && dup.base_offset == 3,
+        "producer state survives reopen"
+    );
     assert_eq!(s.append("t", 0, batch(0, 5, 1)).unwrap().base_offset, 5);
-    assert!(matches!(s.append("t", 0, batch(1, 4, 1)), Err(StorageError::OutOfOrderSequence { expected: 0, .. })), "a new epoch starts at 0");
+    assert!(
+        matches!(
+            s.append("t", 0, batch(1, 4, 1)),
+            Err(StorageError::OutOfOrderSequence { expected: 0, .. })
+        ),
+        "a new epoch starts at 0"
+    );
     assert_eq!(s.append("t", 0, batch(1, 0, 1)).unwrap().base_offset, 6);
-    assert!(matches!(s.append("t", 0, batch(0, 6, 1)), Err(StorageError::ProducerFenced { current: 1, got: 0, .. })));
+    assert!(matches!(
+        s.append("t", 0, batch(0, 6, 1)),
+        Err(StorageError::ProducerFenced {
+            current: 1,
+            got: 0,
+            ..
+        })
+    ));
     // A non-idempotent batch skips the checks entirely.
-    assert_eq!(s.append("t", 0, batch_of(1, 0, "plain")).unwrap().base_offset, 7);
+    assert_eq!(
+        s.append("t", 0, batch_of(1, 0, "plain"))
+            .unwrap()
+            .base_offset,
+        7
+    );
 }
 
 fn group_offsets_and_kv(engine: Engine) {
@@ -260,7 +422,11 @@ fn group_offsets_and_kv(engine: Engine) {
     };
     {
         let s = engine(dir.path());
-        s.commit_offsets("g1", &[offset("a", 0, 5), offset("a", 1, 7), offset("b", 0, 1)]).unwrap();
+        s.commit_offsets(
+            "g1",
+            &[offset("a", 0, 5), offset("a", 1, 7), offset("b", 0, 1)],
+        )
+        .unwrap();
         s.commit_offsets("g1", &[offset("a", 0, 6)]).unwrap();
         s.commit_offsets("g10", &[offset("a", 0, 99)]).unwrap();
         s.put_kv(b"k1", b"v1").unwrap();
@@ -270,15 +436,27 @@ fn group_offsets_and_kv(engine: Engine) {
     }
     let s = engine(dir.path());
     let got = s.fetch_offsets("g1").unwrap();
-    assert_eq!(got, vec![offset("a", 0, 6), offset("a", 1, 7), offset("b", 0, 1)], "latest commit wins; metadata kept; g10 not mixed in");
-    assert_eq!(s.groups_with_offsets().unwrap(), vec!["g1".to_string(), "g10".to_string()]);
-    s.delete_offsets("g1", Some(&[("a".to_string(), 1)])).unwrap();
+    assert_eq!(
+        got,
+        vec![offset("a", 0, 6), offset("a", 1, 7), offset("b", 0, 1)],
+        "latest commit wins; metadata kept; g10 not mixed in"
+    );
+    assert_eq!(
+        s.groups_with_offsets().unwrap(),
+        vec!["g1".to_string(), "g10".to_string()]
+    );
+    s.delete_offsets("g1", Some(&[("a".to_string(), 1)]))
+        .unwrap();
     assert_eq!(s.fetch_offsets("g1").unwrap().len(), 2);
     s.delete_offsets("g1", None).unwrap();
     assert!(s.fetch_offsets("g1").unwrap().is_empty());
     assert_eq!(s.fetch_offsets("g10").unwrap().len(), 1);
     assert_eq!(s.get_kv(b"k1").unwrap().as_deref(), Some(&b"v1"[..]));
-    assert_eq!(s.allocate_ids(b"ids", 1).unwrap(), 11, "counters survive reopen");
+    assert_eq!(
+        s.allocate_ids(b"ids", 1).unwrap(),
+        11,
+        "counters survive reopen"
+    );
     assert_eq!(s.scan_kv(b"k").unwrap().len(), 1);
 }
 
@@ -288,15 +466,33 @@ fn bad_input_is_refused(engine: Engine) {
     let mut c = no_configs();
     c.insert("max.message.bytes".into(), "500".into());
     s.create_topic("t", 1, c).unwrap();
-    assert!(matches!(s.append("nope", 0, batch_of(1, 0, "x")), Err(StorageError::UnknownTopic(_))));
-    assert!(matches!(s.append("t", 1, batch_of(1, 0, "x")), Err(StorageError::UnknownPartition { partition: 1, .. })));
-    assert!(matches!(s.append("t", -1, batch_of(1, 0, "x")), Err(StorageError::UnknownPartition { .. })));
+    assert!(matches!(
+        s.append("nope", 0, batch_of(1, 0, "x")),
+        Err(StorageError::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        s.append("t", 1, batch_of(1, 0, "x")),
+        Err(StorageError::UnknownPartition { partition: 1, .. })
+    ));
+    assert!(matches!(
+        s.append("t", -1, batch_of(1, 0, "x")),
+        Err(StorageError::UnknownPartition { .. })
+    ));
     let mut corrupt = batch_of(2, 0, "x");
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0xff;
-    assert!(matches!(s.append("t", 0, corrupt), Err(StorageError::CorruptBatch(_))));
-    assert!(matches!(s.append("t", 0, vec![0; 10]), Err(StorageError::CorruptBatch(_))));
-    assert!(matches!(s.append("t", 0, batch_of(20, 0, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")), Err(StorageError::MessageTooLarge { max: 500, .. })));
+    assert!(matches!(
+        s.append("t", 0, corrupt),
+        Err(StorageError::CorruptBatch(_))
+    ));
+    assert!(matches!(
+        s.append("t", 0, vec![0; 10]),
+        Err(StorageError::CorruptBatch(_))
+    ));
+    assert!(matches!(
+        s.append("t", 0, batch_of(20, 0, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")),
+        Err(StorageError::MessageTooLarge { max: 500, .. })
+    ));
     assert_eq!(s.offsets("t", 0).unwrap().log_end, 0, "nothing was written");
     let mut lat = no_configs();
     lat.insert("message.timestamp.type".into(), "LogAppendTime".into());

@@ -40,14 +40,26 @@ fn open(dir: &Path) -> Store {
 #[test]
 #[ignore = "run by crash_kill9_keeps_every_acknowledged_batch as a child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_DIR_ENV) else {
+        return;
+    };
     let store = open(Path::new(&dir));
     if store.topic("crash").is_none() {
-        store.create_topic("crash", PARTITIONS, Default::default()).expect("create");
+        store
+            .create_topic("crash", PARTITIONS, Default::default())
+            .expect("create");
     }
     // Start sequence numbers after what earlier rounds may have written.
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64 * 1000;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+        * 1000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for task in 0..6u64 {
@@ -57,10 +69,11 @@ fn crash_child() {
                     let seq = start + n * 6 + task;
                     let p = (seq % PARTITIONS as u64) as i32;
                     let s = store.clone();
-                    let o = tokio::task::spawn_blocking(move || s.append("crash", p, batch_for(seq)))
-                        .await
-                        .unwrap()
-                        .expect("append");
+                    let o =
+                        tokio::task::spawn_blocking(move || s.append("crash", p, batch_for(seq)))
+                            .await
+                            .unwrap()
+                            .expect("append");
                     let hw = store
                         .wait_for_high_watermark("crash", p, o.last_offset, Duration::from_secs(30))
                         .await
@@ -84,7 +97,13 @@ fn crash_kill9_keeps_every_acknowledged_batch() {
     let mut acked: Vec<(i32, i64, u64)> = Vec::new();
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -97,12 +116,18 @@ fn crash_kill9_keeps_every_acknowledged_batch() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("ACK ") {
                     let f: Vec<&str> = rest.split(' ').collect();
-                    let _ = tx.send((f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].parse().unwrap()));
+                    let _ = tx.send((
+                        f[0].parse().unwrap(),
+                        f[1].parse().unwrap(),
+                        f[2].parse().unwrap(),
+                    ));
                 }
             }
         });
         // Let it get going (first ack), then kill it at a random moment.
-        let first = rx.recv_timeout(Duration::from_secs(60)).expect("child acknowledged nothing");
+        let first = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("child acknowledged nothing");
         acked.push(first);
         std::thread::sleep(Duration::from_millis(rng.random_range(20..400)));
         child.kill().unwrap(); // SIGKILL
@@ -118,21 +143,37 @@ fn crash_kill9_keeps_every_acknowledged_batch() {
             let mut next = 0;
             for b in batch::split(&r.records).unwrap() {
                 let h = batch::validate(b).expect("stored batches stay valid");
-                assert_eq!(h.base_offset, next, "round {round}: offsets dense in partition {p}");
+                assert_eq!(
+                    h.base_offset, next,
+                    "round {round}: offsets dense in partition {p}"
+                );
                 next = h.last_offset() + 1;
                 all.push((p, h.base_offset, b.to_vec()));
             }
-            assert_eq!(next, hw, "round {round}: the log ends at the high watermark");
+            assert_eq!(
+                next, hw,
+                "round {round}: the log ends at the high watermark"
+            );
         }
         for &(p, base, seq) in &acked {
             let stored = all
                 .iter()
                 .find(|(sp, sb, _)| *sp == p && *sb == base)
-                .unwrap_or_else(|| panic!("round {round}: acknowledged batch {seq} at {p}/{base} lost"));
+                .unwrap_or_else(|| {
+                    panic!("round {round}: acknowledged batch {seq} at {p}/{base} lost")
+                });
             let expect = batch_for(seq);
-            assert_eq!(&stored.2[16..], &expect[16..], "round {round}: batch {seq} differs");
+            assert_eq!(
+                &stored.2[16..],
+                &expect[16..],
+                "round {round}: batch {seq} differs"
+            );
         }
         store.close();
     }
-    assert!(acked.len() > ROUNDS, "the child acknowledged {} batches", acked.len());
+    assert!(
+        acked.len() > ROUNDS,
+        "the child acknowledged {} batches",
+        acked.len()
+    );
 }

@@ -35,7 +35,12 @@ pub enum Cmd {
     Delete(oneshot::Sender<bool>),
 }
 
-pub async fn run(mut g: Group, mut rx: mpsc::Receiver<Cmd>, coordinator: Arc<Coordinator>, cancel: CancellationToken) {
+pub async fn run(
+    mut g: Group,
+    mut rx: mpsc::Receiver<Cmd>,
+    coordinator: Arc<Coordinator>,
+    cancel: CancellationToken,
+) {
     loop {
         let deadline = g.next_deadline();
         let cmd = tokio::select! {
@@ -52,14 +57,27 @@ pub async fn run(mut g: Group, mut rx: mpsc::Receiver<Cmd>, coordinator: Arc<Coo
         match cmd {
             Cmd::Join(args, reply) => g.join(*args, reply, now),
             Cmd::Sync(args, reply) => g.sync(*args, reply, now),
-            Cmd::Heartbeat { member, instance, generation, reply } => {
+            Cmd::Heartbeat {
+                member,
+                instance,
+                generation,
+                reply,
+            } => {
                 let _ = reply.send(g.heartbeat(&member, instance.as_deref(), generation, now));
             }
             Cmd::Leave { members, reply } => {
-                let codes = members.iter().map(|(m, i)| g.leave(m, i.as_deref(), now)).collect();
+                let codes = members
+                    .iter()
+                    .map(|(m, i)| g.leave(m, i.as_deref(), now))
+                    .collect();
                 let _ = reply.send(codes);
             }
-            Cmd::MayCommit { member, instance, generation, reply } => {
+            Cmd::MayCommit {
+                member,
+                instance,
+                generation,
+                reply,
+            } => {
                 let _ = reply.send(g.may_commit(&member, instance.as_deref(), generation));
             }
             Cmd::Describe(reply) => {

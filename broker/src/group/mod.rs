@@ -62,7 +62,12 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(store: Store, settings: GroupSettings, cancel: CancellationToken, tasks: TaskTracker) -> Self {
+    pub fn new(
+        store: Store,
+        settings: GroupSettings,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         Coordinator {
             store,
             settings,
@@ -85,7 +90,8 @@ impl Coordinator {
         let (tx, rx) = mpsc::channel(MAILBOX);
         groups.insert(group.to_string(), tx.clone());
         let g = state::Group::new(group.to_string(), self.settings);
-        self.tasks.spawn(actor::run(g, rx, self.clone(), self.cancel.clone()));
+        self.tasks
+            .spawn(actor::run(g, rx, self.clone(), self.cancel.clone()));
         tx
     }
 
@@ -94,7 +100,11 @@ impl Coordinator {
         self.lock().get(group).filter(|tx| !tx.is_closed()).cloned()
     }
 
-    async fn ask<T>(self: &Arc<Self>, group: &str, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+    async fn ask<T>(
+        self: &Arc<Self>,
+        group: &str,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.actor(group).send(make(tx)).await.ok()?;
         rx.await.ok()
@@ -103,26 +113,45 @@ impl Coordinator {
     pub async fn join(self: &Arc<Self>, group: &str, args: JoinArgs) -> JoinGroupResponse {
         self.ask(group, |reply| Cmd::Join(Box::new(args), reply))
             .await
-            .unwrap_or_else(|| JoinGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE))
+            .unwrap_or_else(|| {
+                JoinGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+            })
     }
 
     pub async fn sync(self: &Arc<Self>, group: &str, args: SyncArgs) -> SyncGroupResponse {
         self.ask(group, |reply| Cmd::Sync(Box::new(args), reply))
             .await
-            .unwrap_or_else(|| SyncGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE))
+            .unwrap_or_else(|| {
+                SyncGroupResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+            })
     }
 
-    pub async fn heartbeat(self: &Arc<Self>, group: &str, member: String, instance: Option<String>, generation: i32) -> i16 {
+    pub async fn heartbeat(
+        self: &Arc<Self>,
+        group: &str,
+        member: String,
+        instance: Option<String>,
+        generation: i32,
+    ) -> i16 {
         if self.running(group).is_none() {
             return code::UNKNOWN_MEMBER_ID;
         }
-        self.ask(group, |reply| Cmd::Heartbeat { member, instance, generation, reply })
-            .await
-            .unwrap_or(code::COORDINATOR_NOT_AVAILABLE)
+        self.ask(group, |reply| Cmd::Heartbeat {
+            member,
+            instance,
+            generation,
+            reply,
+        })
+        .await
+        .unwrap_or(code::COORDINATOR_NOT_AVAILABLE)
     }
 
     /// LeaveGroup for each `(member id, instance id)`; one error code per member.
-    pub async fn leave(self: &Arc<Self>, group: &str, members: Vec<(String, Option<String>)>) -> Vec<i16> {
+    pub async fn leave(
+        self: &Arc<Self>,
+        group: &str,
+        members: Vec<(String, Option<String>)>,
+    ) -> Vec<i16> {
         if self.running(group).is_none() {
             return vec![code::UNKNOWN_MEMBER_ID; members.len()];
         }
@@ -134,13 +163,28 @@ impl Coordinator {
 
     /// Whether a commit from this member and generation is accepted (see
     /// `state::Group::may_commit`). Groups without a running actor have no members.
-    pub async fn may_commit(self: &Arc<Self>, group: &str, member: String, instance: Option<String>, generation: i32) -> i16 {
+    pub async fn may_commit(
+        self: &Arc<Self>,
+        group: &str,
+        member: String,
+        instance: Option<String>,
+        generation: i32,
+    ) -> i16 {
         if self.running(group).is_none() {
-            return if generation < 0 && member.is_empty() { code::NONE } else { code::UNKNOWN_MEMBER_ID };
+            return if generation < 0 && member.is_empty() {
+                code::NONE
+            } else {
+                code::UNKNOWN_MEMBER_ID
+            };
         }
-        self.ask(group, |reply| Cmd::MayCommit { member, instance, generation, reply })
-            .await
-            .unwrap_or(code::COORDINATOR_NOT_AVAILABLE)
+        self.ask(group, |reply| Cmd::MayCommit {
+            member,
+            instance,
+            generation,
+            reply,
+        })
+        .await
+        .unwrap_or(code::COORDINATOR_NOT_AVAILABLE)
     }
 
     /// The group's current view; a group known only from stored offsets is Empty; an
@@ -156,7 +200,11 @@ impl Coordinator {
         let stored_type = self.stored_type(group);
         let has_offsets = self.store.fetch_offsets(group).is_ok_and(|o| !o.is_empty());
         GroupView {
-            state: if stored_type.is_some() || has_offsets { State::Empty } else { State::Dead },
+            state: if stored_type.is_some() || has_offsets {
+                State::Empty
+            } else {
+                State::Dead
+            },
             protocol_type: stored_type.unwrap_or_default(),
             protocol: String::new(),
             members: Vec::new(),
@@ -168,7 +216,11 @@ impl Coordinator {
         let mut names: Vec<String> = self.lock().keys().cloned().collect();
         names.extend(self.store.groups_with_offsets().unwrap_or_default());
         if let Ok(kv) = self.store.scan_kv(GROUP_TYPE_PREFIX.as_bytes()) {
-            names.extend(kv.into_iter().map(|(k, _)| String::from_utf8_lossy(&k[GROUP_TYPE_PREFIX.len()..]).into_owned()));
+            names.extend(
+                kv.into_iter().map(|(k, _)| {
+                    String::from_utf8_lossy(&k[GROUP_TYPE_PREFIX.len()..]).into_owned()
+                }),
+            );
         }
         names.sort();
         names.dedup();
@@ -196,7 +248,11 @@ impl Coordinator {
         }
         self.lock().remove(group);
         let key = format!("{GROUP_TYPE_PREFIX}{group}");
-        match self.store.delete_offsets(group, None).and_then(|()| self.store.delete_kv(key.as_bytes())) {
+        match self
+            .store
+            .delete_offsets(group, None)
+            .and_then(|()| self.store.delete_kv(key.as_bytes()))
+        {
             Ok(()) => code::NONE,
             Err(e) => crate::error::storage_code(&e),
         }
@@ -209,7 +265,9 @@ impl Coordinator {
         const EVERY: Duration = Duration::from_secs(3600);
         loop {
             let this = self.clone();
-            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let cutoff = now_ms - retention.as_millis() as i64;
             let active: Vec<String> = self.lock().keys().cloned().collect();
             let mut idle = Vec::new();
@@ -218,26 +276,28 @@ impl Coordinator {
                     idle.push(g);
                 }
             }
-            let result = tokio::task::spawn_blocking(move || -> Result<usize, strata_storage::StorageError> {
-                let mut expired = 0;
-                for group in this.store.groups_with_offsets()? {
-                    if this.running(&group).is_some() && !idle.contains(&group) {
-                        continue;
+            let result = tokio::task::spawn_blocking(
+                move || -> Result<usize, strata_storage::StorageError> {
+                    let mut expired = 0;
+                    for group in this.store.groups_with_offsets()? {
+                        if this.running(&group).is_some() && !idle.contains(&group) {
+                            continue;
+                        }
+                        let old: Vec<(String, i32)> = this
+                            .store
+                            .fetch_offsets(&group)?
+                            .into_iter()
+                            .filter(|o| o.commit_timestamp_ms < cutoff)
+                            .map(|o| (o.topic, o.partition))
+                            .collect();
+                        if !old.is_empty() {
+                            expired += old.len();
+                            this.store.delete_offsets(&group, Some(&old))?;
+                        }
                     }
-                    let old: Vec<(String, i32)> = this
-                        .store
-                        .fetch_offsets(&group)?
-                        .into_iter()
-                        .filter(|o| o.commit_timestamp_ms < cutoff)
-                        .map(|o| (o.topic, o.partition))
-                        .collect();
-                    if !old.is_empty() {
-                        expired += old.len();
-                        this.store.delete_offsets(&group, Some(&old))?;
-                    }
-                }
-                Ok(expired)
-            })
+                    Ok(expired)
+                },
+            )
             .await;
             match result {
                 Ok(Ok(n)) if n > 0 => tracing::info!(offsets = n, "expired committed offsets"),
@@ -253,7 +313,11 @@ impl Coordinator {
 
     fn stored_type(&self, group: &str) -> Option<String> {
         let key = format!("{GROUP_TYPE_PREFIX}{group}");
-        self.store.get_kv(key.as_bytes()).ok().flatten().map(|v| String::from_utf8_lossy(&v).into_owned())
+        self.store
+            .get_kv(key.as_bytes())
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
     /// Remembers that `group` had members of `protocol_type` (called on its first

@@ -139,7 +139,11 @@ impl Group {
             .filter(|m| m.join_reply.is_none())
             .map(|m| m.last_seen + m.session_timeout);
         let pending = self.pending.values().copied();
-        self.deadline.into_iter().chain(sessions).chain(pending).min()
+        self.deadline
+            .into_iter()
+            .chain(sessions)
+            .chain(pending)
+            .min()
     }
 
     pub fn join(&mut self, a: JoinArgs, reply: oneshot::Sender<JoinGroupResponse>, now: Instant) {
@@ -165,7 +169,9 @@ impl Group {
 
     /// Whether the group's members could agree on a protocol with this one joining.
     fn accepts_protocols(&self, a: &JoinArgs) -> bool {
-        if self.members.is_empty() || (self.members.len() == 1 && self.members.contains_key(&a.member_id)) {
+        if self.members.is_empty()
+            || (self.members.len() == 1 && self.members.contains_key(&a.member_id))
+        {
             return true;
         }
         if self.protocol_type.as_deref() != Some(a.protocol_type.as_str()) {
@@ -180,12 +186,18 @@ impl Group {
     }
 
     fn join_new(&mut self, a: JoinArgs, reply: oneshot::Sender<JoinGroupResponse>, now: Instant) {
-        if let Some(old_id) = a.instance_id.as_ref().and_then(|i| self.statics.get(i)).cloned() {
+        if let Some(old_id) = a
+            .instance_id
+            .as_ref()
+            .and_then(|i| self.statics.get(i))
+            .cloned()
+        {
             // A static member restarted: give it a new member id, fence the old one, and keep
             // its assignment without a rebalance unless something it declared changed.
             let new_id = self.new_member_id(&a.client_id);
             let Some(mut m) = self.members.remove(&old_id) else {
-                self.statics.remove(a.instance_id.as_deref().unwrap_or_default());
+                self.statics
+                    .remove(a.instance_id.as_deref().unwrap_or_default());
                 return self.join_new(a, reply, now);
             };
             if let Some(r) = m.join_reply.take() {
@@ -252,7 +264,9 @@ impl Group {
             }
             // The member missed its JoinGroup answer or rejoins without change: answer with
             // the current generation.
-            State::CompletingRebalance | State::Stable if unchanged && !(self.state == State::Stable && is_leader) => {
+            State::CompletingRebalance | State::Stable
+                if unchanged && !(self.state == State::Stable && is_leader) =>
+            {
                 let _ = reply.send(self.join_response(&id, is_leader));
             }
             _ => {
@@ -262,7 +276,13 @@ impl Group {
         }
     }
 
-    fn add_member(&mut self, id: String, a: JoinArgs, reply: oneshot::Sender<JoinGroupResponse>, now: Instant) {
+    fn add_member(
+        &mut self,
+        id: String,
+        a: JoinArgs,
+        reply: oneshot::Sender<JoinGroupResponse>,
+        now: Instant,
+    ) {
         if let Some(i) = &a.instance_id {
             self.statics.insert(i.clone(), id.clone());
         }
@@ -314,7 +334,12 @@ impl Group {
                 }
             }
         }
-        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
         if self.state == State::Empty {
             // First join of an empty group: wait a little for the others (Kafka's
             // group.initial.rebalance.delay.ms), at most the rebalance timeout.
@@ -334,7 +359,8 @@ impl Group {
             return;
         }
         let all_joined = self.members.values().all(|m| m.join_reply.is_some());
-        let delay_over = self.initial_delay_limit.is_none() || self.deadline.is_none_or(|d| now >= d);
+        let delay_over =
+            self.initial_delay_limit.is_none() || self.deadline.is_none_or(|d| now >= d);
         if all_joined && delay_over {
             self.complete_join(now);
         }
@@ -342,7 +368,12 @@ impl Group {
 
     fn complete_join(&mut self, now: Instant) {
         // Members that did not rejoin in time leave the group.
-        let gone: Vec<String> = self.members.iter().filter(|(_, m)| m.join_reply.is_none()).map(|(id, _)| id.clone()).collect();
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_reply.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in gone {
             self.remove_member(&id);
         }
@@ -356,11 +387,20 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = State::CompletingRebalance;
-        let timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
         self.deadline = Some(now + timeout);
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
@@ -384,7 +424,11 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
             .collect();
         let mut votes: BTreeMap<&String, usize> = BTreeMap::new();
         for m in self.members.values() {
@@ -392,7 +436,15 @@ impl Group {
                 *votes.entry(n).or_default() += 1;
             }
         }
-        common.iter().max_by_key(|n| (votes.get(*n).copied().unwrap_or(0), std::cmp::Reverse(common.iter().position(|c| c == *n)))).map(|n| (*n).clone())
+        common
+            .iter()
+            .max_by_key(|n| {
+                (
+                    votes.get(*n).copied().unwrap_or(0),
+                    std::cmp::Reverse(common.iter().position(|c| c == *n)),
+                )
+            })
+            .map(|n| (*n).clone())
     }
 
     fn join_response(&self, id: &str, is_leader: bool) -> JoinGroupResponse {
@@ -401,7 +453,12 @@ impl Group {
             self.members
                 .iter()
                 .map(|(mid, m)| {
-                    let metadata = m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default();
+                    let metadata = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
                     JoinGroupResponseMember::default()
                         .with_member_id(str_bytes(mid.clone()))
                         .with_group_instance_id(m.instance_id.clone().map(str_bytes))
@@ -456,8 +513,18 @@ impl Group {
                     self.state = State::Stable;
                     self.deadline = None;
                     let response = |m: &Member| self.sync_response(m);
-                    let answers: Vec<_> = self.members.values().filter(|m| m.sync_reply.is_some()).map(|m| response(m)).collect();
-                    for (m, answer) in self.members.values_mut().filter(|m| m.sync_reply.is_some()).zip(answers) {
+                    let answers: Vec<_> = self
+                        .members
+                        .values()
+                        .filter(|m| m.sync_reply.is_some())
+                        .map(response)
+                        .collect();
+                    for (m, answer) in self
+                        .members
+                        .values_mut()
+                        .filter(|m| m.sync_reply.is_some())
+                        .zip(answers)
+                    {
                         if let Some(r) = m.sync_reply.take() {
                             let _ = r.send(answer);
                         }
@@ -481,7 +548,13 @@ impl Group {
     }
 
     /// Heartbeat: the error code for the member, refreshing its session when it is known.
-    pub fn heartbeat(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now: Instant) -> i16 {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> i16 {
         let state = self.state;
         let current = self.generation;
         let Some(m) = self.members.get_mut(member_id) else {
@@ -576,7 +649,12 @@ impl Group {
                 State::CompletingRebalance => {
                     // The leader never sent the assignment: try again without the members
                     // that did not sync.
-                    let silent: Vec<String> = self.members.iter().filter(|(_, m)| m.sync_reply.is_none()).map(|(id, _)| id.clone()).collect();
+                    let silent: Vec<String> = self
+                        .members
+                        .iter()
+                        .filter(|(_, m)| m.sync_reply.is_none())
+                        .map(|(id, _)| id.clone())
+                        .collect();
                     for id in silent {
                         self.remove_member(&id);
                     }
@@ -593,7 +671,11 @@ impl Group {
     /// the group has no members.
     pub fn may_commit(&self, member_id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
         if generation < 0 && member_id.is_empty() {
-            return if self.members.is_empty() { code::NONE } else { code::UNKNOWN_MEMBER_ID };
+            return if self.members.is_empty() {
+                code::NONE
+            } else {
+                code::UNKNOWN_MEMBER_ID
+            };
         }
         let Some(m) = self.members.get(member_id) else {
             return code::UNKNOWN_MEMBER_ID;
@@ -619,7 +701,12 @@ impl Group {
                 instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
-                metadata: m.protocols.iter().find(|(n, _)| *n == protocol).map(|(_, b)| b.clone()).unwrap_or_default(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
                 assignment: m.assignment.clone(),
             })
             .collect()
@@ -660,9 +747,22 @@ mod tests {
         rx
     }
 
-    fn sync(g: &mut Group, member: &str, generation: i32, assignments: Vec<(String, Bytes)>, now: Instant) -> oneshot::Receiver<SyncGroupResponse> {
+    fn sync(
+        g: &mut Group,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> oneshot::Receiver<SyncGroupResponse> {
         let (tx, rx) = oneshot::channel();
-        let a = SyncArgs { member_id: member.into(), instance_id: None, generation, protocol_type: None, protocol_name: None, assignments };
+        let a = SyncArgs {
+            member_id: member.into(),
+            instance_id: None,
+            generation,
+            protocol_type: None,
+            protocol_name: None,
+            assignments,
+        };
         g.sync(a, tx, now);
         rx
     }
@@ -684,9 +784,18 @@ mod tests {
         assert_eq!(g.state, State::PreparingRebalance);
         g.tick(t0 + Duration::from_millis(100));
         let r = rx.try_recv().unwrap();
-        assert_eq!((r.error_code, r.generation_id, r.leader.as_str()), (0, 1, id.as_str()));
+        assert_eq!(
+            (r.error_code, r.generation_id, r.leader.as_str()),
+            (0, 1, id.as_str())
+        );
         assert_eq!(r.members.len(), 1, "the leader gets the member list");
-        let mut s = sync(&mut g, &id, 1, vec![(id.clone(), Bytes::from_static(b"a"))], t0);
+        let mut s = sync(
+            &mut g,
+            &id,
+            1,
+            vec![(id.clone(), Bytes::from_static(b"a"))],
+            t0,
+        );
         assert_eq!(s.try_recv().unwrap().assignment, Bytes::from_static(b"a"));
         assert_eq!(g.state, State::Stable);
         assert_eq!(g.heartbeat(&id, None, 1, t0), code::NONE);
@@ -702,26 +811,46 @@ mod tests {
         let mut ra = join(&mut g, args(&a, None), t0);
         g.tick(t0 + SECOND);
         assert_eq!(ra.try_recv().unwrap().generation_id, 1);
-        let _ = sync(&mut g, &a, 1, vec![], t0 + SECOND);
+        drop(sync(&mut g, &a, 1, vec![], t0 + SECOND));
         let b = member_id(&mut g, t0 + SECOND);
         let mut rb = join(&mut g, args(&b, None), t0 + SECOND);
         assert_eq!(g.state, State::PreparingRebalance);
-        assert_eq!(g.heartbeat(&a, None, 1, t0 + SECOND), code::REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            g.heartbeat(&a, None, 1, t0 + SECOND),
+            code::REBALANCE_IN_PROGRESS
+        );
         let mut ra = join(&mut g, args(&a, None), t0 + SECOND);
         let (ja, jb) = (ra.try_recv().unwrap(), rb.try_recv().unwrap());
-        assert_eq!((ja.generation_id, jb.generation_id), (2, 2), "all rejoined: no waiting for the timeout");
+        assert_eq!(
+            (ja.generation_id, jb.generation_id),
+            (2, 2),
+            "all rejoined: no waiting for the timeout"
+        );
         assert_eq!(ja.leader, jb.leader);
         let leader = ja.leader.to_string();
         let other = if leader == a { b.clone() } else { a.clone() };
         let mut so = sync(&mut g, &other, 2, vec![], t0 + SECOND);
-        assert!(so.try_recv().is_err(), "followers wait for the leader's assignment");
-        let _ = sync(&mut g, &leader, 2, vec![(other.clone(), Bytes::from_static(b"x"))], t0 + SECOND);
+        assert!(
+            so.try_recv().is_err(),
+            "followers wait for the leader's assignment"
+        );
+        drop(sync(
+            &mut g,
+            &leader,
+            2,
+            vec![(other.clone(), Bytes::from_static(b"x"))],
+            t0 + SECOND,
+        ));
         assert_eq!(so.try_recv().unwrap().assignment, Bytes::from_static(b"x"));
         // The follower stops heartbeating; the leader keeps going.
         let later = t0 + 12 * SECOND;
         assert_eq!(g.heartbeat(&leader, None, 2, t0 + 9 * SECOND), code::NONE);
         g.tick(later);
-        assert_eq!(g.state, State::PreparingRebalance, "expiry starts a rebalance");
+        assert_eq!(
+            g.state,
+            State::PreparingRebalance,
+            "expiry starts a rebalance"
+        );
         assert_eq!(g.heartbeat(&other, None, 2, later), code::UNKNOWN_MEMBER_ID);
         let mut rl = join(&mut g, args(&leader, None), later);
         let r = rl.try_recv().unwrap();
@@ -740,21 +869,41 @@ mod tests {
         let (ja, js) = (ra.try_recv().unwrap(), rs.try_recv().unwrap());
         assert_eq!(ja.leader.as_str(), a);
         let old = js.member_id.to_string();
-        let assignments = vec![(old.clone(), Bytes::from_static(b"s")), (a.clone(), Bytes::from_static(b"d"))];
-        let _ = sync(&mut g, &a, 1, assignments, t0 + SECOND);
+        let assignments = vec![
+            (old.clone(), Bytes::from_static(b"s")),
+            (a.clone(), Bytes::from_static(b"d")),
+        ];
+        drop(sync(&mut g, &a, 1, assignments, t0 + SECOND));
         assert_eq!(g.state, State::Stable);
         // The static member restarts: same instance id, no member id.
-        let r = join(&mut g, args("", Some("i1")), t0 + 2 * SECOND).try_recv().unwrap();
+        let r = join(&mut g, args("", Some("i1")), t0 + 2 * SECOND)
+            .try_recv()
+            .unwrap();
         assert_eq!(r.error_code, code::NONE);
         assert_eq!(r.generation_id, 1, "no new generation");
         assert_eq!(g.state, State::Stable);
         let new_id = r.member_id.to_string();
         assert_ne!(new_id, old);
-        let s = sync(&mut g, &new_id, 1, vec![], t0 + 2 * SECOND).try_recv().unwrap();
-        assert_eq!(s.assignment, Bytes::from_static(b"s"), "keeps its assignment");
-        assert_eq!(g.heartbeat(&a, None, 1, t0 + 2 * SECOND), code::NONE, "the others see no rebalance");
-        assert_eq!(g.heartbeat(&old, None, 1, t0 + 2 * SECOND), code::UNKNOWN_MEMBER_ID);
-        let dup = join(&mut g, args(&old, Some("i1")), t0 + 2 * SECOND).try_recv().unwrap();
+        let s = sync(&mut g, &new_id, 1, vec![], t0 + 2 * SECOND)
+            .try_recv()
+            .unwrap();
+        assert_eq!(
+            s.assignment,
+            Bytes::from_static(b"s"),
+            "keeps its assignment"
+        );
+        assert_eq!(
+            g.heartbeat(&a, None, 1, t0 + 2 * SECOND),
+            code::NONE,
+            "the others see no rebalance"
+        );
+        assert_eq!(
+            g.heartbeat(&old, None, 1, t0 + 2 * SECOND),
+            code::UNKNOWN_MEMBER_ID
+        );
+        let dup = join(&mut g, args(&old, Some("i1")), t0 + 2 * SECOND)
+            .try_recv()
+            .unwrap();
         assert_eq!(dup.error_code, code::FENCED_INSTANCE_ID);
     }
 
@@ -763,7 +912,7 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Group::new("g".into(), settings());
         assert_eq!(g.may_commit("", None, -1), code::NONE);
-        let _ = join(&mut g, args("", Some("i")), t0);
+        drop(join(&mut g, args("", Some("i")), t0));
         assert_eq!(g.may_commit("", None, -1), code::UNKNOWN_MEMBER_ID);
         assert_eq!(g.leave("", Some("i"), t0), code::NONE);
         assert!(g.is_empty());

@@ -22,7 +22,15 @@ pub async fn handle(ctx: &Arc<Ctx>, req: AlterConfigsRequest) -> AlterConfigsRes
                 (c.name.to_string(), change)
             })
             .collect();
-        let (c, msg) = apply(ctx, r.resource_type, &r.resource_name, changes, true, req.validate_only).await;
+        let (c, msg) = apply(
+            ctx,
+            r.resource_type,
+            &r.resource_name,
+            changes,
+            true,
+            req.validate_only,
+        )
+        .await;
         responses.push(
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)

@@ -8,7 +8,11 @@ use super::Ctx;
 use crate::error::code;
 use crate::protocol::api_version_entries;
 
-pub fn handle(_ctx: &Arc<Ctx>, header: &RequestHeader, req: ApiVersionsRequest) -> ApiVersionsResponse {
+pub fn handle(
+    _ctx: &Arc<Ctx>,
+    header: &RequestHeader,
+    req: ApiVersionsRequest,
+) -> ApiVersionsResponse {
     tracing::debug!(
         client = header.client_id.as_deref().unwrap_or(""),
         software = %req.client_software_name,

@@ -52,20 +52,45 @@ pub async fn apply(
 ) -> (i16, Option<String>) {
     match resource_type {
         RESOURCE_TOPIC => {}
-        RESOURCE_BROKER => return (code::INVALID_REQUEST, Some("broker settings are read-only here; set them in the config file".into())),
-        other => return (code::INVALID_REQUEST, Some(format!("resource type {other} is not served here"))),
+        RESOURCE_BROKER => {
+            return (
+                code::INVALID_REQUEST,
+                Some("broker settings are read-only here; set them in the config file".into()),
+            )
+        }
+        other => {
+            return (
+                code::INVALID_REQUEST,
+                Some(format!("resource type {other} is not served here")),
+            )
+        }
     }
     let Some(topic) = ctx.store.topic(name) else {
-        return (code::UNKNOWN_TOPIC_OR_PARTITION, Some(format!("topic {name} does not exist")));
+        return (
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            Some(format!("topic {name} does not exist")),
+        );
     };
-    let mut configs = if replace { BTreeMap::new() } else { topic.configs.clone() };
+    let mut configs = if replace {
+        BTreeMap::new()
+    } else {
+        topic.configs.clone()
+    };
     for (key, change) in changes {
         let Some(def) = topic_config::def(&key) else {
-            return (code::INVALID_CONFIG, Some(format!("unknown topic config {key:?}")));
+            return (
+                code::INVALID_CONFIG,
+                Some(format!("unknown topic config {key:?}")),
+            );
         };
         let list_op = matches!(change, Change::Append(_) | Change::Subtract(_));
         if list_op && !matches!(def.kind, Kind::ListOf(_)) {
-            return (code::INVALID_CONFIG, Some(format!("{key} is not a list; APPEND and SUBTRACT do not apply")));
+            return (
+                code::INVALID_CONFIG,
+                Some(format!(
+                    "{key} is not a list; APPEND and SUBTRACT do not apply"
+                )),
+            );
         }
         let current = || topic_config::effective(&configs, &ctx.config, &key).unwrap_or_default();
         match change {
@@ -76,7 +101,12 @@ pub async fn apply(
                 configs.remove(&key);
             }
             Change::Append(v) => {
-                let mut items: Vec<String> = current().split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                let mut items: Vec<String> = current()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
                 for add in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     if !items.iter().any(|i| i == add) {
                         items.push(add.to_string());
@@ -86,7 +116,12 @@ pub async fn apply(
             }
             Change::Subtract(v) => {
                 let drop: Vec<&str> = v.split(',').map(str::trim).collect();
-                let items: Vec<String> = current().split(',').map(str::trim).filter(|s| !s.is_empty() && !drop.contains(s)).map(String::from).collect();
+                let items: Vec<String> = current()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty() && !drop.contains(s))
+                    .map(String::from)
+                    .collect();
                 configs.insert(key, items.join(","));
             }
         }
@@ -98,7 +133,10 @@ pub async fn apply(
         return (code::NONE, None);
     }
     let n = name.to_string();
-    match ctx.blocking(move |s| s.set_topic_configs(&n, configs)).await {
+    match ctx
+        .blocking(move |s| s.set_topic_configs(&n, configs))
+        .await
+    {
         Ok(_) => {
             tracing::info!(topic = name, "topic configs changed");
             (code::NONE, None)

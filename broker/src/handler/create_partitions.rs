@@ -12,15 +12,26 @@ pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreateParti
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let fail = |c: i16, msg: String| result.clone().with_error_code(c).with_error_message(Some(str_bytes(msg)));
+        let fail = |c: i16, msg: String| {
+            result
+                .clone()
+                .with_error_code(c)
+                .with_error_message(Some(str_bytes(msg)))
+        };
         let Some(info) = ctx.store.topic(&t.name) else {
-            results.push(fail(code::UNKNOWN_TOPIC_OR_PARTITION, format!("topic {} does not exist", &*t.name)));
+            results.push(fail(
+                code::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic {} does not exist", &*t.name),
+            ));
             continue;
         };
         if t.count <= info.partitions {
             results.push(fail(
                 code::INVALID_PARTITIONS,
-                format!("topic {} has {} partitions; the new count {} must be larger", info.name, info.partitions, t.count),
+                format!(
+                    "topic {} has {} partitions; the new count {} must be larger",
+                    info.name, info.partitions, t.count
+                ),
             ));
             continue;
         }
@@ -28,7 +39,10 @@ pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreateParti
         let node = ctx.node_id();
         if let Some(a) = &t.assignments {
             if a.len() != added || a.iter().any(|a| a.broker_ids.iter().any(|b| b.0 != node)) {
-                results.push(fail(code::INVALID_REPLICA_ASSIGNMENT, format!("the only broker is {node}")));
+                results.push(fail(
+                    code::INVALID_REPLICA_ASSIGNMENT,
+                    format!("the only broker is {node}"),
+                ));
                 continue;
             }
         }
@@ -37,13 +51,18 @@ pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreateParti
             continue;
         }
         let (name, count) = (info.name.clone(), t.count);
-        results.push(match ctx.blocking(move |s| s.create_partitions(&name, count)).await {
-            Ok(_) => {
-                tracing::info!(topic = %info.name, partitions = count, "added partitions");
-                result
-            }
-            Err(e) => fail(storage_code(&e), e.to_string()),
-        });
+        results.push(
+            match ctx
+                .blocking(move |s| s.create_partitions(&name, count))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(topic = %info.name, partitions = count, "added partitions");
+                    result
+                }
+                Err(e) => fail(storage_code(&e), e.to_string()),
+            },
+        );
     }
     CreatePartitionsResponse::default().with_results(results)
 }

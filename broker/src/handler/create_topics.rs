@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{str_bytes, validate_topic_name, Ctx};
@@ -15,7 +17,11 @@ use crate::topic_config;
 /// DescribeConfigs config source of a value set on the topic.
 const SOURCE_TOPIC: i8 = 1;
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.clone();
@@ -32,36 +38,68 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: CreateTopicsRequest) -> C
                     .with_replication_factor(-1)
             }
         };
-        results.push(if version >= 5 { r } else { r.with_configs(None) });
+        results.push(if version >= 5 {
+            r
+        } else {
+            r.with_configs(None)
+        });
     }
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn create_one(ctx: &Arc<Ctx>, t: CreatableTopic, validate_only: bool) -> Result<CreatableTopicResult, (i16, String)> {
+async fn create_one(
+    ctx: &Arc<Ctx>,
+    t: CreatableTopic,
+    validate_only: bool,
+) -> Result<CreatableTopicResult, (i16, String)> {
     let name = t.name.to_string();
     validate_topic_name(&name).map_err(|m| (code::INVALID_TOPIC_EXCEPTION, m))?;
     if ctx.store.topic(&name).is_some() {
-        return Err((code::TOPIC_ALREADY_EXISTS, format!("topic {name} already exists")));
+        return Err((
+            code::TOPIC_ALREADY_EXISTS,
+            format!("topic {name} already exists"),
+        ));
     }
     if t.replication_factor != -1 && t.replication_factor != 1 {
-        return Err((code::INVALID_REPLICATION_FACTOR, format!("replication factor {} (this cluster has one broker)", t.replication_factor)));
+        return Err((
+            code::INVALID_REPLICATION_FACTOR,
+            format!(
+                "replication factor {} (this cluster has one broker)",
+                t.replication_factor
+            ),
+        ));
     }
     let partitions = if t.assignments.is_empty() {
         match t.num_partitions {
             -1 => ctx.config.num_partitions,
             n if n >= 1 => n,
-            n => return Err((code::INVALID_PARTITIONS, format!("partition count {n} (must be at least 1)"))),
+            n => {
+                return Err((
+                    code::INVALID_PARTITIONS,
+                    format!("partition count {n} (must be at least 1)"),
+                ))
+            }
         }
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
-            return Err((code::INVALID_REQUEST, "give either assignments or counts, not both".into()));
+            return Err((
+                code::INVALID_REQUEST,
+                "give either assignments or counts, not both".into(),
+            ));
         }
         let node = ctx.node_id();
         let mut indexes: Vec<i32> = t.assignments.iter().map(|a| a.partition_index).collect();
         indexes.sort_unstable();
         let dense = indexes.iter().enumerate().all(|(i, &p)| p == i as i32);
-        if !dense || t.assignments.iter().any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node) {
-            return Err((code::INVALID_REPLICA_ASSIGNMENT, format!("partitions 0..n, each on broker {node} alone")));
+        if !dense
+            || t.assignments
+                .iter()
+                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+        {
+            return Err((
+                code::INVALID_REPLICA_ASSIGNMENT,
+                format!("partitions 0..n, each on broker {node} alone"),
+            ));
         }
         indexes.len() as i32
     };

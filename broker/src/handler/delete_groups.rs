@@ -11,7 +11,11 @@ pub async fn handle(ctx: &Arc<Ctx>, req: DeleteGroupsRequest) -> DeleteGroupsRes
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
         let c = ctx.groups.delete(&g).await;
-        results.push(DeletableGroupResult::default().with_group_id(g).with_error_code(c));
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(c),
+        );
     }
     DeleteGroupsResponse::default().with_results(results)
 }

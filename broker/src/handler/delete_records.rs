@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::Ctx;
@@ -17,7 +19,11 @@ pub async fn handle(ctx: &Arc<Ctx>, req: DeleteRecordsRequest) -> DeleteRecordsR
             let (topic, index, offset) = (t.name.to_string(), p.partition_index, p.offset);
             let result = ctx
                 .blocking(move |s| {
-                    let to = if offset == -1 { s.offsets(&topic, index)?.high_watermark } else { offset };
+                    let to = if offset == -1 {
+                        s.offsets(&topic, index)?.high_watermark
+                    } else {
+                        offset
+                    };
                     s.truncate_before(&topic, index, to)
                 })
                 .await;
@@ -28,7 +34,11 @@ pub async fn handle(ctx: &Arc<Ctx>, req: DeleteRecordsRequest) -> DeleteRecordsR
             });
         }
         ctx.retention_nudge();
-        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
     }
     DeleteRecordsResponse::default().with_topics(topics)
 }

@@ -9,12 +9,22 @@ use uuid::Uuid;
 use super::{str_bytes, Ctx};
 use crate::error::{code, storage_code};
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics`, each by name or by id.
     let targets: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
-        req.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n), Uuid::nil())).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
@@ -22,9 +32,15 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: DeleteTopicsRequest) -> D
             Some(n) => ctx.store.topic(n),
             None => ctx.store.topic_by_id(id),
         };
-        let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        let result = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
         let Some(info) = info else {
-            let c = if name.is_none() { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
+            let c = if name.is_none() {
+                code::UNKNOWN_TOPIC_ID
+            } else {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            };
             responses.push(result.with_error_code(c));
             continue;
         };

@@ -20,13 +20,20 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub fn handle(ctx: &Arc<Ctx>, version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn handle(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let docs = version >= 3 && req.include_documentation;
     let results = req
         .resources
         .into_iter()
         .map(|r| {
-            let keys: Option<Vec<String>> = r.configuration_keys.as_ref().map(|k| k.iter().map(|s| s.to_string()).collect());
+            let keys: Option<Vec<String>> = r
+                .configuration_keys
+                .as_ref()
+                .map(|k| k.iter().map(|s| s.to_string()).collect());
             let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
@@ -50,31 +57,51 @@ pub fn handle(ctx: &Arc<Ctx>, version: i16, req: DescribeConfigsRequest) -> Desc
                                 }
                                 synonyms.push(synonym(d.broker_name, &default, broker_source));
                             }
-                            entry(d.name, &value, source, false, d.kind.wire_type(), docs.then_some(d.doc))
-                                .with_synonyms(synonyms)
+                            entry(
+                                d.name,
+                                &value,
+                                source,
+                                false,
+                                d.kind.wire_type(),
+                                docs.then_some(d.doc),
+                            )
+                            .with_synonyms(synonyms)
                         })
                         .collect(),
                     None => {
                         return base
                             .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
-                            .with_error_message(Some(str_bytes(format!("topic {} does not exist", &*r.resource_name))));
+                            .with_error_message(Some(str_bytes(format!(
+                                "topic {} does not exist",
+                                &*r.resource_name
+                            ))));
                     }
                 },
-                RESOURCE_BROKER if r.resource_name.is_empty() || r.resource_name.as_str() == ctx.node_id().to_string() => {
+                RESOURCE_BROKER
+                    if r.resource_name.is_empty()
+                        || r.resource_name.as_str() == ctx.node_id().to_string() =>
+                {
                     broker_configs(&ctx.config)
                         .into_iter()
                         .filter(|(n, _, _)| wanted(n))
                         .map(|(name, value, kind)| {
                             let source = broker_source(name, &value);
                             let e = entry(name, &value, source, true, kind.wire_type(), None);
-                            if req.include_synonyms { e.with_synonyms(vec![synonym(name, &value, source)]) } else { e }
+                            if req.include_synonyms {
+                                e.with_synonyms(vec![synonym(name, &value, source)])
+                            } else {
+                                e
+                            }
                         })
                         .collect()
                 }
                 other => {
                     return base
                         .with_error_code(code::INVALID_REQUEST)
-                        .with_error_message(Some(str_bytes(format!("resource type {other} / {} is not served here", &*r.resource_name))));
+                        .with_error_message(Some(str_bytes(format!(
+                            "resource type {other} / {} is not served here",
+                            &*r.resource_name
+                        ))));
                 }
             };
             base.with_configs(configs)
@@ -83,7 +110,14 @@ pub fn handle(ctx: &Arc<Ctx>, version: i16, req: DescribeConfigsRequest) -> Desc
     DescribeConfigsResponse::default().with_results(results)
 }
 
-fn entry(name: &str, value: &str, source: i8, read_only: bool, config_type: i8, doc: Option<&str>) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: &str,
+    source: i8,
+    read_only: bool,
+    config_type: i8,
+    doc: Option<&str>,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
@@ -116,30 +150,81 @@ pub fn broker_configs(c: &Config) -> Vec<(&'static str, String, Kind)> {
     let int = Kind::Int(i64::MIN);
     vec![
         ("node.id", c.node_id.to_string(), int),
-        ("listeners", format!("PLAINTEXT://{}", c.listen), Kind::OneOf(&[])),
-        ("advertised.listeners", format!("PLAINTEXT://{}", c.advertise.clone().unwrap_or_else(|| c.listen.clone())), Kind::OneOf(&[])),
-        ("log.dirs", c.data_dir.display().to_string(), Kind::OneOf(&[])),
+        (
+            "listeners",
+            format!("PLAINTEXT://{}", c.listen),
+            Kind::OneOf(&[]),
+        ),
+        (
+            "advertised.listeners",
+            format!(
+                "PLAINTEXT://{}",
+                c.advertise.clone().unwrap_or_else(|| c.listen.clone())
+            ),
+            Kind::OneOf(&[]),
+        ),
+        (
+            "log.dirs",
+            c.data_dir.display().to_string(),
+            Kind::OneOf(&[]),
+        ),
         ("num.partitions", c.num_partitions.to_string(), int),
-        ("auto.create.topics.enable", c.auto_create_topics.to_string(), Kind::Bool),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            Kind::Bool,
+        ),
         ("message.max.bytes", c.message_max_bytes.to_string(), int),
-        ("socket.request.max.bytes", c.socket_request_max_bytes.to_string(), int),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+            int,
+        ),
         ("max.connections", c.max_connections.to_string(), int),
         ("log.segment.bytes", c.segment_bytes.to_string(), int),
         ("log.roll.ms", c.segment_ms.to_string(), long),
         ("log.retention.ms", c.retention_ms.to_string(), long),
         ("log.retention.bytes", c.retention_bytes.to_string(), long),
-        ("log.retention.check.interval.ms", c.retention_check_interval_ms.to_string(), long),
-        ("log.message.timestamp.type", c.message_timestamp_type.clone(), Kind::OneOf(&[])),
+        (
+            "log.retention.check.interval.ms",
+            c.retention_check_interval_ms.to_string(),
+            long,
+        ),
+        (
+            "log.message.timestamp.type",
+            c.message_timestamp_type.clone(),
+            Kind::OneOf(&[]),
+        ),
         ("log.cleanup.policy", "delete".into(), Kind::ListOf(&[])),
         ("min.insync.replicas", "1".into(), int),
         ("compression.type", "producer".into(), Kind::OneOf(&[])),
-        ("remote.log.storage.system.enable", "false".into(), Kind::Bool),
+        (
+            "remote.log.storage.system.enable",
+            "false".into(),
+            Kind::Bool,
+        ),
         ("log.local.retention.ms", "-2".into(), long),
         ("log.local.retention.bytes", "-2".into(), long),
         ("log.flush.fsync", c.fsync.to_string(), Kind::Bool),
-        ("group.initial.rebalance.delay.ms", c.group_initial_rebalance_delay_ms.to_string(), int),
-        ("group.min.session.timeout.ms", c.group_min_session_timeout_ms.to_string(), int),
-        ("group.max.session.timeout.ms", c.group_max_session_timeout_ms.to_string(), int),
-        ("offsets.retention.minutes", c.offsets_retention_minutes.to_string(), int),
+        (
+            "group.initial.rebalance.delay.ms",
+            c.group_initial_rebalance_delay_ms.to_string(),
+            int,
+        ),
+        (
+            "group.min.session.timeout.ms",
+            c.group_min_session_timeout_ms.to_string(),
+            int,
+        ),
+        (
+            "group.max.session.timeout.ms",
+            c.group_max_session_timeout_ms.to_string(),
+            int,
+        ),
+        (
+            "offsets.retention.minutes",
+            c.offsets_retention_minutes.to_string(),
+            int,
+        ),
     ]
 }

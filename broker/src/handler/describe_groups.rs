@@ -7,7 +7,11 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{str_bytes, Ctx};
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let view = ctx.groups.describe(&id).await;
@@ -17,7 +21,11 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: DescribeGroupsRequest) ->
             .map(|m| {
                 DescribedGroupMember::default()
                     .with_member_id(str_bytes(m.member_id))
-                    .with_group_instance_id(if version >= 4 { m.instance_id.map(str_bytes) } else { None })
+                    .with_group_instance_id(if version >= 4 {
+                        m.instance_id.map(str_bytes)
+                    } else {
+                        None
+                    })
                     .with_client_id(str_bytes(m.client_id))
                     .with_client_host(str_bytes(m.client_host))
                     .with_member_metadata(m.metadata)

@@ -48,19 +48,21 @@ struct Pass {
 
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
     if req.session_id != 0 {
-        return Reply::Now(
-            FetchResponse::default()
-                .with_error_code(FETCH_SESSION_ID_NOT_FOUND)
-                .into(),
-        );
+        return FetchResponse::default()
+            .with_error_code(FETCH_SESSION_ID_NOT_FOUND)
+            .into();
     }
     let plan = resolve(ctx, version, &req);
-    let max_bytes = if req.max_bytes <= 0 { usize::MAX } else { req.max_bytes as usize };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
     let committed = req.isolation_level == READ_COMMITTED;
     let first = read(ctx, plan.clone(), max_bytes, committed).await;
     let min_bytes = req.min_bytes.max(0) as usize;
     if first.bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || first.any_error {
-        return Reply::Now(response(version, &plan, first).into());
+        return response(version, &plan, first).into();
     }
     let ctx = ctx.clone();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64);
@@ -84,14 +86,20 @@ fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
             } else {
                 ctx.store.topic(&t.topic)
             };
-            let unknown = if version >= 13 { code::UNKNOWN_TOPIC_ID } else { code::UNKNOWN_TOPIC_OR_PARTITION };
+            let unknown = if version >= 13 {
+                code::UNKNOWN_TOPIC_ID
+            } else {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            };
             let parts = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let error = match &info {
                         None => Some(unknown),
-                        Some(i) if p.partition < 0 || p.partition >= i.partitions => Some(code::UNKNOWN_TOPIC_OR_PARTITION),
+                        Some(i) if p.partition < 0 || p.partition >= i.partitions => {
+                            Some(code::UNKNOWN_TOPIC_OR_PARTITION)
+                        }
                         // Leader epoch 0 forever: a client that claims a later one is ahead of us.
                         Some(_) if p.current_leader_epoch > 0 => Some(code::UNKNOWN_LEADER_EPOCH),
                         Some(_) => None,
@@ -158,7 +166,8 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                             any_error = true;
                             let mut p = failed(storage_code(&e));
                             if let Ok(o) = store.offsets(name, w.partition) {
-                                p = p.with_high_watermark(o.high_watermark)
+                                p = p
+                                    .with_high_watermark(o.high_watermark)
                                     .with_last_stable_offset(o.last_stable)
                                     .with_log_start_offset(o.log_start);
                             }
@@ -168,12 +177,20 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                 }
                 out.push(parts);
             }
-            Ok(Pass { parts: out, bytes: total, any_error })
+            Ok(Pass {
+                parts: out,
+                bytes: total,
+                any_error,
+            })
         })
         .await;
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "fetch failed");
-        Pass { parts: Vec::new(), bytes: 0, any_error: true }
+        Pass {
+            parts: Vec::new(),
+            bytes: 0,
+            any_error: true,
+        }
     })
 }
 
@@ -188,7 +205,9 @@ async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
             let store = ctx.store.clone();
             let (name, partition, offset) = (name.clone(), w.partition, w.offset);
             waits.push(Box::pin(async move {
-                let _ = store.wait_for_high_watermark(&name, partition, offset, timeout).await;
+                let _ = store
+                    .wait_for_high_watermark(&name, partition, offset, timeout)
+                    .await;
             }));
         }
     }
@@ -215,5 +234,7 @@ fn response(version: i16, plan: &[TopicWant], pass: Pass) -> FetchResponse {
             }
         })
         .collect();
-    FetchResponse::default().with_session_id(0).with_responses(topics)
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics)
 }

@@ -13,10 +13,22 @@ use crate::error::code;
 /// Key type 0: consumer group (1 would be a transactional id).
 const KEY_TYPE_GROUP: i8 = 0;
 
-pub fn handle(ctx: &Arc<Ctx>, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let error = if req.key_type == KEY_TYPE_GROUP { code::NONE } else { code::COORDINATOR_NOT_AVAILABLE };
+pub fn handle(
+    ctx: &Arc<Ctx>,
+    version: i16,
+    req: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let error = if req.key_type == KEY_TYPE_GROUP {
+        code::NONE
+    } else {
+        code::COORDINATOR_NOT_AVAILABLE
+    };
     let (node, host, port) = if error == code::NONE {
-        (ctx.node_id(), ctx.advertised_host.clone(), ctx.advertised_port)
+        (
+            ctx.node_id(),
+            ctx.advertised_host.clone(),
+            ctx.advertised_port,
+        )
     } else {
         (-1, String::new(), -1)
     };

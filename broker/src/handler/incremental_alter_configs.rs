@@ -9,16 +9,34 @@ use super::config_changes::{apply, Change};
 use super::{str_bytes, Ctx};
 use crate::error::code;
 
-pub async fn handle(ctx: &Arc<Ctx>, req: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let changes: Result<Vec<_>, String> = r
             .configs
             .iter()
-            .map(|c| Ok((c.name.to_string(), Change::incremental(c.config_operation, c.value.as_ref())?)))
+            .map(|c| {
+                Ok((
+                    c.name.to_string(),
+                    Change::incremental(c.config_operation, c.value.as_ref())?,
+                ))
+            })
             .collect();
         let (c, msg) = match changes {
-            Ok(changes) => apply(ctx, r.resource_type, &r.resource_name, changes, false, req.validate_only).await,
+            Ok(changes) => {
+                apply(
+                    ctx,
+                    r.resource_type,
+                    &r.resource_name,
+                    changes,
+                    false,
+                    req.validate_only,
+                )
+                .await
+            }
             Err(m) => (code::INVALID_REQUEST, Some(m)),
         };
         responses.push(

@@ -13,7 +13,12 @@ use crate::error::{code, storage_code};
 const PRODUCER_ID_KEY: &[u8] = b"broker.next_producer_id";
 
 pub async fn handle(ctx: &Arc<Ctx>, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    let fail = |c: i16| InitProducerIdResponse::default().with_error_code(c).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let fail = |c: i16| {
+        InitProducerIdResponse::default()
+            .with_error_code(c)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
     if req.transactional_id.is_some() {
         return fail(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }

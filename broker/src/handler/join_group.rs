@@ -10,14 +10,26 @@ use super::{Ctx, Reply};
 use crate::error::code;
 use crate::group::JoinArgs;
 
-pub async fn handle(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &RequestHeader, req: JoinGroupRequest) -> Reply {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    peer: std::net::SocketAddr,
+    header: &RequestHeader,
+    req: JoinGroupRequest,
+) -> Reply {
     let version = header.request_api_version;
     if req.group_id.is_empty() {
-        return JoinGroupResponse::default().with_error_code(code::INVALID_GROUP_ID).with_generation_id(-1).into();
+        return JoinGroupResponse::default()
+            .with_error_code(code::INVALID_GROUP_ID)
+            .with_generation_id(-1)
+            .into();
     }
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout; Kafka uses the session timeout then.
-    let rebalance = if version >= 1 { Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64) } else { session };
+    let rebalance = if version >= 1 {
+        Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64)
+    } else {
+        session
+    };
     let args = JoinArgs {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),
@@ -27,7 +39,11 @@ pub async fn handle(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &Request
         session_timeout: session,
         rebalance_timeout: rebalance,
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| (p.name.to_string(), p.metadata)).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
         require_known_member_id: version >= 4,
     };
     let groups = ctx.groups.clone();

@@ -10,13 +10,22 @@ use crate::error::code;
 
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
     if version < 3 {
-        let codes = ctx.groups.leave(&req.group_id, vec![(req.member_id.to_string(), None)]).await;
-        return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID));
+        let codes = ctx
+            .groups
+            .leave(&req.group_id, vec![(req.member_id.to_string(), None)])
+            .await;
+        return LeaveGroupResponse::default()
+            .with_error_code(codes.first().copied().unwrap_or(code::UNKNOWN_MEMBER_ID));
     }
     let who: Vec<(String, Option<String>)> = req
         .members
         .iter()
-        .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.group_instance_id.as_ref().map(|s| s.to_string()),
+            )
+        })
         .collect();
     let codes = ctx.groups.leave(&req.group_id, who).await;
     let members = req

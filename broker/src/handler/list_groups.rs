@@ -11,8 +11,16 @@ use super::{str_bytes, Ctx};
 const GROUP_TYPE: &str = "classic";
 
 pub async fn handle(ctx: &Arc<Ctx>, req: ListGroupsRequest) -> ListGroupsResponse {
-    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let states: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
     let groups = ctx
         .groups
         .list()

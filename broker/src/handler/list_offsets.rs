@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use strata_storage::{BatchAt, StorageError, Store};
@@ -21,11 +23,17 @@ const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    let wants: Vec<(String, Vec<(i32, i32, i64)>)> = req
+    // Per topic: (partition, current leader epoch, timestamp).
+    type Wants = Vec<(String, Vec<(i32, i32, i64)>)>;
+    let wants: Wants = req
         .topics
         .iter()
         .map(|t| {
-            let parts = t.partitions.iter().map(|p| (p.partition_index, p.current_leader_epoch, p.timestamp)).collect();
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.current_leader_epoch, p.timestamp))
+                .collect();
             (t.name.to_string(), parts)
         })
         .collect();
@@ -37,17 +45,26 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> Li
                     parts
                         .iter()
                         .map(|&(p, epoch, ts)| {
-                            let base = ListOffsetsPartitionResponse::default().with_partition_index(p);
+                            let base =
+                                ListOffsetsPartitionResponse::default().with_partition_index(p);
                             if epoch > 0 {
-                                return base.with_error_code(code::UNKNOWN_LEADER_EPOCH).with_timestamp(-1).with_offset(-1);
+                                return base
+                                    .with_error_code(code::UNKNOWN_LEADER_EPOCH)
+                                    .with_timestamp(-1)
+                                    .with_offset(-1);
                             }
                             match lookup(store, topic, p, ts) {
                                 Ok((offset, timestamp)) => {
                                     // Leader epochs exist from v4 on; the codec refuses them earlier.
                                     let epoch = if version >= 4 { 0 } else { -1 };
-                                    base.with_offset(offset).with_timestamp(timestamp).with_leader_epoch(epoch)
+                                    base.with_offset(offset)
+                                        .with_timestamp(timestamp)
+                                        .with_leader_epoch(epoch)
                                 }
-                                Err(e) => base.with_error_code(storage_code(&e)).with_timestamp(-1).with_offset(-1),
+                                Err(e) => base
+                                    .with_error_code(storage_code(&e))
+                                    .with_timestamp(-1)
+                                    .with_offset(-1),
                             }
                         })
                         .collect::<Vec<_>>()
@@ -66,7 +83,11 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> Li
         .topics
         .iter()
         .zip(answers)
-        .map(|(t, parts)| ListOffsetsTopicResponse::default().with_name(t.name.clone()).with_partitions(parts))
+        .map(|(t, parts)| {
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts)
+        })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
 }
@@ -86,7 +107,11 @@ fn lookup(store: &Store, topic: &str, partition: i32, ts: i64) -> Result<(i64, i
             Some(b) => record_at(&b, offsets.log_start, |t| t >= ts, false).unwrap_or((-1, -1)),
             None => (-1, -1),
         },
-        other => return Err(StorageError::InvalidRequest(format!("timestamp {other} has no meaning"))),
+        other => {
+            return Err(StorageError::InvalidRequest(format!(
+                "timestamp {other} has no meaning"
+            )))
+        }
     })
 }
 
@@ -94,7 +119,12 @@ fn lookup(store: &Store, topic: &str, partition: i32, ts: i64) -> Result<(i64, i
 /// satisfies `accept`, or with `max` the first one holding the batch's largest timestamp.
 /// Decodes (and decompresses) the batch; the batch header alone does not say which record
 /// holds which timestamp.
-fn record_at(b: &BatchAt, log_start: i64, accept: impl Fn(i64) -> bool, max: bool) -> Option<(i64, i64)> {
+fn record_at(
+    b: &BatchAt,
+    log_start: i64,
+    accept: impl Fn(i64) -> bool,
+    max: bool,
+) -> Option<(i64, i64)> {
     let mut bytes = Bytes::from(b.bytes.clone());
     let set = match RecordBatchDecoder::decode(&mut bytes) {
         Ok(s) => s,
@@ -106,7 +136,13 @@ fn record_at(b: &BatchAt, log_start: i64, accept: impl Fn(i64) -> bool, max: boo
     let records = set.records.iter().filter(|r| r.offset >= log_start);
     if max {
         let best = records.clone().map(|r| r.timestamp).max()?;
-        return records.clone().find(|r| r.timestamp == best).map(|r| (r.offset, r.timestamp));
+        return records
+            .clone()
+            .find(|r| r.timestamp == best)
+            .map(|r| (r.offset, r.timestamp));
     }
-    records.clone().find(|r| accept(r.timestamp)).map(|r| (r.offset, r.timestamp))
+    records
+        .clone()
+        .find(|r| accept(r.timestamp))
+        .map(|r| (r.offset, r.timestamp))
 }

@@ -26,10 +26,16 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: MetadataRequest) -> Metad
         _ => None,
     };
     let topics = match requested {
-        None => ctx.store.topics().iter().map(|t| topic_metadata(node, t)).collect(),
+        None => ctx
+            .store
+            .topics()
+            .iter()
+            .map(|t| topic_metadata(node, t))
+            .collect(),
         Some(list) => {
             // Versions before 4 have no flag: they always allow auto-creation.
-            let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+            let allow_create =
+                ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 out.push(match t.name {
@@ -47,7 +53,12 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: MetadataRequest) -> Metad
         .with_topics(topics)
 }
 
-async fn by_name(ctx: &Arc<Ctx>, node: BrokerId, name: &TopicName, allow_create: bool) -> MetadataResponseTopic {
+async fn by_name(
+    ctx: &Arc<Ctx>,
+    node: BrokerId,
+    name: &TopicName,
+    allow_create: bool,
+) -> MetadataResponseTopic {
     let error = |c: i16| {
         MetadataResponseTopic::default()
             .with_name(Some(name.clone()))
@@ -64,7 +75,10 @@ async fn by_name(ctx: &Arc<Ctx>, node: BrokerId, name: &TopicName, allow_create:
     }
     let owned = name.to_string();
     let partitions = ctx.config.num_partitions;
-    match ctx.blocking(move |s| s.create_topic(&owned, partitions, BTreeMap::new())).await {
+    match ctx
+        .blocking(move |s| s.create_topic(&owned, partitions, BTreeMap::new()))
+        .await
+    {
         Ok(t) => {
             tracing::info!(topic = %t.name, partitions, "auto-created topic");
             topic_metadata(node, &t)

@@ -51,7 +51,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(config: Config, store: Store, groups: Arc<Coordinator>, cluster_id: String, host: String, port: i32) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        groups: Arc<Coordinator>,
+        cluster_id: String,
+        host: String,
+        port: i32,
+    ) -> Self {
         Ctx {
             config,
             store,
@@ -87,7 +94,7 @@ impl Ctx {
 /// A handler's answer.
 pub enum Reply {
     /// Send this now (after earlier answers on the connection).
-    Now(ResponseKind),
+    Now(Box<ResponseKind>),
     /// The answer is ready when this future resolves.
     Later(BoxFuture<'static, ResponseKind>),
     /// No answer at all (produce with acks=0).
@@ -98,13 +105,18 @@ pub enum Reply {
 
 impl<T: Into<ResponseKind>> From<T> for Reply {
     fn from(r: T) -> Self {
-        Reply::Now(r.into())
+        Reply::Now(Box::new(r.into()))
     }
 }
 
 /// Routes a decoded request to its handler. Only supported APIs reach this point (the
 /// version check in `protocol::decode` turns the others away).
-pub async fn dispatch(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &RequestHeader, request: RequestKind) -> Reply {
+pub async fn dispatch(
+    ctx: &Arc<Ctx>,
+    peer: std::net::SocketAddr,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Reply {
     let v = header.request_api_version;
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
@@ -130,7 +142,9 @@ pub async fn dispatch(ctx: &Arc<Ctx>, peer: std::net::SocketAddr, header: &Reque
         RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r).await.into(),
         RequestKind::DescribeConfigs(r) => describe_configs::handle(ctx, v, r).into(),
         RequestKind::AlterConfigs(r) => alter_configs::handle(ctx, r).await.into(),
-        RequestKind::IncrementalAlterConfigs(r) => incremental_alter_configs::handle(ctx, r).await.into(),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            incremental_alter_configs::handle(ctx, r).await.into()
+        }
         RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r).await.into(),
         RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(ctx, r).into(),
         other => unsupported(other),
@@ -156,9 +170,15 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name {name:?} is not allowed"));
     }
     if name.len() > 249 {
-        return Err(format!("topic name is {} characters long; the limit is 249", name.len()));
+        return Err(format!(
+            "topic name is {} characters long; the limit is 249",
+            name.len()
+        ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
         ));

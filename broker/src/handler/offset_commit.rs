@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use strata_storage::GroupOffset;
 
@@ -19,10 +21,17 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitRes
         code::INVALID_GROUP_ID
     } else {
         ctx.groups
-            .may_commit(&group, req.member_id.to_string(), req.group_instance_id.map(|s| s.to_string()), req.generation_id_or_member_epoch)
+            .may_commit(
+                &group,
+                req.member_id.to_string(),
+                req.group_instance_id.map(|s| s.to_string()),
+                req.generation_id_or_member_epoch,
+            )
             .await
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     // Per partition: Ok(offset to store) or Err(code).
     let mut verdicts: Vec<Vec<Result<GroupOffset, i16>>> = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -53,7 +62,11 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitRes
                 .collect(),
         );
     }
-    let to_store: Vec<GroupOffset> = verdicts.iter().flatten().filter_map(|v| v.as_ref().ok().cloned()).collect();
+    let to_store: Vec<GroupOffset> = verdicts
+        .iter()
+        .flatten()
+        .filter_map(|v| v.as_ref().ok().cloned())
+        .collect();
     let stored = if to_store.is_empty() {
         code::NONE
     } else {
@@ -80,10 +93,14 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitRes
                         Ok(_) => stored,
                         Err(c) => c,
                     };
-                    OffsetCommitResponsePartition::default().with_partition_index(p.partition_index).with_error_code(c)
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(c)
                 })
                 .collect();
-            OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)

@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
-use kafka_protocol::messages::{ConsumerProtocolSubscription, OffsetDeleteRequest, OffsetDeleteResponse};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{
+    ConsumerProtocolSubscription, OffsetDeleteRequest, OffsetDeleteResponse,
+};
 use kafka_protocol::protocol::Decodable;
 
 use super::Ctx;
@@ -47,14 +51,23 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetDeleteRequest) -> OffsetDeleteRes
                     }
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(if busy { code::GROUP_SUBSCRIBED_TO_TOPIC } else { code::NONE })
+                        .with_error_code(if busy {
+                            code::GROUP_SUBSCRIBED_TO_TOPIC
+                        } else {
+                            code::NONE
+                        })
                 })
                 .collect();
-            OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
         })
         .collect();
     let group = req.group_id.to_string();
-    if let Err(e) = ctx.blocking(move |s| s.delete_offsets(&group, Some(&delete))).await {
+    if let Err(e) = ctx
+        .blocking(move |s| s.delete_offsets(&group, Some(&delete)))
+        .await
+    {
         return OffsetDeleteResponse::default().with_error_code(storage_code(&e));
     }
     OffsetDeleteResponse::default().with_topics(topics)

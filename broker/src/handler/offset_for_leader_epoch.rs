@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::Ctx;
@@ -21,17 +23,25 @@ pub fn handle(ctx: &Arc<Ctx>, req: OffsetForLeaderEpochRequest) -> OffsetForLead
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
                     if p.current_leader_epoch > 0 {
-                        return r.with_error_code(code::UNKNOWN_LEADER_EPOCH).with_leader_epoch(-1).with_end_offset(-1);
+                        return r
+                            .with_error_code(code::UNKNOWN_LEADER_EPOCH)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
                     }
                     match ctx.store.offsets(&t.topic, p.partition) {
                         // Asking about an epoch after ours: Kafka answers "undefined".
                         Ok(_) if p.leader_epoch > 0 => r.with_leader_epoch(-1).with_end_offset(-1),
                         Ok(o) => r.with_leader_epoch(0).with_end_offset(o.log_end),
-                        Err(e) => r.with_error_code(storage_code(&e)).with_leader_epoch(-1).with_end_offset(-1),
+                        Err(e) => r
+                            .with_error_code(storage_code(&e))
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1),
                     }
                 })
                 .collect();
-            OffsetForLeaderTopicResult::default().with_topic(t.topic).with_partitions(partitions)
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
         })
         .collect();
     OffsetForLeaderEpochResponse::default().with_topics(topics)

@@ -23,14 +23,26 @@ type PartitionResult = Result<AppendOutcome, (i16, String)>;
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply {
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
-        return Reply::Now(respond(version, &req, |_, _| Err((INVALID_REQUIRED_ACKS, format!("acks={acks} is not one of -1, 0, 1")))).into());
+        return respond(version, &req, |_, _| {
+            Err((
+                INVALID_REQUIRED_ACKS,
+                format!("acks={acks} is not one of -1, 0, 1"),
+            ))
+        })
+        .into();
     }
     let transactional = req.transactional_id.is_some();
-    let work: Vec<(String, Vec<(i32, Option<Bytes>)>)> = req
+    // Per topic: (partition, records).
+    type Work = Vec<(String, Vec<(i32, Option<Bytes>)>)>;
+    let work: Work = req
         .topic_data
         .iter()
         .map(|t| {
-            let parts = t.partition_data.iter().map(|p| (p.index, p.records.clone())).collect();
+            let parts = t
+                .partition_data
+                .iter()
+                .map(|p| (p.index, p.records.clone()))
+                .collect();
             (t.name.to_string(), parts)
         })
         .collect();
@@ -41,7 +53,9 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply 
                 .map(|(topic, parts)| {
                     parts
                         .into_iter()
-                        .map(|(p, records)| append_partition(store, &topic, p, records, transactional))
+                        .map(|(p, records)| {
+                            append_partition(store, &topic, p, records, transactional)
+                        })
                         .collect()
                 })
                 .collect())
@@ -51,14 +65,14 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply 
         Ok(r) => r,
         Err(e) => {
             let c = storage_code(&e);
-            return Reply::Now(respond(version, &req, |_, _| Err((c, e.to_string()))).into());
+            return respond(version, &req, |_, _| Err((c, e.to_string()))).into();
         }
     };
     if acks == 0 {
         return Reply::None;
     }
     if acks == 1 || !ctx.config.fsync {
-        return Reply::Now(respond(version, &req, |t, p| results[t][p].clone()).into());
+        return respond(version, &req, |t, p| results[t][p].clone()).into();
     }
     let ctx = ctx.clone();
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_DURABILITY_WAIT);
@@ -69,10 +83,18 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply 
                 if let Ok(outcome) = &results[t][i] {
                     let hw = ctx
                         .store
-                        .wait_for_high_watermark(&topic.name, part.index, outcome.last_offset, timeout)
+                        .wait_for_high_watermark(
+                            &topic.name,
+                            part.index,
+                            outcome.last_offset,
+                            timeout,
+                        )
                         .await;
                     if !matches!(hw, Ok(hw) if hw > outcome.last_offset) {
-                        results[t][i] = Err((code::REQUEST_TIMED_OUT, "the write was not made durable in time".into()));
+                        results[t][i] = Err((
+                            code::REQUEST_TIMED_OUT,
+                            "the write was not made durable in time".into(),
+                        ));
                     }
                 }
             }
@@ -91,18 +113,27 @@ fn append_partition(
 ) -> PartitionResult {
     let fail = |e: StorageError| (storage_code(&e), e.to_string());
     if transactional {
-        return Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported".into()));
+        return Err((
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            "transactions are not supported".into(),
+        ));
     }
     let records = records.unwrap_or_default();
     let batches = batch::split(&records).map_err(fail)?;
     if batches.is_empty() {
-        return Err((code::CORRUPT_MESSAGE, "the request holds no record batch".into()));
+        return Err((
+            code::CORRUPT_MESSAGE,
+            "the request holds no record batch".into(),
+        ));
     }
     let mut first: Option<AppendOutcome> = None;
     for b in batches {
         let h = batch::read_header(b).map_err(fail)?;
         if h.is_transactional() || h.is_control() {
-            return Err((code::INVALID_REQUEST, "transactional and control batches are not supported".into()));
+            return Err((
+                code::INVALID_REQUEST,
+                "transactional and control batches are not supported".into(),
+            ));
         }
         let outcome = store.append(topic, partition, b.to_vec()).map_err(|e| {
             if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
@@ -112,14 +143,21 @@ fn append_partition(
         })?;
         first = Some(match first {
             None => outcome,
-            Some(f) => AppendOutcome { last_offset: outcome.last_offset, ..f },
+            Some(f) => AppendOutcome {
+                last_offset: outcome.last_offset,
+                ..f
+            },
         });
     }
     first.ok_or_else(|| (code::CORRUPT_MESSAGE, "no batch".into()))
 }
 
 /// Builds the response in request order from a result per (topic index, partition index).
-fn respond(version: i16, req: &ProduceRequest, result: impl Fn(usize, usize) -> PartitionResult) -> ProduceResponse {
+fn respond(
+    version: i16,
+    req: &ProduceRequest,
+    result: impl Fn(usize, usize) -> PartitionResult,
+) -> ProduceResponse {
     let topics = req
         .topic_data
         .iter()

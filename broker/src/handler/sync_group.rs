@@ -14,9 +14,15 @@ pub async fn handle(ctx: &Arc<Ctx>, req: SyncGroupRequest) -> Reply {
         generation: req.generation_id,
         protocol_type: req.protocol_type.map(|s| s.to_string()),
         protocol_name: req.protocol_name.map(|s| s.to_string()),
-        assignments: req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+        assignments: req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
     };
     let groups = ctx.groups.clone();
     let group = req.group_id.to_string();
-    Reply::Later(Box::pin(async move { ResponseKind::from(groups.sync(&group, args).await) }))
+    Reply::Later(Box::pin(async move {
+        ResponseKind::from(groups.sync(&group, args).await)
+    }))
 }

@@ -62,7 +62,11 @@ impl Store {
     }
 
     /// Deletes the given `(topic, partition)` offsets of `group`, or all of them for `None`.
-    pub fn delete_offsets(&self, group: &str, which: Option<&[(String, i32)]>) -> StorageResult<()> {
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        which: Option<&[(String, i32)]>,
+    ) -> StorageResult<()> {
         let inner: &Inner = &self.inner;
         let mut wb = WriteBatch::default();
         match which {

@@ -77,7 +77,12 @@ impl Store {
     /// parallel. The data is written but not yet durable: it becomes visible to readers once
     /// the high watermark passes `last_offset` (see [`Store::wait_for_high_watermark`]).
     /// A duplicate of one of the producer's last 5 batches returns the original offsets.
-    pub fn append(&self, topic: &str, partition: i32, mut bytes: Vec<u8>) -> StorageResult<AppendOutcome> {
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        mut bytes: Vec<u8>,
+    ) -> StorageResult<AppendOutcome> {
         let header = batch::validate(&bytes)?;
         let p = self.inner.partition(topic, partition)?;
         let mut state = p.lock();
@@ -93,7 +98,11 @@ impl Store {
         let now = now_ms();
         if header.is_idempotent() {
             let known = state.producers.get(&header.producer_id);
-            if let SeqCheck::Duplicate { base_offset, last_offset } = check_sequence(known, &header)? {
+            if let SeqCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } = check_sequence(known, &header)?
+            {
                 return Ok(AppendOutcome {
                     base_offset,
                     last_offset,
@@ -115,7 +124,8 @@ impl Store {
             max_timestamp: log_append_time.unwrap_or(header.max_timestamp),
             ..header
         };
-        self.inner.write_batch(&p, &mut state, &header, &bytes, now)?;
+        self.inner
+            .write_batch(&p, &mut state, &header, &bytes, now)?;
         let end = header.last_offset() + 1;
         p.log_end.store(end, Ordering::Release);
         let log_start = state.log_start;
@@ -195,7 +205,7 @@ impl Store {
             let h = batch::read_header(value)?;
             if h.last_offset() >= from {
                 let fits = out.records.len() + value.len() <= max_bytes;
-                if !fits && !(at_least_one && out.records.is_empty()) {
+                if !(fits || at_least_one && out.records.is_empty()) {
                     break;
                 }
                 out.records.extend_from_slice(value);
@@ -235,7 +245,10 @@ impl Store {
         let (hw, log_start, start) = {
             let s = p.lock();
             let hw = p.high_watermark();
-            let seg = s.segments.iter().find(|s| s.max_timestamp >= timestamp && s.base_offset < hw);
+            let seg = s
+                .segments
+                .iter()
+                .find(|s| s.max_timestamp >= timestamp && s.base_offset < hw);
             match seg {
                 Some(seg) => (hw, s.log_start, seg.base_offset),
                 None => return Ok(None),
@@ -248,7 +261,11 @@ impl Store {
 
     /// The first batch holding the partition's largest timestamp (for ListOffsets
     /// MAX_TIMESTAMP); `None` when the partition is empty.
-    pub fn find_max_timestamp_batch(&self, topic: &str, partition: i32) -> StorageResult<Option<BatchAt>> {
+    pub fn find_max_timestamp_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> StorageResult<Option<BatchAt>> {
         let p = self.inner.partition(topic, partition)?;
         let (hw, start, max) = {
             let s = p.lock();
@@ -264,7 +281,8 @@ impl Store {
                 None => return Ok(None),
             }
         };
-        self.inner.find_batch(&p, start, hw, |_, idx| idx.max_timestamp >= max)
+        self.inner
+            .find_batch(&p, start, hw, |_, idx| idx.max_timestamp >= max)
     }
 
     /// The partition's segments, oldest first.
@@ -307,15 +325,29 @@ impl Store {
             return Ok(s.log_start);
         }
         let inner = &self.inner;
-        let dropped = s.segments.iter().take_while(|seg| seg.last_offset < offset).count();
+        let dropped = s
+            .segments
+            .iter()
+            .take_while(|seg| seg.last_offset < offset)
+            .count();
         let mut wb = WriteBatch::default();
         if dropped > 0 {
-            let end = s.segments.get(dropped).map_or(s.next_offset, |seg| seg.base_offset);
+            let end = s
+                .segments
+                .get(dropped)
+                .map_or(s.next_offset, |seg| seg.base_offset);
             for cf in [CF_LOG, CF_IDX] {
-                wb.delete_range_cf(inner.cf(cf), keys::log_key(p.pid, 0), keys::log_key(p.pid, end));
+                wb.delete_range_cf(
+                    inner.cf(cf),
+                    keys::log_key(p.pid, 0),
+                    keys::log_key(p.pid, end),
+                );
             }
             for seg in &s.segments[..dropped] {
-                wb.delete_cf(inner.cf(CF_META), keys::pid_key(Tag::Segment, p.pid, seg.base_offset));
+                wb.delete_cf(
+                    inner.cf(CF_META),
+                    keys::pid_key(Tag::Segment, p.pid, seg.base_offset),
+                );
             }
         }
         let rec = PartitionRecord {
@@ -324,7 +356,11 @@ impl Store {
             log_start_offset: offset,
             next_offset_floor: s.next_offset,
         };
-        wb.put_cf(inner.cf(CF_META), keys::partition_key(p.pid), rec.encode_to_vec());
+        wb.put_cf(
+            inner.cf(CF_META),
+            keys::partition_key(p.pid),
+            rec.encode_to_vec(),
+        );
         inner.write_synced(wb)?;
         s.segments.drain(..dropped);
         s.log_start = offset;
@@ -338,7 +374,8 @@ impl Store {
     pub fn reclaim_space(&self, topic: &str, partition: i32) -> StorageResult<()> {
         let p = self.inner.partition(topic, partition)?;
         let start = p.log_start.load(Ordering::Acquire);
-        self.inner.compact_ranges(&[(keys::log_key(p.pid, 0), keys::log_key(p.pid, start))]);
+        self.inner
+            .compact_ranges(&[(keys::log_key(p.pid, 0), keys::log_key(p.pid, start))]);
         Ok(())
     }
 
@@ -393,7 +430,9 @@ impl Inner {
         seg.last_offset = h.last_offset();
         seg.bytes += size;
         seg.batches += 1;
-        seg.min_timestamp = seg.min_timestamp.min(h.first_timestamp.min(h.max_timestamp));
+        seg.min_timestamp = seg
+            .min_timestamp
+            .min(h.first_timestamp.min(h.max_timestamp));
         seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
 
         let key = keys::log_key(p.pid, h.base_offset);
@@ -411,7 +450,8 @@ impl Inner {
             seg.encode_to_vec(),
         );
         let producer = h.is_idempotent().then(|| {
-            let next = next_producer_state(state.producers.get(&h.producer_id), h, h.base_offset, now);
+            let next =
+                next_producer_state(state.producers.get(&h.producer_id), h, h.base_offset, now);
             wb.put_cf(
                 self.cf(CF_META),
                 keys::pid_key(Tag::Producer, p.pid, h.producer_id),
@@ -448,11 +488,13 @@ impl Inner {
             let idx = BatchIndexRecord::decode(v)?;
             let base = keys::parse_log_key(k).map_or(0, |(_, o)| o);
             if pick(base, &idx) {
-                let bytes = self
-                    .db
-                    .get_cf(self.cf(CF_LOG), k)?
-                    .ok_or_else(|| StorageError::Io(format!("batch at {base} is indexed but missing")))?;
-                return Ok(Some(BatchAt { base_offset: base, bytes }));
+                let bytes = self.db.get_cf(self.cf(CF_LOG), k)?.ok_or_else(|| {
+                    StorageError::Io(format!("batch at {base} is indexed but missing"))
+                })?;
+                return Ok(Some(BatchAt {
+                    base_offset: base,
+                    bytes,
+                }));
             }
             it.next();
         }

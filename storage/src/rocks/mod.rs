@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions, DB,
 };
 use uuid::Uuid;
 
@@ -169,7 +169,13 @@ impl Store {
     /// this store is gone.
     pub fn close(self) {
         self.syncer.stop();
-        let handles = std::mem::take(&mut *self.inner.background.lock().unwrap_or_else(|e| e.into_inner()));
+        let handles = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for h in handles {
             if h.join().is_err() {
                 tracing::error!("a background compaction panicked");
@@ -216,7 +222,11 @@ impl Store {
             configs: configs.clone(),
             created_ms,
         };
-        batch.put_cf(inner.cf(CF_META), keys::topic_key(name), record.encode_to_vec());
+        batch.put_cf(
+            inner.cf(CF_META),
+            keys::topic_key(name),
+            record.encode_to_vec(),
+        );
         let parts = inner.new_partitions(&mut batch, name, 0, &pids, limits);
         inner.write_synced(batch)?;
         let info = TopicInfo {
@@ -283,7 +293,11 @@ impl Store {
             .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
         entry.info.configs = configs;
         let pids = entry.partitions.iter().map(|p| p.pid).collect();
-        inner.put_synced(CF_META, &keys::topic_key(name), &entry.record(pids).encode_to_vec())?;
+        inner.put_synced(
+            CF_META,
+            &keys::topic_key(name),
+            &entry.record(pids).encode_to_vec(),
+        )?;
         let limits = TopicLimits::from_configs(&entry.info.configs, &inner.config);
         for p in &entry.partitions {
             p.lock().limits = limits;
@@ -341,7 +355,11 @@ impl Store {
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicInfo> {
-        self.inner.read_catalog().topics.get(name).map(|t| t.info.clone())
+        self.inner
+            .read_catalog()
+            .topics
+            .get(name)
+            .map(|t| t.info.clone())
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<TopicInfo> {
@@ -356,7 +374,10 @@ impl Store {
     }
 
     pub fn get_kv(&self, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        Ok(self.inner.db.get_cf(self.inner.cf(CF_META), keys::kv_key(key))?)
+        Ok(self
+            .inner
+            .db
+            .get_cf(self.inner.cf(CF_META), keys::kv_key(key))?)
     }
 
     pub fn delete_kv(&self, key: &[u8]) -> StorageResult<()> {
@@ -485,8 +506,17 @@ impl Inner {
                     log_start_offset: 0,
                     next_offset_floor: 0,
                 };
-                batch.put_cf(self.cf(CF_META), keys::partition_key(pid), rec.encode_to_vec());
-                Arc::new(Partition::new(pid, topic.to_string(), index, empty_state(limits)))
+                batch.put_cf(
+                    self.cf(CF_META),
+                    keys::partition_key(pid),
+                    rec.encode_to_vec(),
+                );
+                Arc::new(Partition::new(
+                    pid,
+                    topic.to_string(),
+                    index,
+                    empty_state(limits),
+                ))
             })
             .collect()
     }
@@ -498,7 +528,11 @@ impl Inner {
             batch.delete_range_cf(self.cf(CF_META), start, end);
         }
         for cf in [CF_LOG, CF_IDX] {
-            batch.delete_range_cf(self.cf(cf), keys::log_key(pid, 0), keys::log_key(pid + 1, 0));
+            batch.delete_range_cf(
+                self.cf(cf),
+                keys::log_key(pid, 0),
+                keys::log_key(pid + 1, 0),
+            );
         }
     }
 
@@ -506,16 +540,18 @@ impl Inner {
     fn compact_ranges(&self, ranges: &[([u8; 16], [u8; 16])]) {
         for (start, end) in ranges {
             for cf in [CF_LOG, CF_IDX] {
-                self.db.compact_range_cf(self.cf(cf), Some(start), Some(end));
+                self.db
+                    .compact_range_cf(self.cf(cf), Some(start), Some(end));
             }
         }
     }
 
     fn scan_meta(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        let iter = self
-            .db
-            .iterator_cf(self.cf(CF_META), IteratorMode::From(prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(CF_META),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
@@ -538,7 +574,10 @@ impl Inner {
         let mut segments: HashMap<u64, Vec<SegmentRecord>> = HashMap::new();
         for (k, v) in self.scan_meta(&[Tag::Segment as u8])? {
             let pid = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
-            segments.entry(pid).or_default().push(SegmentRecord::decode(v.as_slice())?);
+            segments
+                .entry(pid)
+                .or_default()
+                .push(SegmentRecord::decode(v.as_slice())?);
         }
         let mut producers: HashMap<u64, HashMap<i64, ProducerRecord>> = HashMap::new();
         for (k, v) in self.scan_meta(&[Tag::Producer as u8])? {
@@ -576,7 +615,12 @@ impl Inner {
                     limits,
                     deleted: false,
                 };
-                parts.push(Arc::new(Partition::new(pid, rec.name.clone(), index as i32, state)));
+                parts.push(Arc::new(Partition::new(
+                    pid,
+                    rec.name.clone(),
+                    index as i32,
+                    state,
+                )));
             }
             let info = TopicInfo {
                 name: rec.name.clone(),
