@@ -1,0 +1,288 @@
+//! End-to-end benchmark: an in-process broker (fsync on, then off, each on a fresh temporary
+//! directory), a librdkafka producer with acks=all, then a consumer reading everything back.
+//!
+//! ```text
+//! cargo run -p strata-tests --bin e2e-bench -- --messages 1000000 --size 1024 --partitions 1
+//! cargo run -p strata-tests --bin e2e-bench -- --rate-mbps 20 --messages 200000
+//! ```
+//!
+//! Options: `--messages N` `--size BYTES` `--partitions P` `--rate-mbps R` (steady produce
+//! rate in MB/s, 10^6 bytes; default: as fast as possible) `--fsync on|off|both`
+//! `--compression none|gzip|snappy|lz4|zstd` `--linger-ms MS`.
+//!
+//! Produce latency is measured per message from `send()` to its delivery report (so it
+//! includes `linger.ms` and, without `--rate-mbps`, time queued in librdkafka). CPU and
+//! memory figures are for the whole process: broker and clients together. Data directories
+//! are temporary directories under `$TMPDIR` (default /tmp): set it to measure another disk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use strata_tests::procstat::{self_cpu_seconds, self_rss_kib};
+use strata_tests::{consumer_config, create_topic, producer_config, InProcessBroker};
+
+struct Args {
+    messages: u64,
+    size: usize,
+    partitions: i32,
+    rate_mbps: Option<f64>,
+    fsync: Vec<bool>,
+    compression: String,
+    linger_ms: u32,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        messages: 1_000_000,
+        size: 1024,
+        partitions: 1,
+        rate_mbps: None,
+        fsync: vec![true, false],
+        compression: "none".into(),
+        linger_ms: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--messages" => a.messages = value()?.parse()?,
+            "--size" => a.size = value()?.parse()?,
+            "--partitions" => a.partitions = value()?.parse()?,
+            "--rate-mbps" => a.rate_mbps = Some(value()?.parse()?),
+            "--compression" => a.compression = value()?,
+            "--linger-ms" => a.linger_ms = value()?.parse()?,
+            "--fsync" => {
+                a.fsync = match value()?.as_str() {
+                    "on" => vec![true],
+                    "off" => vec![false],
+                    "both" => vec![true, false],
+                    other => bail!("--fsync on|off|both, not {other}"),
+                }
+            }
+            "-h" | "--help" => {
+                println!(
+                    "e2e-bench [--messages N] [--size BYTES] [--partitions P] [--rate-mbps R] \
+                     [--fsync on|off|both] [--compression CODEC] [--linger-ms MS]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other} (try --help)"),
+        }
+    }
+    if a.messages == 0 || a.size == 0 || a.partitions < 1 {
+        bail!("--messages, --size and --partitions must be positive");
+    }
+    Ok(a)
+}
+
+/// Delivery context: the opaque is the send time in ns since `start`; latencies are kept in
+/// µs (4 bytes per message) so that recording them does not dominate memory.
+struct Bench {
+    start: Instant,
+    latencies_us: Mutex<Vec<u32>>,
+    acked: AtomicU64,
+    failed: AtomicU64,
+    last_report_ns: AtomicU64,
+}
+
+impl ClientContext for Bench {}
+
+impl ProducerContext for Bench {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+        let now = self.start.elapsed().as_nanos() as u64;
+        if result.is_ok() {
+            let us = (now.saturating_sub(sent_ns as u64) / 1_000).min(u64::from(u32::MAX));
+            if let Ok(mut l) = self.latencies_us.lock() {
+                l.push(us as u32);
+            }
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_report_ns.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted[idx]) / 1_000.0
+}
+
+fn cpu_now() -> f64 {
+    self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    // xorshift noise: incompressible, so codecs cannot flatter the numbers.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
+    let mut cfg = producer_config(bs);
+    cfg.set("compression.type", &a.compression)
+        .set("linger.ms", a.linger_ms.to_string())
+        // A 256 MiB client-side queue: enough to keep the broker busy, small enough that the
+        // process RSS mostly reflects the broker rather than librdkafka's backlog.
+        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.kbytes", "262144");
+    let start = Instant::now();
+    let producer: ThreadedProducer<Bench> = cfg.create_with_context(Bench {
+        start,
+        latencies_us: Mutex::new(Vec::with_capacity(a.messages as usize)),
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        last_report_ns: AtomicU64::new(0),
+    })?;
+    let value = payload(a.size);
+    let cpu0 = cpu_now();
+    let bytes_per_ns = a.rate_mbps.map(|r| r * 1e6 / 1e9);
+    for i in 0..a.messages {
+        if let Some(rate) = bytes_per_ns {
+            let due_ns = (i as f64 * a.size as f64 / rate) as u64;
+            loop {
+                let now = start.elapsed().as_nanos() as u64;
+                if now >= due_ns {
+                    break;
+                }
+                std::thread::sleep(Duration::from_nanos((due_ns - now).min(1_000_000)));
+            }
+        }
+        let sent = start.elapsed().as_nanos() as usize;
+        let p = (i % a.partitions as u64) as i32;
+        let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, sent)
+            .partition(p)
+            .payload(&value[..]);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((e, _)) => return Err(e).context("send"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(600))?;
+    let ctx = producer.context();
+    while ctx.acked.load(Ordering::SeqCst) + ctx.failed.load(Ordering::SeqCst) < a.messages {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let elapsed = Duration::from_nanos(ctx.last_report_ns.load(Ordering::SeqCst));
+    let cpu = cpu_now() - cpu0;
+    let failed = ctx.failed.load(Ordering::SeqCst);
+    let mut lat = std::mem::take(
+        &mut *ctx
+            .latencies_us
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?,
+    );
+    lat.sort_unstable();
+    let secs = elapsed.as_secs_f64();
+    let mb = a.messages as f64 * a.size as f64 / 1e6;
+    println!(
+        "  produce: {} msgs in {secs:.2} s = {:.1} MB/s, {:.0} msgs/s, {failed} failed, CPU {cpu:.2} s",
+        a.messages,
+        mb / secs,
+        a.messages as f64 / secs
+    );
+    println!(
+        "  produce latency (send -> ack, ms): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+        percentile(&lat, 1.0)
+    );
+    if failed > 0 {
+        bail!("{failed} messages were not acknowledged");
+    }
+    Ok(())
+}
+
+fn consume(a: &Args, bs: &str, topic: &str) -> Result<()> {
+    let mut cfg = consumer_config(bs);
+    cfg.set("max.partition.fetch.bytes", "10485760")
+        .set("fetch.max.bytes", "52428800");
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..a.partitions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(0))?;
+    }
+    consumer.assign(&tpl)?;
+    let cpu0 = cpu_now();
+    let start = Instant::now();
+    let (mut count, mut bytes) = (0u64, 0u64);
+    while count < a.messages {
+        match consumer.poll(Duration::from_secs(1)) {
+            Some(Ok(m)) => {
+                count += 1;
+                bytes += m.payload_len() as u64;
+            }
+            Some(Err(e)) => bail!("consume: {e}"),
+            None if start.elapsed() > Duration::from_secs(600) => {
+                bail!("consume: only {count} of {} messages in 10 min", a.messages)
+            }
+            None => {}
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  consume: {count} msgs in {secs:.2} s = {:.1} MB/s, {:.0} msgs/s, CPU {:.2} s",
+        bytes as f64 / 1e6 / secs,
+        count as f64 / secs,
+        cpu_now() - cpu0
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let a = parse_args()?;
+    println!(
+        "e2e-bench: {} messages x {} bytes, {} partition(s), acks=all, compression {}, linger {} ms, rate {}",
+        a.messages,
+        a.size,
+        a.partitions,
+        a.compression,
+        a.linger_ms,
+        a.rate_mbps
+            .map(|r| format!("{r} MB/s"))
+            .unwrap_or_else(|| "unlimited".into())
+    );
+    for &fsync in &a.fsync {
+        println!("fsync {}:", if fsync { "on" } else { "off" });
+        let broker = InProcessBroker::start_temp(|c| c.fsync = fsync)?;
+        let bs = broker.bootstrap();
+        let topic = format!("bench-{}", if fsync { "fsync" } else { "nofsync" });
+        create_topic(&bs, &topic, a.partitions)?;
+        produce(&a, &bs, &topic)?;
+        consume(&a, &bs, &topic)?;
+        broker.shutdown()?;
+        let (rss, peak) = self_rss_kib().unwrap_or((0, 0));
+        let (user, sys) = self_cpu_seconds().unwrap_or((0.0, 0.0));
+        println!(
+            "  process so far: RSS {:.1} MiB (peak {:.1} MiB), CPU user {user:.2} s + sys {sys:.2} s",
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Process resource usage from /proc (Linux), for the benchmark's report.
+
+/// Clock ticks per second for /proc/<pid>/stat times. Linux reports USER_HZ, which is 100 on
+/// every mainstream architecture; reading sysconf would need libc (and `unsafe`).
+const USER_HZ: f64 = 100.0;
+
+/// A `Vm*` field of /proc/<pid>/status in KiB (e.g. "VmHWM", "VmRSS").
+pub fn status_field_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Memory of this process: (current RSS, peak RSS) in KiB.
+pub fn self_rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some((
+        status_field_kib(&status, "VmRSS")?,
+        status_field_kib(&status, "VmHWM")?,
+    ))
+}
+
+/// CPU time of this process so far: (user seconds, system seconds).
+pub fn self_cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces: fields after the
+    // last ')' start at field 3 (state); utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime / USER_HZ, stime / USER_HZ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_fields() {
+        let s = "Name:\tx\nVmHWM:\t  12345 kB\nVmRSS:\t   999 kB\n";
+        assert_eq!(status_field_kib(s, "VmHWM"), Some(12345));
+        assert_eq!(status_field_kib(s, "VmRSS"), Some(999));
+        assert_eq!(status_field_kib(s, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_own_usage() {
+        let (rss, peak) = self_rss_kib().unwrap();
+        assert!(rss > 0 && peak >= rss);
+        let (user, sys) = self_cpu_seconds().unwrap();
+        assert!(user >= 0.0 && sys >= 0.0);
+    }
+}

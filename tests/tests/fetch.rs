@@ -1,0 +1,181 @@
+//! Fetch behaviour as consumers see it: positions inside batches, tiny fetch limits, tailing
+//! the log while it grows, out-of-range positions, and several producers interleaving.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use rdkafka::producer::Producer;
+use strata_tests::*;
+
+/// Consumers positioned in the middle of a batch get exactly the records from their
+/// position on (the broker returns the whole batch; the client skips the earlier records),
+/// for plain and compressed batches.
+#[test]
+fn fetch_from_the_middle_of_batches() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    for codec in ["none", "lz4"] {
+        let topic = topic_name(&format!("midbatch-{codec}"));
+        create_topic(&bs, &topic, 1)?;
+        let mut cfg = producer_config(&bs);
+        // Large batches: everything below goes out in a handful of them.
+        cfg.set("compression.type", codec)
+            .set("linger.ms", "200")
+            .set("batch.num.messages", "10000");
+        let producer = recording_producer(&cfg)?;
+        produce_and_wait(&producer, &topic, 0..2_000, 1, |_| 100)?;
+        drop(producer);
+        for (start, end) in [(537, 2_000), (1, 2), (1_999, 2_000), (1_000, 1_500)] {
+            let recs = consume_ranges(&bs, &topic, &[(0, start, end)], CONSUME_TIMEOUT)?;
+            let got = &recs[&0];
+            check_dense(got, start, end)?;
+            for rec in got {
+                TestMessage::new(rec.offset as u64, 100).check(rec)?;
+            }
+        }
+    }
+    broker.shutdown()
+}
+
+/// With fetch limits far below the record sizes, every fetch still returns at least one
+/// whole batch, so large records can always be read.
+#[test]
+fn tiny_fetch_limits_still_return_whole_batches() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("tinyfetch");
+    create_topic(&bs, &topic, 1)?;
+    // Alternating large (300 kB) and small records, one batch each (linger 0, flush each).
+    let size = |i: u64| if i.is_multiple_of(2) { 300_000 } else { 10 };
+    let mut cfg = producer_config(&bs);
+    cfg.set("linger.ms", "0");
+    let producer = recording_producer(&cfg)?;
+    for i in 0..12 {
+        produce_and_wait(&producer, &topic, i..i + 1, 1, size)?;
+    }
+    drop(producer);
+
+    let mut consumer_cfg = consumer_config(&bs);
+    consumer_cfg
+        .set("message.max.bytes", "1000")
+        .set("fetch.max.bytes", "1000")
+        .set("max.partition.fetch.bytes", "1");
+    let recs = consume_ranges_with(&consumer_cfg, &topic, &[(0, 0, 12)], CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..12, 1, size)
+        .map_err(|e| anyhow::anyhow!("with 1-byte fetch limits: {e}"))?;
+    broker.shutdown()
+}
+
+/// A consumer waiting at the log end receives records as they are produced (long-poll
+/// fetches are woken by new data).
+#[test]
+fn tailing_consumer_sees_new_records() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("tail");
+    create_topic(&bs, &topic, 2)?;
+    let n = 2_000;
+    let per_partition = n as i64 / 2;
+    let recs = std::thread::scope(|s| -> Result<_> {
+        let consumer = s.spawn(|| {
+            consume_ranges(
+                &bs,
+                &topic,
+                &[(0, 0, per_partition), (1, 0, per_partition)],
+                CONSUME_TIMEOUT,
+            )
+        });
+        let producer = recording_producer(&producer_config(&bs))?;
+        for chunk in 0..20 {
+            let ids = chunk * n / 20..(chunk + 1) * n / 20;
+            produce_and_wait(&producer, &topic, ids, 2, |_| 64)?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(producer);
+        consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?
+    })?;
+    verify_test_messages(&recs, 0..n, 2, |_| 64)?;
+    broker.shutdown()
+}
+
+/// A position past the log end is an error for a consumer that asked for errors
+/// (`auto.offset.reset=error`), not silence or someone else's data.
+#[test]
+fn position_past_the_end_is_out_of_range() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("range");
+    create_topic(&bs, &topic, 1)?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    produce_and_wait(&producer, &topic, 0..10, 1, |_| 10)?;
+    drop(producer);
+    let result = consume_ranges(&bs, &topic, &[(0, 20, 21)], Duration::from_secs(60));
+    let err = match result {
+        Ok(recs) => anyhow::bail!("fetch at offset 20 of 10 returned {recs:?}"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("AutoOffsetReset") || err.contains("OffsetOutOfRange"),
+        "fetch at offset 20 of 10: expected an offset-out-of-range error, got: {err}"
+    );
+    broker.shutdown()
+}
+
+/// Several producers writing to one partition at once: offsets stay dense, nothing is lost
+/// or duplicated, and each producer's messages keep their order.
+#[test]
+fn concurrent_producers_interleave_densely() -> Result<()> {
+    const PRODUCERS: u64 = 4;
+    const EACH: u64 = 5_000;
+    /// Producer `p` sends ids `p * STRIDE ..`.
+    const STRIDE: u64 = 1_000_000;
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("interleave");
+    create_topic(&bs, &topic, 1)?;
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (bs, topic) = (&bs, &topic);
+                s.spawn(move || -> Result<()> {
+                    let mut cfg = producer_config(bs);
+                    cfg.set("linger.ms", "1").set("batch.num.messages", "50");
+                    let producer = recording_producer(&cfg)?;
+                    let ids = p * STRIDE..p * STRIDE + EACH;
+                    produce_and_wait(&producer, topic, ids, 1, |i| 16 + (i % 64) as usize)?;
+                    producer.flush(Duration::from_secs(10))?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+        }
+        Ok(())
+    })?;
+    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    let got = &recs[&0];
+    check_dense(got, 0, (PRODUCERS * EACH) as i64)?;
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for rec in got {
+        let id = message_index(rec.payload.as_deref().unwrap_or_default())
+            .ok_or_else(|| anyhow::anyhow!("offset {}: foreign record", rec.offset))?;
+        TestMessage::new(id, 16 + (id % 64) as usize).check(rec)?;
+        let p = id / STRIDE;
+        if let Some(prev) = last.insert(p, id) {
+            ensure!(
+                id == prev + 1,
+                "producer {p}: id {id} follows {prev} (offset {})",
+                rec.offset
+            );
+        } else {
+            ensure!(id == p * STRIDE, "producer {p} starts with id {id}");
+        }
+    }
+    ensure!(last.len() == PRODUCERS as usize, "producers seen: {last:?}");
+    broker.shutdown()
+}

@@ -1,0 +1,240 @@
+//! Topic administration and offset lookups as clients see them: Metadata, CreateTopics,
+//! DeleteTopics, CreatePartitions, auto-creation, and ListOffsets (watermarks and times).
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Result};
+use rdkafka::consumer::Consumer;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use strata_tests::*;
+
+fn topic_error(bs: &str, topic: &str) -> Result<Option<RDKafkaErrorCode>> {
+    let consumer = new_consumer(bs)?;
+    let md = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    match md.topics() {
+        [t] if t.name() == topic => Ok(t.error().map(RDKafkaErrorCode::from)),
+        other => bail!("metadata for {topic} returned {} topics", other.len()),
+    }
+}
+
+fn listed_topics(bs: &str) -> Result<Vec<(String, usize)>> {
+    let consumer = new_consumer(bs)?;
+    let md = consumer.fetch_metadata(None, CALL_TIMEOUT)?;
+    Ok(md
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect())
+}
+
+/// Produces test messages `0..n` (10 bytes each) to partition 0 and waits for the acks;
+/// returns their offsets.
+fn produce_n(bs: &str, topic: &str, n: u64) -> Result<Vec<i64>> {
+    let producer = recording_producer(&producer_config(bs))?;
+    produce_test_messages(&producer, topic, 0..n, 1, |_| 10)?;
+    producer.flush(Duration::from_secs(60))?;
+    wait_reports(&producer, n, Duration::from_secs(60))?;
+    let reports = producer.context().take();
+    ensure!(reports.iter().all(|d| d.error.is_none()), "{reports:?}");
+    Ok(reports.iter().map(|d| d.offset).collect())
+}
+
+#[test]
+fn unknown_topic_is_an_error_when_auto_create_is_off() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| c.auto_create_topics = false)?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("missing");
+    ensure!(
+        topic_error(&bs, &topic)? == Some(RDKafkaErrorCode::UnknownTopicOrPartition),
+        "metadata for a missing topic: {:?}",
+        topic_error(&bs, &topic)?
+    );
+
+    // Producing to it fails (librdkafka gives up once metadata keeps saying "unknown").
+    let mut cfg = producer_config(&bs);
+    cfg.set("topic.metadata.propagation.max.ms", "2000")
+        .set("message.timeout.ms", "15000");
+    let producer = recording_producer(&cfg)?;
+    produce_test_messages(&producer, &topic, 0..1, 1, |_| 10)?;
+    wait_reports(&producer, 1, Duration::from_secs(60))?;
+    let reports = producer.context().take();
+    ensure!(
+        reports[0].error.is_some(),
+        "produce to a missing topic with auto-create off was acknowledged: {reports:?}"
+    );
+    drop(producer);
+    ensure!(
+        !listed_topics(&bs)?.iter().any(|(name, _)| *name == topic),
+        "topic was created although auto-create is off"
+    );
+    broker.shutdown()
+}
+
+#[test]
+fn auto_create_uses_configured_partition_count() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| {
+        c.auto_create_topics = true;
+        c.num_partitions = 2;
+    })?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("auto");
+    let offsets = produce_n(&bs, &topic, 3)?;
+    ensure!(offsets == vec![0, 1, 2], "offsets {offsets:?}");
+    ensure!(partition_count(&bs, &topic)? == 2);
+    broker.shutdown()
+}
+
+#[test]
+fn create_list_delete_and_recreate_topics() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| c.auto_create_topics = false)?;
+    let bs = broker.bootstrap();
+    let a = topic_name("a");
+    let b = topic_name("b");
+    create_topic(&bs, &a, 1)?;
+    create_topic(&bs, &b, 4)?;
+
+    // Listed with their partition counts; this broker leads every partition.
+    let consumer = new_consumer(&bs)?;
+    let md = consumer.fetch_metadata(None, CALL_TIMEOUT)?;
+    ensure!(md.brokers().len() == 1, "brokers {}", md.brokers().len());
+    let me = &md.brokers()[0];
+    ensure!(
+        me.port() == i32::from(broker.addr().port())
+            && (me.host() == "127.0.0.1" || me.host() == "localhost"),
+        "advertised {}:{}, listening on {}",
+        me.host(),
+        me.port(),
+        broker.addr()
+    );
+    for (name, n) in [(&a, 1), (&b, 4)] {
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name.as_str())
+            .ok_or_else(|| anyhow::anyhow!("{name} not listed"))?;
+        ensure!(t.error().is_none() && t.partitions().len() == n, "{name}");
+        for p in t.partitions() {
+            ensure!(
+                p.leader() == me.id() && p.error().is_none(),
+                "{name}/{}",
+                p.id()
+            );
+        }
+    }
+    drop(consumer);
+
+    ensure!(
+        try_create_topic(&bs, &a, 1)? == Err(RDKafkaErrorCode::TopicAlreadyExists),
+        "creating {a} twice"
+    );
+
+    // Data in `a`, then delete it.
+    ensure!(produce_n(&bs, &a, 10)? == (0..10).collect::<Vec<_>>());
+    ensure!(watermarks(&bs, &a)? == vec![(0, 10)]);
+    ensure!(delete_topic(&bs, &a)? == Ok(()), "delete {a}");
+    ensure!(
+        !listed_topics(&bs)?.iter().any(|(n, _)| *n == a),
+        "{a} still listed after delete"
+    );
+    ensure!(topic_error(&bs, &a)? == Some(RDKafkaErrorCode::UnknownTopicOrPartition));
+    ensure!(
+        delete_topic(&bs, &a)? == Err(RDKafkaErrorCode::UnknownTopicOrPartition),
+        "deleting {a} twice"
+    );
+    ensure!(
+        listed_topics(&bs)?.contains(&(b.clone(), 4)),
+        "{b} affected by deleting {a}"
+    );
+
+    // Re-created with a different partition count: empty, offsets from 0.
+    create_topic(&bs, &a, 2)?;
+    ensure!(partition_count(&bs, &a)? == 2);
+    ensure!(watermarks(&bs, &a)? == vec![(0, 0), (0, 0)]);
+    ensure!(produce_n(&bs, &a, 1)? == vec![0]);
+    let recs = consume_all(&bs, &a, CONSUME_TIMEOUT)?;
+    ensure!(recs[&0].len() == 1 && recs[&1].is_empty(), "{recs:?}");
+    TestMessage::new(0, 10).check(&recs[&0][0])?;
+
+    // CreatePartitions: grow, never shrink.
+    ensure!(create_partitions(&bs, &b, 6)? == Ok(()));
+    ensure!(partition_count(&bs, &b)? == 6);
+    ensure!(watermarks(&bs, &b)?[5] == (0, 0));
+    ensure!(
+        create_partitions(&bs, &b, 3)? == Err(RDKafkaErrorCode::InvalidPartitions),
+        "shrinking {b}"
+    );
+    ensure!(partition_count(&bs, &b)? == 6);
+    broker.shutdown()
+}
+
+/// ListOffsets: watermarks, and the first offset whose timestamp is at or after a time —
+/// including inside a batch, and -1 (End) for a time after every record.
+#[test]
+fn list_offsets_watermarks_and_times() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("times");
+    create_topic(&bs, &topic, 1)?;
+
+    let consumer = new_consumer(&bs)?;
+    let lookup = |ts: i64| -> Result<Offset> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(ts))?;
+        let out = consumer.offsets_for_times(tpl, CALL_TIMEOUT)?;
+        let elems = out.elements();
+        ensure!(elems.len() == 1, "{} elements", elems.len());
+        ensure!(elems[0].error().is_ok(), "{:?}", elems[0].error());
+        Ok(elems[0].offset())
+    };
+
+    // Empty partition.
+    ensure!(consumer.fetch_watermarks(&topic, 0, CALL_TIMEOUT)? == (0, 0));
+    ensure!(
+        lookup(BASE_TIMESTAMP)? == Offset::End,
+        "empty: {:?}",
+        lookup(BASE_TIMESTAMP)?
+    );
+
+    // 100 records, timestamps BASE + 10*i, in four separately flushed batches of 25.
+    let producer = recording_producer(&producer_config(&bs))?;
+    for chunk in 0..4u64 {
+        for i in chunk * 25..(chunk + 1) * 25 {
+            let value = format!("t{i}");
+            let record = rdkafka::producer::BaseRecord::<[u8], [u8], _>::with_opaque_to(
+                &topic,
+                Box::new((i, std::time::Instant::now())),
+            )
+            .partition(0)
+            .payload(value.as_bytes())
+            .timestamp(BASE_TIMESTAMP + 10 * i as i64);
+            send(&producer, record)?;
+        }
+        producer.flush(Duration::from_secs(60))?;
+    }
+    wait_reports(&producer, 100, Duration::from_secs(60))?;
+    ensure!(producer.context().failed() == 0);
+    drop(producer);
+
+    ensure!(consumer.fetch_watermarks(&topic, 0, CALL_TIMEOUT)? == (0, 100));
+    let cases = [
+        (BASE_TIMESTAMP - 1_000_000, Offset::Offset(0)),
+        (BASE_TIMESTAMP, Offset::Offset(0)),
+        (BASE_TIMESTAMP + 1, Offset::Offset(1)),
+        (BASE_TIMESTAMP + 255, Offset::Offset(26)), // inside the second batch
+        (BASE_TIMESTAMP + 250, Offset::Offset(25)), // first record of the second batch
+        (BASE_TIMESTAMP + 990, Offset::Offset(99)), // the last record exactly
+        (BASE_TIMESTAMP + 991, Offset::End),        // after every record: -1
+        (BASE_TIMESTAMP + 1_000_000_000, Offset::End),
+    ];
+    for (ts, want) in cases {
+        let got = lookup(ts)?;
+        ensure!(
+            got == want,
+            "offsets_for_times(BASE{:+}) = {got:?}, expected {want:?}",
+            ts - BASE_TIMESTAMP
+        );
+    }
+    broker.shutdown()
+}
