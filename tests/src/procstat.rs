@@ -23,7 +23,12 @@ pub fn self_rss_kib() -> Option<(u64, u64)> {
 
 /// CPU time of this process so far: (user seconds, system seconds).
 pub fn self_cpu_seconds() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds("self")
+}
+
+/// CPU time of process `pid` ("self" for this one): (user seconds, system seconds).
+pub fn cpu_seconds(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may contain spaces: fields after the
     // last ')' start at field 3 (state); utime and stime are fields 14 and 15.
     let after = &stat[stat.rfind(')')? + 1..];

@@ -1,5 +1,6 @@
-//! End-to-end benchmark: an in-process broker (fsync on, then off, each on a fresh temporary
-//! directory), a librdkafka producer with acks=all, then a consumer reading everything back.
+//! End-to-end benchmark: a broker process (fsync on, then off, each on a fresh temporary
+//! directory), a librdkafka producer with acks=all, then a librdkafka consumer and a bare
+//! Fetch loop reading everything back.
 //!
 //! ```text
 //! cargo run -p strata-tests --bin e2e-bench -- --messages 1000000 --size 1024 --partitions 1
@@ -11,8 +12,9 @@
 //! `--compression none|gzip|snappy|lz4|zstd` `--linger-ms MS`.
 //!
 //! Produce latency is measured per message from `send()` to its delivery report (so it
-//! includes `linger.ms` and, without `--rate-mbps`, time queued in librdkafka). CPU and
-//! memory figures are for the whole process: broker and clients together. Data directories
+//! includes `linger.ms` and, without `--rate-mbps`, time queued in librdkafka): measure
+//! latency with `--linger-ms 0 --rate-mbps 20`. The broker's peak RSS and CPU seconds are
+//! read from /proc for its process; client CPU is this process's. Data directories
 //! are temporary directories under `$TMPDIR` (default /tmp): set it to measure another disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +26,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use strata_tests::procstat::{self_cpu_seconds, self_rss_kib};
-use strata_tests::{consumer_config, create_topic, producer_config, InProcessBroker};
+use strata_tests::procstat::{cpu_seconds, self_cpu_seconds};
+use strata_tests::broker::{free_port, BrokerProcess};
+use strata_tests::{consumer_config, create_topic, producer_config, raw};
 
 struct Args {
     messages: u64,
@@ -269,20 +272,83 @@ fn main() -> Result<()> {
     );
     for &fsync in &a.fsync {
         println!("fsync {}:", if fsync { "on" } else { "off" });
-        let broker = InProcessBroker::start_temp(|c| c.fsync = fsync)?;
+        // The broker runs as its own process so its memory and CPU are measured apart from
+        // the clients'.
+        let dir = tempfile::tempdir()?;
+        let fsync_env = if fsync { "true" } else { "false" };
+        let broker = BrokerProcess::spawn(&dir.path().join("data"), free_port()?, &[("STRATA_FSYNC", fsync_env)])?;
         let bs = broker.bootstrap();
+        let pid = broker.pid().to_string();
+        let cpu0 = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s);
         let topic = format!("bench-{}", if fsync { "fsync" } else { "nofsync" });
         create_topic(&bs, &topic, a.partitions)?;
         produce(&a, &bs, &topic)?;
         consume(&a, &bs, &topic)?;
-        broker.shutdown()?;
-        let (rss, peak) = self_rss_kib().unwrap_or((0, 0));
-        let (user, sys) = self_cpu_seconds().unwrap_or((0.0, 0.0));
-        println!(
-            "  process so far: RSS {:.1} MiB (peak {:.1} MiB), CPU user {user:.2} s + sys {sys:.2} s",
-            rss as f64 / 1024.0,
-            peak as f64 / 1024.0
-        );
+        consume_raw(&a, broker.addr(), &topic)?;
+        let cpu = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s) - cpu0;
+        let peak = broker.peak_rss_kib().unwrap_or(0);
+        println!("  broker: peak RSS {:.1} MiB, CPU {cpu:.2} s", peak as f64 / 1024.0);
+        let mut broker = broker;
+        broker.terminate()?;
     }
+    Ok(())
+}
+
+/// Consumes with bare Fetch requests (10 MiB per partition, 50 MiB per response) and counts
+/// records from the batch headers without decoding them: the broker's fetch path with the
+/// least client work, as librdkafka's C performance tool measures it.
+fn consume_raw(a: &Args, addr: std::net::SocketAddr, topic: &str) -> Result<()> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut stream = raw::connect(addr)?;
+    let mut next: Vec<i64> = vec![0; a.partitions as usize];
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut correlation = 0;
+    while count < a.messages {
+        let partitions = (0..a.partitions)
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(next[p as usize])
+                    .with_partition_max_bytes(10 << 20)
+            })
+            .collect();
+        let req = FetchRequest::default()
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(50 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(partitions)]);
+        correlation += 1;
+        let resp = raw::call(&mut stream, 12, correlation, &req)?;
+        for t in &resp.responses {
+            for p in &t.partitions {
+                if p.error_code != 0 {
+                    bail!("fetch error {} on partition {}", p.error_code, p.partition_index);
+                }
+                let records = p.records.clone().unwrap_or_default();
+                let mut rest = &records[..];
+                while rest.len() >= 61 {
+                    let h = strata_storage::batch::read_header(rest)?;
+                    count += h.record_count as u64;
+                    next[p.partition_index as usize] = h.last_offset() + 1;
+                    rest = &rest[h.size..];
+                }
+                bytes += records.len() as u64;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("raw consume: only {count} of {} messages in 10 min", a.messages);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  consume (bare fetch): {count} msgs in {secs:.2} s = {:.1} MB/s of batches, {:.0} msgs/s",
+        bytes as f64 / 1e6 / secs,
+        count as f64 / secs
+    );
     Ok(())
 }
