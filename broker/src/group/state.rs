@@ -193,7 +193,9 @@ impl Group {
             .cloned()
         {
             // A static member restarted: give it a new member id, fence the old one, and keep
-            // its assignment without a rebalance unless something it declared changed.
+            // its assignment without a rebalance unless the group's protocol would change.
+            // (Its metadata may differ — cooperative-sticky lists owned partitions, which a
+            // restarted member no longer has — without that calling for a rebalance.)
             let new_id = self.new_member_id(&a.client_id);
             let Some(mut m) = self.members.remove(&old_id) else {
                 self.statics
@@ -206,7 +208,6 @@ impl Group {
             if let Some(r) = m.sync_reply.take() {
                 let _ = r.send(sync_error(code::FENCED_INSTANCE_ID));
             }
-            let unchanged = m.protocols == a.protocols;
             let was_leader = self.leader.as_deref() == Some(old_id.as_str());
             m.protocols = a.protocols;
             m.session_timeout = a.session_timeout;
@@ -219,8 +220,15 @@ impl Group {
             if was_leader {
                 self.leader = Some(new_id.clone());
             }
-            if self.state == State::Stable && unchanged && !was_leader {
-                let _ = reply.send(self.join_response(&new_id, false));
+            if self.state == State::Stable && self.select_protocol() == self.protocol {
+                let mut r = self.join_response(&new_id, false);
+                if was_leader {
+                    // Named as leader it would compute a new assignment; answered with its
+                    // old id as leader it acts as a follower and syncs its current one.
+                    r.leader = str_bytes(old_id);
+                }
+                tracing::info!(group = %self.id, member = %new_id, "static member rejoined without a rebalance");
+                let _ = reply.send(r);
                 return;
             }
             self.set_join_reply(&new_id, reply);
@@ -327,6 +335,7 @@ impl Group {
 
     /// Starts a rebalance: every member must (re)join within the rebalance timeout.
     fn rebalance(&mut self, now: Instant) {
+        tracing::info!(group = %self.id, state = self.state.name(), members = self.members.len(), "rebalance");
         if self.state == State::CompletingRebalance {
             for m in self.members.values_mut() {
                 if let Some(r) = m.sync_reply.take() {
@@ -905,6 +914,41 @@ mod tests {
             .try_recv()
             .unwrap();
         assert_eq!(dup.error_code, code::FENCED_INSTANCE_ID);
+    }
+
+    #[test]
+    fn static_leader_rejoins_as_a_follower_without_rebalance() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g".into(), settings());
+        let mut rs = join(&mut g, args("", Some("lead")), t0);
+        let b = member_id(&mut g, t0);
+        let mut rb = join(&mut g, args(&b, None), t0);
+        g.tick(t0 + SECOND);
+        let (js, jb) = (rs.try_recv().unwrap(), rb.try_recv().unwrap());
+        let old = js.member_id.to_string();
+        assert_eq!(
+            jb.leader.as_str(),
+            old,
+            "the static member joined first and leads"
+        );
+        let assignments = vec![
+            (old.clone(), Bytes::from_static(b"L")),
+            (b.clone(), Bytes::from_static(b"B")),
+        ];
+        drop(sync(&mut g, &old, 1, assignments, t0 + SECOND));
+        // It restarts with different metadata (as cooperative-sticky's owned partitions are).
+        let mut again = args("", Some("lead"));
+        again.protocols = vec![("range".into(), Bytes::from_static(b"other"))];
+        let r = join(&mut g, again, t0 + 2 * SECOND).try_recv().unwrap();
+        assert_eq!((r.error_code, r.generation_id), (code::NONE, 1));
+        assert_ne!(r.leader, r.member_id, "answered as a follower");
+        assert!(r.members.is_empty());
+        assert_eq!(g.state, State::Stable);
+        let s = sync(&mut g, r.member_id.as_str(), 1, vec![], t0 + 2 * SECOND)
+            .try_recv()
+            .unwrap();
+        assert_eq!(s.assignment, Bytes::from_static(b"L"));
+        assert_eq!(g.heartbeat(&b, None, 1, t0 + 2 * SECOND), code::NONE);
     }
 
     #[test]

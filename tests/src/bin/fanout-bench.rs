@@ -1,0 +1,583 @@
+//! Consumer-group fan-out benchmark: one topic is filled first, then read by one group
+//! alone and by G groups at once (one consumer each, one thread each); the report compares
+//! aggregate consume throughput. Then group failover: a two-member group (session timeout
+//! 6 s) loses a member to SIGKILL, and the time until the survivor consumes the dead
+//! member's partitions is measured.
+//!
+//! ```text
+//! cargo run -p strata-tests --bin fanout-bench -- --mb 256 --partitions 4 --groups 8
+//! ```
+//!
+//! Options: `--mb N` (data produced first, 10^6 bytes, default 256) `--size BYTES` (message value size,
+//! default 1024) `--partitions P` `--groups G` `--session-ms MS` (failover members' session
+//! timeout, default 6000) `--heartbeat-ms MS` (default 3000, librdkafka's default)
+//! `--failovers N` (crash runs, default 3).
+//!
+//! The broker runs in this process (like e2e-bench), so broker and consumers share the
+//! machine's cores: on 2 cores aggregate fan-out throughput is bounded by CPU, not by the
+//! broker's design. The crashed member is a child process (this binary, `child-consumer`),
+//! because an rdkafka consumer that is dropped leaves its group politely.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::ClientContext;
+use strata_tests::procstat::{self_cpu_seconds, self_rss_kib};
+use strata_tests::{
+    create_topic, producer_config, recording_producer, send, wait_reports, InProcessBroker,
+};
+
+struct Args {
+    mb: u64,
+    size: usize,
+    partitions: i32,
+    groups: usize,
+    session_ms: u64,
+    heartbeat_ms: u64,
+    failovers: usize,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
+    let mut a = Args {
+        mb: 256,
+        size: 1024,
+        partitions: 4,
+        groups: 8,
+        session_ms: 6000,
+        heartbeat_ms: 3000,
+        failovers: 3,
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--mb" => a.mb = value()?.parse()?,
+            "--size" => a.size = value()?.parse()?,
+            "--partitions" => a.partitions = value()?.parse()?,
+            "--groups" => a.groups = value()?.parse()?,
+            "--session-ms" => a.session_ms = value()?.parse()?,
+            "--heartbeat-ms" => a.heartbeat_ms = value()?.parse()?,
+            "--failovers" => a.failovers = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "fanout-bench [--mb N] [--size BYTES] [--partitions P] [--groups G] \
+                     [--session-ms MS] [--heartbeat-ms MS] [--failovers N]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other} (try --help)"),
+        }
+    }
+    if a.mb == 0 || a.size == 0 || a.partitions < 2 || a.groups == 0 {
+        bail!("--mb, --size and --groups must be positive, --partitions at least 2");
+    }
+    Ok(a)
+}
+
+fn cpu_now() -> f64 {
+    self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
+}
+
+fn payload(i: u64, size: usize) -> Vec<u8> {
+    // xorshift noise: incompressible.
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn group_config(bs: &str, group: &str, client: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bs)
+        .set("group.id", group)
+        .set("client.id", client)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// Produces `n` messages of `size` bytes round-robin over the partitions; waits for all acks.
+fn fill(bs: &str, topic: &str, n: u64, size: usize, partitions: i32) -> Result<()> {
+    let mut cfg = producer_config(bs);
+    cfg.set("queue.buffering.max.kbytes", "262144")
+        .set("batch.size", "1000000");
+    let producer = recording_producer(&cfg)?;
+    let value = payload(7, size);
+    let start = Instant::now();
+    for i in 0..n {
+        let rec = BaseRecord::with_opaque_to(topic, Box::new((i, Instant::now())))
+            .partition((i % partitions as u64) as i32)
+            .payload(&value[..]);
+        send(&producer, rec)?;
+    }
+    wait_reports(&producer, n, Duration::from_secs(900))?;
+    let failed = producer.context().failed();
+    if failed > 0 {
+        bail!("{failed} of {n} messages were not acknowledged");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "  produced {n} x {size} B = {:.1} MB in {secs:.2} s ({:.1} MB/s)",
+        n as f64 * size as f64 / 1e6,
+        n as f64 * size as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+/// One group member reading the whole topic: (time to first record, time to last record,
+/// value bytes), measured from `start`.
+fn read_all(
+    bs: &str,
+    topic: &str,
+    group: &str,
+    n: u64,
+    start_gate: &Barrier,
+) -> Result<(Duration, Duration, u64)> {
+    let consumer: BaseConsumer = group_config(bs, group, group).create()?;
+    start_gate.wait();
+    let start = Instant::now();
+    consumer.subscribe(&[topic])?;
+    let (mut count, mut bytes, mut first) = (0u64, 0u64, None);
+    while count < n {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(|| start.elapsed());
+                count += 1;
+                bytes += m.payload_len() as u64;
+            }
+            Some(Err(e)) => bail!("{group}: {e}"),
+            None if start.elapsed() > Duration::from_secs(900) => {
+                bail!("{group}: only {count} of {n} in 15 min")
+            }
+            None => {}
+        }
+    }
+    let done = start.elapsed();
+    Ok((first.unwrap_or(done), done, bytes))
+}
+
+/// Reads the topic with `groups` groups at once and prints the result. Returns the
+/// aggregate steady-state rate in MB/s: value bytes over the time from the first record any
+/// group received to the last record of the slowest group (joining the group, ~100 ms of
+/// initial rebalance delay plus a JoinGroup/SyncGroup round, is reported separately).
+fn fan_out(bs: &str, topic: &str, label: &str, groups: usize, n: u64) -> Result<f64> {
+    let gate = Arc::new(Barrier::new(groups));
+    let cpu0 = cpu_now();
+    let wall = Instant::now();
+    let handles: Vec<_> = (0..groups)
+        .map(|g| {
+            let (bs, topic, gate) = (bs.to_string(), topic.to_string(), gate.clone());
+            let group = format!("{label}-{g}");
+            std::thread::spawn(move || read_all(&bs, &topic, &group, n, &gate))
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.join().map_err(|_| anyhow!("reader panicked"))??);
+    }
+    let wall = wall.elapsed().as_secs_f64();
+    let cpu = cpu_now() - cpu0;
+    let bytes: u64 = results.iter().map(|r| r.2).sum();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let first_min = results.iter().map(|r| r.0).min().unwrap_or_default();
+    let first_max = results.iter().map(|r| r.0).max().unwrap_or_default();
+    let last = results.iter().map(|r| r.1).max().unwrap_or_default();
+    let steady = (last - first_min).as_secs_f64();
+    let mbps = bytes as f64 / 1e6 / steady;
+    let with_join = bytes as f64 / 1e6 / last.as_secs_f64();
+    println!(
+        "  {groups} group(s): {:.1} MB in {:.0} ms from first to last record = {mbps:.1} MB/s aggregate \
+         ({:.1} MB/s per group); {with_join:.1} MB/s counting from subscribe",
+        bytes as f64 / 1e6,
+        steady * 1e3,
+        mbps / groups as f64,
+    );
+    println!(
+        "    subscribe -> first record {:.0}..{:.0} ms; CPU {cpu:.2} s over {wall:.2} s wall ({:.2} of {} cores)",
+        ms(first_min),
+        ms(first_max),
+        cpu / wall,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    Ok(mbps)
+}
+
+// ------------------------------------------------------------------ failover
+
+/// Records the member's assignment after each rebalance, and when it changed.
+struct Tracked {
+    assignment: Arc<Mutex<(BTreeSet<i32>, Instant)>>,
+    print: bool,
+}
+
+impl ClientContext for Tracked {}
+
+impl ConsumerContext for Tracked {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        let now: BTreeSet<i32> = consumer
+            .assignment()
+            .map(|t| t.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        if self.print {
+            let list: Vec<String> = now.iter().map(i32::to_string).collect();
+            println!("@@ASSIGNMENT {}", list.join(","));
+        }
+        *self.assignment.lock().unwrap_or_else(|e| e.into_inner()) = (now, Instant::now());
+    }
+}
+
+fn failover_config(bs: &str, group: &str, client: &str, a: &Args) -> ClientConfig {
+    let mut c = group_config(bs, group, client);
+    c.set("session.timeout.ms", a.session_ms.to_string())
+        .set("heartbeat.interval.ms", a.heartbeat_ms.to_string())
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "100");
+    c
+}
+
+/// `fanout-bench child-consumer BOOTSTRAP TOPIC GROUP SESSION_MS HEARTBEAT_MS`: a member
+/// that reports its assignment on stdout and runs until killed or its stdin closes.
+fn child_consumer(mut it: impl Iterator<Item = String>) -> Result<()> {
+    let mut next = |what: &str| {
+        it.next()
+            .with_context(|| format!("child-consumer: missing {what}"))
+    };
+    let (bs, topic, group) = (next("bootstrap")?, next("topic")?, next("group")?);
+    let a = Args {
+        mb: 0,
+        size: 0,
+        partitions: 0,
+        groups: 0,
+        session_ms: next("session")?.parse()?,
+        heartbeat_ms: next("heartbeat")?.parse()?,
+        failovers: 0,
+    };
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    let ctx = Tracked {
+        assignment: Arc::new(Mutex::new((BTreeSet::new(), Instant::now()))),
+        print: true,
+    };
+    let consumer: BaseConsumer<Tracked> =
+        failover_config(&bs, &group, "victim", &a).create_with_context(ctx)?;
+    consumer.subscribe(&[&topic])?;
+    loop {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+}
+
+struct Victim {
+    child: Child,
+    assignment: Arc<Mutex<BTreeSet<i32>>>,
+}
+
+impl Victim {
+    fn spawn(bs: &str, topic: &str, group: &str, a: &Args) -> Result<Victim> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "child-consumer",
+                bs,
+                topic,
+                group,
+                &a.session_ms.to_string(),
+                &a.heartbeat_ms.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn child consumer")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("no child stdout"))?;
+        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
+        let shared = assignment.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                if let Some(list) = line.strip_prefix("@@ASSIGNMENT ") {
+                    *shared.lock().unwrap_or_else(|e| e.into_inner()) =
+                        list.split(',').filter_map(|p| p.parse().ok()).collect();
+                }
+            }
+        });
+        Ok(Victim { child, assignment })
+    }
+
+    fn assignment(&self) -> BTreeSet<i32> {
+        self.assignment
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Timings of one crash, from the SIGKILL.
+struct Failover {
+    /// Until the survivor's rebalance callback gave it the dead member's partitions.
+    assigned: Duration,
+    /// Until the survivor had consumed a record from every one of them.
+    consumed: Duration,
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+fn failover_once(bs: &str, topic: &str, run: usize, a: &Args) -> Result<Failover> {
+    let group = format!("failover-{run}-{:08x}", rand::random::<u32>());
+    let survivor_assignment = Arc::new(Mutex::new((BTreeSet::new(), Instant::now())));
+    let ctx = Tracked {
+        assignment: survivor_assignment.clone(),
+        print: false,
+    };
+    let survivor: BaseConsumer<Tracked> =
+        failover_config(bs, &group, "survivor", a).create_with_context(ctx)?;
+    survivor.subscribe(&[topic])?;
+    let mut victim = Victim::spawn(bs, topic, &group, a)?;
+
+    // Poll the survivor from this thread; (partition -> time of its latest record).
+    let latest: Arc<Mutex<BTreeMap<i32, Instant>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (latest, stop) = (latest.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<()> {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(Ok(m)) = survivor.poll(Duration::from_millis(50)) {
+                    latest
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(m.partition(), Instant::now());
+                }
+            }
+            Ok(())
+        })
+    };
+    let half = a.partitions as usize / 2;
+    let all: BTreeSet<i32> = (0..a.partitions).collect();
+    wait_until(
+        "the two members to split the partitions",
+        Duration::from_secs(120),
+        || {
+            let s = survivor_assignment
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone();
+            let v = victim.assignment();
+            !s.is_empty()
+                && !v.is_empty()
+                && s.is_disjoint(&v)
+                && s.union(&v).copied().collect::<BTreeSet<_>>() == all
+        },
+    )?;
+    let theirs = victim.assignment();
+    if theirs.len() != a.partitions as usize - half && theirs.len() != half {
+        bail!("unbalanced split: the victim owns {theirs:?}");
+    }
+    // Let both consume (and auto-commit) for a moment; the random part spreads the kill over
+    // the heartbeat cycle, which decides how much of the session timeout is left.
+    std::thread::sleep(Duration::from_millis(
+        1500 + rand::random_range(0..a.heartbeat_ms.max(1)),
+    ));
+
+    let killed = Instant::now();
+    victim.child.kill()?;
+    victim.child.wait()?;
+    wait_until(
+        "the survivor to own every partition",
+        Duration::from_secs(120),
+        || {
+            survivor_assignment
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                == all
+        },
+    )?;
+    let assigned = survivor_assignment
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .1
+        .saturating_duration_since(killed);
+    wait_until(
+        "the survivor to consume the dead member's partitions",
+        Duration::from_secs(120),
+        || {
+            let l = latest.lock().unwrap_or_else(|e| e.into_inner());
+            theirs.iter().all(|p| l.get(p).is_some_and(|t| *t > killed))
+        },
+    )?;
+    let consumed = {
+        let l = latest.lock().unwrap_or_else(|e| e.into_inner());
+        theirs
+            .iter()
+            .filter_map(|p| l.get(p))
+            .max()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(killed))
+    };
+    stop.store(true, Ordering::SeqCst);
+    poller.join().map_err(|_| anyhow!("survivor panicked"))??;
+    Ok(Failover { assigned, consumed })
+}
+
+/// Keeps producing small records to every partition (one per partition every 10 ms) until
+/// stopped, so that a partition taken over is consumed as soon as it is fetched.
+fn trickle(
+    bs: &str,
+    topic: &str,
+    partitions: i32,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<Result<()>>> {
+    let producer = recording_producer(producer_config(bs).set("linger.ms", "0"))?;
+    let topic = topic.to_string();
+    Ok(std::thread::spawn(move || {
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            for p in 0..partitions {
+                let rec = BaseRecord::with_opaque_to(&topic, Box::new((i, Instant::now())))
+                    .partition(p)
+                    .payload(b"tick".as_slice());
+                send(&producer, rec)?;
+                i += 1;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }))
+}
+
+fn main() -> Result<()> {
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().map(String::as_str) == Some("child-consumer") {
+        argv.next();
+        return child_consumer(argv);
+    }
+    let a = parse_args(argv)?;
+    let n = (a.mb * 1_000_000).div_ceil(a.size as u64);
+    println!(
+        "fanout-bench: {n} messages x {} B ({} MB) in {} partitions; {} groups of one consumer; \
+         failover with session.timeout.ms={} heartbeat.interval.ms={}; {} cores",
+        a.size,
+        a.mb,
+        a.partitions,
+        a.groups,
+        a.session_ms,
+        a.heartbeat_ms,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let broker = InProcessBroker::start_temp(|c| {
+        c.group_initial_rebalance_delay_ms = 100;
+    })?;
+    let bs = broker.bootstrap();
+    let topic = "fanout";
+    create_topic(&bs, topic, a.partitions)?;
+    fill(&bs, topic, n, a.size, a.partitions)?;
+
+    // The first read warms the broker's caches; the one-group baseline is the second, so
+    // that it is compared with the fan-out under the same conditions.
+    println!("consume, one group alone (first read, cold):");
+    fan_out(&bs, topic, "cold", 1, n)?;
+    println!("consume, one group alone (warm):");
+    let solo = fan_out(&bs, topic, "solo", 1, n)?;
+    println!("consume, {} groups at once:", a.groups);
+    let many = fan_out(&bs, topic, "fan", a.groups, n)?;
+    println!(
+        "  => aggregate {many:.1} MB/s with {} groups vs {solo:.1} MB/s alone: {:.2}x (ideal {}x; broker and consumers share the CPU)",
+        a.groups,
+        many / solo,
+        a.groups
+    );
+
+    println!("failover: 2-member group, one member SIGKILLed (no LeaveGroup):");
+    let ftopic = "failover";
+    create_topic(&bs, ftopic, a.partitions)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = trickle(&bs, ftopic, a.partitions, stop.clone())?;
+    let mut runs = Vec::new();
+    for run in 0..a.failovers {
+        let f = failover_once(&bs, ftopic, run, &a)?;
+        println!(
+            "  run {}: survivor assigned the dead member's partitions {:.3} s after the kill, consuming all of them {:.3} s after",
+            run + 1,
+            f.assigned.as_secs_f64(),
+            f.consumed.as_secs_f64()
+        );
+        runs.push(f);
+    }
+    stop.store(true, Ordering::SeqCst);
+    producer
+        .join()
+        .map_err(|_| anyhow!("producer panicked"))??;
+    if !runs.is_empty() {
+        let mut c: Vec<f64> = runs.iter().map(|f| f.consumed.as_secs_f64()).collect();
+        c.sort_by(f64::total_cmp);
+        println!(
+            "  => crash to consumption: min {:.2} s, median {:.2} s, max {:.2} s (session timeout {:.1} s)",
+            c[0],
+            c[c.len() / 2],
+            c[c.len() - 1],
+            a.session_ms as f64 / 1000.0
+        );
+    }
+    broker.shutdown()?;
+    let (rss, peak) = self_rss_kib().unwrap_or((0, 0));
+    let (user, sys) = self_cpu_seconds().unwrap_or((0.0, 0.0));
+    println!(
+        "process: RSS {:.1} MiB (peak {:.1} MiB), CPU user {user:.2} s + sys {sys:.2} s",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_options() {
+        let a = parse_args(["--mb", "8", "--groups", "3"].iter().map(|s| s.to_string())).unwrap();
+        assert_eq!(
+            (a.mb, a.groups, a.partitions, a.session_ms),
+            (8, 3, 4, 6000)
+        );
+        assert_eq!(parse_args(std::iter::empty()).unwrap().mb, 256);
+        assert!(parse_args(["--bogus"].iter().map(|s| s.to_string())).is_err());
+        assert!(parse_args(["--partitions", "1"].iter().map(|s| s.to_string())).is_err());
+    }
+}
