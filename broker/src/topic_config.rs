@@ -139,6 +139,20 @@ pub fn def(name: &str) -> Option<&'static Def> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// Checks one `name=value` and returns the value as it is stored (numbers without
+/// surrounding blanks, list items trimmed); the error says what is wrong.
+pub fn normalize(name: &str, value: &str) -> Result<String, String> {
+    validate(name, value)?;
+    Ok(match def(name).map(|d| d.kind) {
+        Some(Kind::ListOf(_)) => value
+            .split(',')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => value.trim().to_string(),
+    })
+}
+
 /// Checks one `name=value`; the error says what is wrong.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
     let Some(d) = def(name) else {
@@ -150,7 +164,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             .trim()
             .parse::<i32>()
             .is_ok_and(|v| i64::from(v) >= min),
-        Kind::Bool => matches!(value, "true" | "false"),
+        Kind::Bool => matches!(value.trim(), "true" | "false"),
         Kind::OneOf(allowed) => allowed.contains(&value),
         Kind::ListOf(allowed) => {
             !value.is_empty() && value.split(',').all(|v| allowed.contains(&v.trim()))
@@ -168,9 +182,14 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     })
 }
 
-/// Validates a whole set of `name -> value` pairs.
-pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), String> {
-    configs.iter().try_for_each(|(k, v)| validate(k, v))
+/// Validates and normalizes a whole set of `name -> value` pairs.
+pub fn normalize_all(
+    configs: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    configs
+        .into_iter()
+        .map(|(k, v)| normalize(&k, &v).map(|n| (k, n)))
+        .collect()
 }
 
 /// The value in force for `name` on a topic with these overrides.
@@ -210,6 +229,8 @@ mod tests {
             .unwrap_err()
             .contains("unknown"));
         assert!(validate("segment.bytes", "99999999999").is_err());
+        assert_eq!(normalize("max.message.bytes", " 20000").unwrap(), "20000");
+        assert_eq!(normalize("cleanup.policy", "delete ").unwrap(), "delete");
     }
 
     #[test]

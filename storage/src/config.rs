@@ -65,7 +65,7 @@ pub struct TopicLimits {
 impl TopicLimits {
     pub fn from_configs(configs: &BTreeMap<String, String>, defaults: &StoreConfig) -> Self {
         fn get<T: std::str::FromStr>(c: &BTreeMap<String, String>, k: &str, d: T) -> T {
-            c.get(k).and_then(|v| v.parse().ok()).unwrap_or(d)
+            c.get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(d)
         }
         TopicLimits {
             segment_bytes: get(configs, "segment.bytes", defaults.segment_bytes),

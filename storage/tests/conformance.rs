@@ -210,7 +210,7 @@ fn timestamps(engine: Engine) {
         "small segment.bytes rolls segments"
     );
     let at = |ts| {
-        s.find_batch_by_timestamp("t", 0, ts)
+        s.find_batch_by_timestamp("t", 0, ts, 0)
             .unwrap()
             .map(|b| b.base_offset)
     };

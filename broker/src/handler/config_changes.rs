@@ -126,9 +126,10 @@ pub async fn apply(
             }
         }
     }
-    if let Err(m) = topic_config::validate_all(&configs) {
-        return (code::INVALID_CONFIG, Some(m));
-    }
+    let configs = match topic_config::normalize_all(configs) {
+        Ok(c) => c,
+        Err(m) => return (code::INVALID_CONFIG, Some(m)),
+    };
     if validate_only {
         return (code::NONE, None);
     }

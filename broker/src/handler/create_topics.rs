@@ -14,8 +14,9 @@ use super::{str_bytes, validate_topic_name, Ctx};
 use crate::error::{code, storage_code};
 use crate::topic_config;
 
-/// DescribeConfigs config source of a value set on the topic.
+/// DescribeConfigs config sources: set on the topic; the broker's default.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
@@ -106,16 +107,21 @@ async fn create_one(
     let mut configs = BTreeMap::new();
     for c in &t.configs {
         let Some(v) = &c.value else { continue };
-        topic_config::validate(&c.name, v).map_err(|m| (code::INVALID_CONFIG, m))?;
-        configs.insert(c.name.to_string(), v.to_string());
+        let v = topic_config::normalize(&c.name, v).map_err(|m| (code::INVALID_CONFIG, m))?;
+        configs.insert(c.name.to_string(), v);
     }
-    let described: Vec<CreatableTopicConfigs> = configs
+    // Like Kafka, describe every config of the new topic: the given ones and the defaults.
+    let described: Vec<CreatableTopicConfigs> = topic_config::TOPIC_CONFIGS
         .iter()
-        .map(|(k, v)| {
+        .map(|d| {
+            let (value, source) = match configs.get(d.name) {
+                Some(v) => (v.clone(), SOURCE_TOPIC),
+                None => ((d.default)(&ctx.config), SOURCE_DEFAULT),
+            };
             CreatableTopicConfigs::default()
-                .with_name(str_bytes(k.clone()))
-                .with_value(Some(str_bytes(v.clone())))
-                .with_config_source(SOURCE_TOPIC)
+                .with_name(str_bytes(d.name))
+                .with_value(Some(str_bytes(value)))
+                .with_config_source(source)
         })
         .collect();
     let result = CreatableTopicResult::default()

@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
-use strata_storage::{BatchAt, StorageError, Store};
+use strata_storage::{batch, BatchAt, StorageError, Store};
 
 use super::Ctx;
 use crate::error::{code, storage_code};
@@ -103,10 +103,19 @@ fn lookup(store: &Store, topic: &str, partition: i32, ts: i64) -> Result<(i64, i
             Some(b) => record_at(&b, offsets.log_start, |_| true, true).unwrap_or((-1, -1)),
             None => (-1, -1),
         },
-        ts if ts >= 0 => match store.find_batch_by_timestamp(topic, partition, ts)? {
-            Some(b) => record_at(&b, offsets.log_start, |t| t >= ts, false).unwrap_or((-1, -1)),
-            None => (-1, -1),
-        },
+        ts if ts >= 0 => {
+            let mut from = offsets.log_start;
+            loop {
+                let Some(b) = store.find_batch_by_timestamp(topic, partition, ts, from)? else {
+                    break (-1, -1);
+                };
+                if let Some(found) = record_at(&b, offsets.log_start, |t| t >= ts, false) {
+                    break found;
+                }
+                // The matching records of this batch lie below the log start: look further.
+                from = batch::read_header(&b.bytes)?.last_offset() + 1;
+            }
+        }
         other => {
             return Err(StorageError::InvalidRequest(format!(
                 "timestamp {other} has no meaning"

@@ -230,32 +230,35 @@ impl Store {
         })
     }
 
-    /// The first batch (below the high watermark, at or after the log start) whose max
-    /// timestamp is >= `timestamp`. The offset Kafka's ListOffsets wants — the first record
-    /// with timestamp >= target — lies in this batch, and every record of earlier batches
-    /// is older, also when CreateTime timestamps are not monotonic. `None` when no record is
-    /// that recent.
+    /// The first batch (below the high watermark, ending at or after both the log start
+    /// and `from`) whose max timestamp is >= `timestamp`. The offset Kafka's ListOffsets
+    /// wants — the first record with timestamp >= target — lies in this batch, and every
+    /// record of earlier batches is older, also when CreateTime timestamps are not
+    /// monotonic; unless the matching records of this batch lie below the log start (a
+    /// batch cut by DeleteRecords), when the caller searches again from the batch's end.
+    /// `None` when no record is that recent.
     pub fn find_batch_by_timestamp(
         &self,
         topic: &str,
         partition: i32,
         timestamp: i64,
+        from: i64,
     ) -> StorageResult<Option<BatchAt>> {
         let p = self.inner.partition(topic, partition)?;
-        let (hw, log_start, start) = {
+        let (hw, first, start) = {
             let s = p.lock();
             let hw = p.high_watermark();
-            let seg = s
-                .segments
-                .iter()
-                .find(|s| s.max_timestamp >= timestamp && s.base_offset < hw);
+            let first = s.log_start.max(from);
+            let seg = s.segments.iter().find(|s| {
+                s.max_timestamp >= timestamp && s.base_offset < hw && s.last_offset >= first
+            });
             match seg {
-                Some(seg) => (hw, s.log_start, seg.base_offset),
+                Some(seg) => (hw, first, seg.base_offset),
                 None => return Ok(None),
             }
         };
         self.inner.find_batch(&p, start, hw, |base, idx| {
-            base + i64::from(idx.last_offset_delta) >= log_start && idx.max_timestamp >= timestamp
+            base + i64::from(idx.last_offset_delta) >= first && idx.max_timestamp >= timestamp
         })
     }
 

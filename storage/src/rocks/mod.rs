@@ -94,6 +94,10 @@ fn db_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     // Large sequential writes: ask the OS to write back SST/blob files as they are written
     // rather than in one burst at fsync.
     db.set_bytes_per_sync(1 << 20);
+    // RocksDB's own info log: bounded to 5 files of 16 MiB (retention passes log each
+    // compaction they trigger, which otherwise grows the file without end).
+    db.set_max_log_file_size(16 << 20);
+    db.set_keep_log_file_num(5);
     db.set_wal_bytes_per_sync(0);
     let cache = Cache::new_lru_cache(config.block_cache_bytes);
 

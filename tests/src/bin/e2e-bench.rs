@@ -26,8 +26,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use strata_tests::procstat::{cpu_seconds, self_cpu_seconds};
 use strata_tests::broker::{free_port, BrokerProcess};
+use strata_tests::procstat::{cpu_seconds, self_cpu_seconds};
 use strata_tests::{consumer_config, create_topic, producer_config, raw};
 
 struct Args {
@@ -276,7 +276,11 @@ fn main() -> Result<()> {
         // the clients'.
         let dir = tempfile::tempdir()?;
         let fsync_env = if fsync { "true" } else { "false" };
-        let broker = BrokerProcess::spawn(&dir.path().join("data"), free_port()?, &[("STRATA_FSYNC", fsync_env)])?;
+        let broker = BrokerProcess::spawn(
+            &dir.path().join("data"),
+            free_port()?,
+            &[("STRATA_FSYNC", fsync_env)],
+        )?;
         let bs = broker.bootstrap();
         let pid = broker.pid().to_string();
         let cpu0 = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s);
@@ -287,7 +291,10 @@ fn main() -> Result<()> {
         consume_raw(&a, broker.addr(), &topic)?;
         let cpu = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s) - cpu0;
         let peak = broker.peak_rss_kib().unwrap_or(0);
-        println!("  broker: peak RSS {:.1} MiB, CPU {cpu:.2} s", peak as f64 / 1024.0);
+        println!(
+            "  broker: peak RSS {:.1} MiB, CPU {cpu:.2} s",
+            peak as f64 / 1024.0
+        );
         let mut broker = broker;
         broker.terminate()?;
     }
@@ -327,7 +334,11 @@ fn consume_raw(a: &Args, addr: std::net::SocketAddr, topic: &str) -> Result<()> 
         for t in &resp.responses {
             for p in &t.partitions {
                 if p.error_code != 0 {
-                    bail!("fetch error {} on partition {}", p.error_code, p.partition_index);
+                    bail!(
+                        "fetch error {} on partition {}",
+                        p.error_code,
+                        p.partition_index
+                    );
                 }
                 let records = p.records.clone().unwrap_or_default();
                 let mut rest = &records[..];
@@ -341,7 +352,10 @@ fn consume_raw(a: &Args, addr: std::net::SocketAddr, topic: &str) -> Result<()> 
             }
         }
         if start.elapsed() > Duration::from_secs(600) {
-            bail!("raw consume: only {count} of {} messages in 10 min", a.messages);
+            bail!(
+                "raw consume: only {count} of {} messages in 10 min",
+                a.messages
+            );
         }
     }
     let secs = start.elapsed().as_secs_f64();
