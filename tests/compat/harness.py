@@ -69,6 +69,8 @@ class BrokerProcess:
                 f"broker binary {self.binary} does not exist: build it with "
                 "`cargo build -p strata-broker` or set STRATA_BROKER_BIN")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A restarted broker is running again: teardown must stop it.
+        self.exit_code = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
         env.update(self.extra_env)
         env.setdefault("RUST_LOG", "info")
