@@ -99,6 +99,12 @@ fn db_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     db.set_max_log_file_size(16 << 20);
     db.set_keep_log_file_num(5);
     db.set_wal_bytes_per_sync(0);
+    // Reuse old WAL files instead of creating new ones: overwriting a file in place leaves
+    // its size unchanged, so the group commit's fdatasync flushes data only, without an
+    // ext4 journal commit that would also wait for the flush's blob-file writes. Measured
+    // at 20 MB/s of acks=all produce with linger 0 (e2e-bench, 3 runs each): p99 produce
+    // latency 3.9-10 ms without recycling, 1.4-1.6 ms with it.
+    db.set_recycle_log_file_num(4);
     let cache = Cache::new_lru_cache(config.block_cache_bytes);
 
     let mut table = BlockBasedOptions::default();
