@@ -6,9 +6,10 @@
 //! (no `kafka-protocol` dependency) and its public API exposes no RocksDB type.
 //!
 //! ## Write path
-//! [`Store::append`] validates a batch, assigns its offsets under the partition's lock, patches
-//! the base offset into the bytes and writes batch + segment/producer metadata in one atomic
-//! RocksDB write, without fsync. One syncer thread then makes the write-ahead log durable for
+//! [`Store::append`] validates a batch, assigns its offsets under the partition's lock and
+//! writes batch + segment/producer metadata in one atomic RocksDB write, without fsync. The
+//! batch is stored as sent; its base offset (which the CRC does not cover) is the key's, and
+//! reads patch it into the bytes they return. One syncer thread then makes the write-ahead log durable for
 //! everything written so far (group commit across partitions) and advances each partition's
 //! high watermark. Readers never see offsets at or above the high watermark.
 //!

@@ -122,7 +122,7 @@ fn append_partition(
                 "transactional and control batches are not supported".into(),
             ));
         }
-        let outcome = store.append(topic, partition, b.to_vec()).map_err(|e| {
+        let outcome = store.append(topic, partition, b).map_err(|e| {
             if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
                 tracing::debug!(topic, partition, error = %e, "append refused");
             }

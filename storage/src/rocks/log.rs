@@ -71,9 +71,8 @@ impl Store {
     /// Appends one v2 record batch to a partition.
     ///
     /// Validates it (magic, length, CRC-32C, record count, `max.message.bytes`, producer
-    /// sequence), assigns the next offsets, patches the base offset (and leader epoch 0) into
-    /// the bytes, and writes batch, index entry, segment descriptor and producer state in one
-    /// atomic write. Appends to one partition are ordered; different partitions proceed in
+    /// sequence), assigns the next offsets, and writes batch, index entry, segment
+    /// descriptor and producer state in one atomic write. Appends to one partition are ordered; different partitions proceed in
     /// parallel. The data is written but not yet durable: it becomes visible to readers once
     /// the high watermark passes `last_offset` (see [`Store::wait_for_high_watermark`]).
     /// A duplicate of one of the producer's last 5 batches returns the original offsets.
@@ -81,9 +80,10 @@ impl Store {
         &self,
         topic: &str,
         partition: i32,
-        mut bytes: Vec<u8>,
+        batch: impl AsRef<[u8]>,
     ) -> StorageResult<AppendOutcome> {
-        let header = batch::validate(&bytes)?;
+        let bytes = batch.as_ref();
+        let header = batch::validate(bytes)?;
         let p = self.inner.partition(topic, partition)?;
         let mut state = p.lock();
         if state.deleted {
@@ -113,11 +113,17 @@ impl Store {
             }
         }
         let base = state.next_offset;
-        batch::patch_offset_and_epoch(&mut bytes, base, 0);
-        let log_append_time = state.limits.log_append_time.then(|| {
-            batch::set_log_append_time(&mut bytes, now);
-            now
+        // The batch is stored as the producer sent it: its base offset (not covered by the
+        // CRC) comes from the key and is patched in by the readers, which copy the bytes
+        // anyway. That spares the write path a copy of every byte. LogAppendTime rewrites
+        // covered fields, so only then is the batch copied here.
+        let stamped = state.limits.log_append_time.then(|| {
+            let mut v = bytes.to_vec();
+            batch::set_log_append_time(&mut v, now);
+            v
         });
+        let log_append_time = stamped.as_ref().map(|_| now);
+        let bytes = stamped.as_deref().unwrap_or(bytes);
         let header = BatchHeader {
             base_offset: base,
             first_timestamp: log_append_time.unwrap_or(header.first_timestamp),
@@ -125,7 +131,7 @@ impl Store {
             ..header
         };
         self.inner
-            .write_batch(&p, &mut state, &header, &bytes, now)?;
+            .write_batch(&p, &mut state, &header, bytes, now)?;
         let end = header.last_offset() + 1;
         p.log_end.store(end, Ordering::Release);
         let log_start = state.log_start;
@@ -201,14 +207,18 @@ impl Store {
         if !it.valid() {
             it.seek_to_first();
         }
-        while let Some(value) = it.value() {
-            let h = batch::read_header(value)?;
-            if h.last_offset() >= from {
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            // The stored header holds the producer's base offset; the key holds the real one.
+            let base = keys::parse_log_key(key).map_or(0, |(_, o)| o);
+            let last = base + i64::from(batch::read_header(value)?.last_offset_delta);
+            if last >= from {
                 let fits = out.records.len() + value.len() <= max_bytes;
                 if !(fits || at_least_one && out.records.is_empty()) {
                     break;
                 }
+                let at = out.records.len();
                 out.records.extend_from_slice(value);
+                batch::patch_offset_and_epoch(&mut out.records[at..], base, 0);
                 if !fits {
                     break;
                 }
@@ -496,9 +506,10 @@ impl Inner {
             let idx = BatchIndexRecord::decode(v)?;
             let base = keys::parse_log_key(k).map_or(0, |(_, o)| o);
             if pick(base, &idx) {
-                let bytes = self.db.get_cf(self.cf(CF_LOG), k)?.ok_or_else(|| {
+                let mut bytes = self.db.get_cf(self.cf(CF_LOG), k)?.ok_or_else(|| {
                     StorageError::Io(format!("batch at {base} is indexed but missing"))
                 })?;
+                batch::patch_offset_and_epoch(&mut bytes, base, 0);
                 return Ok(Some(BatchAt {
                     base_offset: base,
                     bytes,
