@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 use strata_storage::batch::BatchBuilder;
+use strata_storage::raw::RawDb;
 use strata_storage::{Store, StoreConfig};
 
 const TOPIC: &str = "bench";
@@ -205,57 +205,6 @@ fn disk_baseline(dir: &Path, bytes: u64, tries: usize) -> Result<Disk> {
 // ---------------------------------------------------------------------------------------
 // 2. Bare RocksDB with the engine's options.
 
-/// A copy of `db_options` in storage/src/rocks/mod.rs (it is private). Keep the two in sync:
-/// the bare loop is only a fair ceiling if it runs the same RocksDB configuration.
-fn engine_options(write_buffer_bytes: usize) -> (Options, Vec<ColumnFamilyDescriptor>) {
-    let mut db = Options::default();
-    db.create_if_missing(true);
-    db.create_missing_column_families(true);
-    db.set_max_background_jobs(2);
-    db.set_max_total_wal_size(write_buffer_bytes as u64 * 4);
-    db.set_bytes_per_sync(1 << 20);
-    db.set_wal_bytes_per_sync(0);
-    let cache = Cache::new_lru_cache(64 << 20);
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(&cache);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_bloom_filter(10.0, false);
-
-    let mut log = Options::default();
-    log.set_write_buffer_size(write_buffer_bytes);
-    log.set_max_write_buffer_number(4);
-    log.set_compression_type(DBCompressionType::None);
-    log.set_enable_blob_files(true);
-    log.set_min_blob_size(4096);
-    log.set_blob_file_size(256 << 20);
-    log.set_blob_compression_type(DBCompressionType::None);
-    log.set_enable_blob_gc(false);
-    log.set_level_compaction_dynamic_level_bytes(true);
-    log.set_block_based_table_factory(&table);
-
-    let mut small = Options::default();
-    small.set_write_buffer_size(16 << 20);
-    small.set_compression_type(DBCompressionType::Lz4);
-    small.set_level_compaction_dynamic_level_bytes(true);
-    small.set_block_based_table_factory(&table);
-    let cfs = vec![
-        ColumnFamilyDescriptor::new("log", log),
-        ColumnFamilyDescriptor::new("idx", small.clone()),
-        ColumnFamilyDescriptor::new("meta", small),
-    ];
-    (db, cfs)
-}
-
-/// Flushes every memtable, so that the bytes a later flush would write (blob + SST files)
-/// are counted: without it the last ~256 MiB of a run would count once (WAL) instead of
-/// twice, and write amplification would look better than it is.
-fn flush_all(db: &DB) -> Result<()> {
-    for cf in ["log", "idx", "meta"] {
-        db.flush_cf(db.cf_handle(cf).context("cf")?)?;
-    }
-    Ok(())
-}
-
 struct Bare {
     mbps: f64,
     wa: f64,
@@ -272,8 +221,8 @@ fn bare_rocks(
     writers: usize,
     durable: bool,
 ) -> Result<Bare> {
-    let (opts, cfs) = engine_options(64 << 20);
-    let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+    // Exactly the engine's RocksDB options (from the storage crate itself).
+    let db = RawDb::open(dir, &StoreConfig::new(dir))?;
     let per_thread = (total / value_len as u64 / writers as u64).max(1);
     let (put_count, done) = (AtomicU64::new(0), AtomicBool::new(false));
     let io0 = io_now()?;
@@ -289,7 +238,7 @@ fn bare_rocks(
                         std::thread::sleep(Duration::from_micros(50));
                         continue;
                     }
-                    db.flush_wal(true)?;
+                    db.sync_wal()?;
                     synced = now;
                 }
                 Ok(())
@@ -299,7 +248,6 @@ fn bare_rocks(
             .map(|w| {
                 let (db, put_count) = (&db, &put_count);
                 s.spawn(move || -> Result<()> {
-                    let cf = db.cf_handle("log").context("cf")?;
                     let value: Vec<u8> = (0..value_len)
                         .map(|i| (i * 31 + w as usize) as u8)
                         .collect();
@@ -307,7 +255,7 @@ fn bare_rocks(
                     key[..8].copy_from_slice(&w.to_be_bytes());
                     for i in 0..per_thread {
                         key[8..].copy_from_slice(&i.to_be_bytes());
-                        db.put_cf(cf, key, &value)?;
+                        db.put_log(&key, &value)?;
                         put_count.fetch_add(1, Ordering::Release);
                     }
                     Ok(())
@@ -321,11 +269,11 @@ fn bare_rocks(
         syncer.map_or(Ok(()), |h| h.join().expect("syncer panicked"))
     })?;
     if durable {
-        db.flush_wal(true)?; // the puts since the syncer's last round
+        db.sync_wal()?; // the puts since the syncer's last round
     }
     let took = t0.elapsed();
     let bytes = per_thread * writers as u64 * value_len as u64;
-    flush_all(&db)?;
+    db.flush_all()?;
     let wa = written_since(io0)? as f64 / bytes as f64;
     Ok(Bare {
         mbps: mbps(bytes, took),
@@ -486,11 +434,7 @@ fn engine(
     drop(rt);
     wait_for_quiet_io(Duration::from_millis(500))?;
     store.close();
-    {
-        let (opts, cfs) = engine_options(64 << 20);
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
-        flush_all(&db)?;
-    }
+    RawDb::open(dir, &StoreConfig::new(dir))?.flush_all()?;
     let wa = written_since(io0)? as f64 / bytes as f64;
     let (p50, p99) = (percentile(&lat, 50), percentile(&lat, 99));
     Ok(Engine {

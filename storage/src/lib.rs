@@ -28,6 +28,11 @@ mod rocks;
 
 pub use config::{StoreConfig, TopicLimits, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{StorageError, StorageResult};
+/// The benchmark's bare-RocksDB baseline (same options, no engine); not a stable API.
+#[doc(hidden)]
+pub mod raw {
+    pub use crate::rocks::raw::RawDb;
+}
 pub use rocks::{
     AppendOutcome, BatchAt, GroupOffset, PartitionOffsets, ReadOutcome, SegmentInfo, Store,
     TopicInfo,

@@ -2,6 +2,7 @@
 
 mod groups;
 mod log;
+pub(crate) mod raw;
 mod syncer;
 
 use std::collections::{BTreeMap, HashMap};
