@@ -377,15 +377,7 @@ impl Group {
 
     fn complete_join(&mut self, now: Instant) {
         // Members that did not rejoin in time leave the group.
-        let gone: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.join_reply.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            self.remove_member(&id);
-        }
+        self.remove_members_where(|m| m.join_reply.is_none());
         self.initial_delay_limit = None;
         self.generation += 1;
         if self.members.is_empty() {
@@ -604,6 +596,20 @@ impl Group {
         code::NONE
     }
 
+    /// Removes every member `gone` picks; returns their ids.
+    fn remove_members_where(&mut self, gone: impl Fn(&Member) -> bool) -> Vec<String> {
+        let ids: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| gone(m))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.remove_member(id);
+        }
+        ids
+    }
+
     fn remove_member(&mut self, id: &str) {
         if let Some(mut m) = self.members.remove(id) {
             if let Some(r) = m.join_reply.take() {
@@ -636,17 +642,11 @@ impl Group {
     /// Expires sessions and ends phases whose time is up.
     pub fn tick(&mut self, now: Instant) {
         self.pending.retain(|_, lapse| *lapse > now);
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.join_reply.is_none() && m.last_seen + m.session_timeout <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let expired = self.remove_members_where(|m| {
+            m.join_reply.is_none() && m.last_seen + m.session_timeout <= now
+        });
         if !expired.is_empty() {
-            for id in &expired {
-                tracing::info!(group = %self.id, member = %id, "session expired; removing member");
-                self.remove_member(id);
-            }
+            tracing::info!(group = %self.id, members = ?expired, "sessions expired; members removed");
             self.after_departure(now);
         }
         if self.deadline.is_some_and(|d| d <= now) {
@@ -658,15 +658,7 @@ impl Group {
                 State::CompletingRebalance => {
                     // The leader never sent the assignment: try again without the members
                     // that did not sync.
-                    let silent: Vec<String> = self
-                        .members
-                        .iter()
-                        .filter(|(_, m)| m.sync_reply.is_none())
-                        .map(|(id, _)| id.clone())
-                        .collect();
-                    for id in silent {
-                        self.remove_member(&id);
-                    }
+                    self.remove_members_where(|m| m.sync_reply.is_none());
                     self.deadline = None;
                     self.after_departure(now);
                 }
