@@ -247,7 +247,7 @@ pub fn encode(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Bytes, ProtocolError> {
-    let mut buf = BytesMut::with_capacity(64);
+    let mut buf = BytesMut::with_capacity(size_hint(body));
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -257,6 +257,25 @@ pub fn encode(
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf.freeze())
+}
+
+/// Room for a response: Fetch responses carry megabytes of records, and growing the buffer
+/// by doubling would copy them again and again; other responses are small.
+fn size_hint(body: &ResponseKind) -> usize {
+    /// Headers, topic names and per-partition fields of one response.
+    const OVERHEAD: usize = 4096;
+    match body {
+        ResponseKind::Fetch(f) => {
+            let records: usize = f
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                .sum();
+            records + OVERHEAD
+        }
+        _ => 256,
+    }
 }
 
 /// The reply to a request we do not decode: ApiVersions gets a v0 body with our ranges
