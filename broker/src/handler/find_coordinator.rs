@@ -1,6 +1,7 @@
 //! FindCoordinator (key 10): this broker coordinates every group (one key before v4, a
-//! batch of keys from v4). Transactions are not supported, so transaction coordinators are
-//! not available.
+//! batch of keys from v4). Transactions are not supported: a transaction coordinator is
+//! refused with a non-retriable error, so a transactional producer fails at once instead of
+//! retrying until its timeout.
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ pub fn handle(
     let error = if req.key_type == KEY_TYPE_GROUP {
         code::NONE
     } else {
-        code::COORDINATOR_NOT_AVAILABLE
+        code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
     };
     let (node, host, port) = if error == code::NONE {
         (
