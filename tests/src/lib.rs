@@ -17,6 +17,20 @@ use rdkafka::producer::Producer as _;
 /// Generous upper bound for reading back a test's data; only a hang should ever reach it.
 pub const CONSUME_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// `size` bytes of xorshift noise from `seed`: incompressible, so codecs cannot flatter
+/// benchmark numbers.
+pub fn noise(seed: u64, size: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A unique topic name for one test (tests in a binary share nothing, but a readable prefix
 /// helps when reading broker logs).
 pub fn topic_name(prefix: &str) -> String {

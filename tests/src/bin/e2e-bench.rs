@@ -126,19 +126,6 @@ fn cpu_now() -> f64 {
     self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
 }
 
-fn payload(size: usize) -> Vec<u8> {
-    // xorshift noise: incompressible, so codecs cannot flatter the numbers.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
     let mut cfg = producer_config(bs);
     cfg.set("compression.type", &a.compression)
@@ -155,7 +142,7 @@ fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
         failed: AtomicU64::new(0),
         last_report_ns: AtomicU64::new(0),
     })?;
-    let value = payload(a.size);
+    let value = strata_tests::noise(1, a.size);
     let cpu0 = cpu_now();
     let bytes_per_ns = a.rate_mbps.map(|r| r * 1e6 / 1e9);
     for i in 0..a.messages {

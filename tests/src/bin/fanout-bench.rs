@@ -86,19 +86,6 @@ fn cpu_now() -> f64 {
     self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
 }
 
-fn payload(i: u64, size: usize) -> Vec<u8> {
-    // xorshift noise: incompressible.
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn group_config(bs: &str, group: &str, client: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bs)
@@ -116,7 +103,7 @@ fn fill(bs: &str, topic: &str, n: u64, size: usize, partitions: i32) -> Result<(
     cfg.set("queue.buffering.max.kbytes", "262144")
         .set("batch.size", "1000000");
     let producer = recording_producer(&cfg)?;
-    let value = payload(7, size);
+    let value = strata_tests::noise(7, size);
     let start = Instant::now();
     for i in 0..n {
         let rec = BaseRecord::with_opaque_to(topic, Box::new((i, Instant::now())))
