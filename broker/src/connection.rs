@@ -25,10 +25,43 @@ use crate::protocol::{self, Decoded};
 /// and still bounds the memory one connection can pin.
 const MAX_IN_FLIGHT: usize = 32;
 
-/// An answer on its way to the writer.
+/// An answer on its way to the writer: the parts of one response frame.
 enum Outgoing {
-    Ready(Bytes),
-    Later(futures::future::BoxFuture<'static, Option<Bytes>>),
+    Ready(Vec<Bytes>),
+    Later(futures::future::BoxFuture<'static, Option<Vec<Bytes>>>),
+}
+
+/// Writes the parts of a frame with vectored writes (large record sets are separate parts,
+/// sent without being copied into one buffer).
+async fn write_parts(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut parts: Vec<Bytes>,
+) -> std::io::Result<()> {
+    use bytes::Buf;
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
+            .iter()
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let part = &mut parts[first];
+            let take = n.min(part.len());
+            part.advance(take);
+            n -= take;
+            if part.is_empty() {
+                first += 1;
+            }
+        }
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
 }
 
 pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
@@ -41,12 +74,12 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let bytes = match out {
-                Outgoing::Ready(b) => Some(b),
+            let parts = match out {
+                Outgoing::Ready(p) => Some(p),
                 Outgoing::Later(f) => f.await,
             };
-            let Some(bytes) = bytes else { break };
-            if let Err(e) = wr.write_all(&bytes).await {
+            let Some(parts) = parts else { break };
+            if let Err(e) = write_parts(&mut wr, parts).await {
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }
@@ -97,7 +130,7 @@ async fn answer(
             correlation_id,
         } => {
             return protocol::unsupported_reply(api_key, version, correlation_id, &frame)
-                .map(|b| Some(Outgoing::Ready(b)))
+                .map(|b| Some(Outgoing::Ready(vec![b])))
                 .ok_or_else(|| {
                     ProtocolError::Malformed(format!(
                         "{api_key:?} v{version} is not supported (correlation id {correlation_id})"
@@ -109,7 +142,7 @@ async fn answer(
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
     let encode = move |body: kafka_protocol::messages::ResponseKind| {
-        protocol::encode(api_key, version, correlation_id, &body)
+        protocol::encode_parts(api_key, version, correlation_id, body)
     };
     Ok(
         match handler::dispatch(ctx, peer, &request.header, request.body).await {

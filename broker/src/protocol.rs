@@ -247,7 +247,7 @@ pub fn encode(
     correlation_id: i32,
     body: &ResponseKind,
 ) -> Result<Bytes, ProtocolError> {
-    let mut buf = BytesMut::with_capacity(size_hint(body));
+    let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
@@ -259,23 +259,89 @@ pub fn encode(
     Ok(buf.freeze())
 }
 
-/// Room for a response: Fetch responses carry megabytes of records, and growing the buffer
-/// by doubling would copy them again and again; other responses are small.
-fn size_hint(body: &ResponseKind) -> usize {
-    /// Headers, topic names and per-partition fields of one response.
-    const OVERHEAD: usize = 4096;
-    match body {
-        ResponseKind::Fetch(f) => {
-            let records: usize = f
-                .responses
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
-                .sum();
-            records + OVERHEAD
+/// Record sets at least this large are sent by reference rather than copied into the
+/// response buffer; smaller ones cost less to copy than to splice.
+const SPLICE_MIN: usize = 16 * 1024;
+/// Length of the placeholder that marks where a record set goes.
+const MARK_LEN: usize = 16;
+
+/// Encodes a response as frame parts to write in order. A Fetch response's large record
+/// sets are not copied: each is replaced by a random 16-byte placeholder, the response is
+/// encoded (small), and the placeholder with its length prefix is then swapped for the real
+/// length prefix and the record set's own `Bytes`. Everything else is one part.
+pub fn encode_parts(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: ResponseKind,
+) -> Result<Vec<Bytes>, ProtocolError> {
+    let ResponseKind::Fetch(fetch) = &mut body else {
+        return Ok(vec![encode(api_key, version, correlation_id, &body)?]);
+    };
+    let mut spliced: Vec<([u8; MARK_LEN], Bytes)> = Vec::new();
+    for p in fetch
+        .responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
+        if let Some(records) = p.records.take_if(|r| r.len() >= SPLICE_MIN) {
+            let mark = *uuid::Uuid::new_v4().as_bytes();
+            p.records = Some(Bytes::copy_from_slice(&mark));
+            spliced.push((mark, records));
         }
-        _ => 256,
     }
+    let frame = encode(api_key, version, correlation_id, &body)?;
+    if spliced.is_empty() {
+        return Ok(vec![frame]);
+    }
+    // Flexible versions (12+) prefix bytes with an unsigned varint of length + 1, older ones
+    // with an i32 length.
+    let flexible = version >= 12;
+    let mark_prefix: Vec<u8> = if flexible {
+        vec![MARK_LEN as u8 + 1]
+    } else {
+        (MARK_LEN as i32).to_be_bytes().to_vec()
+    };
+    let mut parts = Vec::with_capacity(spliced.len() * 3 + 1);
+    let mut at = 4; // after the frame length, which is rewritten below
+    let mut total = 0usize;
+    for (mark, records) in spliced {
+        let found = frame[at..]
+            .windows(MARK_LEN)
+            .position(|w| w == mark)
+            .map(|i| at + i);
+        let Some(pos) = found.filter(|&pos| {
+            pos >= at + mark_prefix.len() && frame[pos - mark_prefix.len()..pos] == mark_prefix[..]
+        }) else {
+            return Err(ProtocolError::Encode(
+                "record placeholder not found in the encoded response".into(),
+            ));
+        };
+        let head = frame.slice(at..pos - mark_prefix.len());
+        let mut prefix = BytesMut::with_capacity(5);
+        if flexible {
+            let mut n = records.len() as u64 + 1;
+            while n >= 0x80 {
+                prefix.put_u8((n as u8) | 0x80);
+                n >>= 7;
+            }
+            prefix.put_u8(n as u8);
+        } else {
+            prefix.put_i32(records.len() as i32);
+        }
+        total += head.len() + prefix.len() + records.len();
+        parts.push(head);
+        parts.push(prefix.freeze());
+        parts.push(records);
+        at = pos + MARK_LEN;
+    }
+    let tail = frame.slice(at..);
+    total += tail.len();
+    parts.push(tail);
+    let mut len = BytesMut::with_capacity(4);
+    len.put_i32(total as i32);
+    parts.insert(0, len.freeze());
+    Ok(parts)
 }
 
 /// The reply to a request we do not decode: ApiVersions gets a v0 body with our ranges
