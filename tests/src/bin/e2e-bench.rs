@@ -257,6 +257,9 @@ fn main() -> Result<()> {
             .map(|r| format!("{r} MB/s"))
             .unwrap_or_else(|| "unlimited".into())
     );
+    if a.rate_mbps.is_none() && a.fsync.contains(&true) {
+        storage_baseline(&a)?;
+    }
     for &fsync in &a.fsync {
         println!("fsync {}:", if fsync { "on" } else { "off" });
         // The broker runs as its own process so its memory and CPU are measured apart from
@@ -285,6 +288,57 @@ fn main() -> Result<()> {
         let mut broker = broker;
         broker.terminate()?;
     }
+    Ok(())
+}
+
+/// The storage engine alone in this same run: the same bytes appended to one partition as
+/// ~64 KiB batches of `--size` records with fsync on, up to 16 MiB awaiting durability (the
+/// storage benchmark's 1-partition durable case), so the broker's durable produce rate can
+/// be compared with what its storage can do on this machine right now.
+fn storage_baseline(a: &Args) -> Result<()> {
+    use strata_storage::batch::BatchBuilder;
+    use strata_storage::{Store, StoreConfig};
+    /// Bytes in flight before the appender waits for the syncer, as in the storage bench.
+    const IN_FLIGHT: u64 = 16 << 20;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(StoreConfig::new(dir.path()))?;
+    store.create_topic("baseline", 1, Default::default())?;
+    let per_batch = (65_536 / a.size.max(1)).max(1) as u64;
+    let value = strata_tests::noise(1, a.size);
+    let mut b = BatchBuilder::new(0);
+    for _ in 0..per_batch {
+        b = b.record(0, None, &value);
+    }
+    let batch = b.build();
+    let batches = a.messages.div_ceil(per_batch);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut pending, mut bytes) = (std::collections::VecDeque::new(), 0u64);
+    let start = Instant::now();
+    for _ in 0..batches {
+        let o = store.append("baseline", 0, &batch)?;
+        pending.push_back(o.last_offset);
+        bytes += batch.len() as u64;
+        while pending.len() as u64 * batch.len() as u64 > IN_FLIGHT {
+            let last = pending.pop_front().unwrap_or(0);
+            rt.block_on(store.wait_for_high_watermark(
+                "baseline",
+                0,
+                last,
+                Duration::from_secs(60),
+            ))?;
+        }
+    }
+    if let Some(last) = pending.back() {
+        rt.block_on(store.wait_for_high_watermark("baseline", 0, *last, Duration::from_secs(60)))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "storage alone (same run, 1 partition, fsync on): {:.1} MB/s durable",
+        bytes as f64 / 1e6 / secs
+    );
+    store.close();
     Ok(())
 }
 
