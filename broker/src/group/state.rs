@@ -333,6 +333,15 @@ impl Group {
         }
     }
 
+    /// The longest rebalance timeout among the members: how long a join or sync phase may last.
+    fn rebalance_timeout(&self) -> Duration {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// Starts a rebalance: every member must (re)join within the rebalance timeout.
     fn rebalance(&mut self, now: Instant) {
         tracing::info!(group = %self.id, state = self.state.name(), members = self.members.len(), "rebalance");
@@ -343,12 +352,7 @@ impl Group {
                 }
             }
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
+        let timeout = self.rebalance_timeout();
         if self.state == State::Empty {
             // First join of an empty group: wait a little for the others (Kafka's
             // group.initial.rebalance.delay.ms), at most the rebalance timeout.
@@ -396,12 +400,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = State::CompletingRebalance;
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or_default();
+        let timeout = self.rebalance_timeout();
         self.deadline = Some(now + timeout);
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {

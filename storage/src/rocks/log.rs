@@ -391,13 +391,6 @@ impl Store {
             .compact_ranges(&[(keys::log_key(p.pid, 0), keys::log_key(p.pid, start))]);
         Ok(())
     }
-
-    /// Bytes of live data in the partition's segments.
-    pub fn partition_size(&self, topic: &str, partition: i32) -> StorageResult<u64> {
-        let p = self.inner.partition(topic, partition)?;
-        let s = p.lock();
-        Ok(s.segments.iter().map(|seg| seg.bytes).sum())
-    }
 }
 
 impl Inner {

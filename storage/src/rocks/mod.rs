@@ -194,10 +194,6 @@ impl Store {
         }
     }
 
-    pub fn config(&self) -> &StoreConfig {
-        &self.inner.config
-    }
-
     /// Creates a topic with `partitions` empty partitions, atomically and durably.
     pub fn create_topic(
         &self,
