@@ -55,6 +55,9 @@ pub struct Config {
     /// Committed offsets of groups without members expire after this long
     /// (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
+    /// Memory for recently read batches, shared by every fetch (consumer groups reading the
+    /// same hot data cost one disk read and no copy between them); 0 turns the cache off.
+    pub fetch_cache_mb: usize,
 }
 
 impl Default for Config {
@@ -84,6 +87,9 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
+            // The storage's default (64 MiB): several seconds of the hot tail at the rates
+            // groups read, within the broker's memory budget.
+            fetch_cache_mb: strata_storage::StoreConfig::new("").read_cache_bytes >> 20,
         }
     }
 }
@@ -156,7 +162,7 @@ impl Config {
             message_max_bytes, socket_request_max_bytes, max_connections, segment_bytes,
             segment_ms, retention_ms, retention_bytes, message_timestamp_type,
             retention_check_interval_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
-            group_max_session_timeout_ms, offsets_retention_minutes,
+            group_max_session_timeout_ms, offsets_retention_minutes, fetch_cache_mb,
         });
         Ok(self)
     }

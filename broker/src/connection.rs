@@ -42,6 +42,7 @@ async fn write_parts(
     while first < parts.len() {
         let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
             .iter()
+            .take(protocol::MAX_IOV)
             .map(|b| std::io::IoSlice::new(b))
             .collect();
         let mut n = wr.write_vectored(&slices).await?;
@@ -141,8 +142,8 @@ async fn answer(
     let api_key = request.api_key;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
-    let encode = move |body: kafka_protocol::messages::ResponseKind| {
-        protocol::encode_parts(api_key, version, correlation_id, body)
+    let encode = move |r: handler::Response| {
+        protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(
         match handler::dispatch(ctx, peer, &request.header, request.body).await {

@@ -264,51 +264,65 @@ pub fn encode(
 const SPLICE_MIN: usize = 16 * 1024;
 /// Length of the placeholder that marks where a record set goes.
 const MARK_LEN: usize = 16;
+/// Most slices one `writev` takes (Linux's UIO_MAXIOV is 1024).
+pub const MAX_IOV: usize = 1024;
 
-/// Encodes a response as frame parts to write in order. A Fetch response's large record
-/// sets are not copied: each is replaced by a random 16-byte placeholder, the response is
-/// encoded (small), and the placeholder with its length prefix is then swapped for the real
-/// length prefix and the record set's own `Bytes`. Everything else is one part.
+/// A record set sent by reference: the response body holds a random placeholder in its
+/// place, and [`encode_parts`] swaps the placeholder (with its length prefix) for the real
+/// length and the chunks, which go out with vectored writes and are never copied.
+pub struct RecordRef {
+    mark: [u8; MARK_LEN],
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
+/// The value for a response's `records` field: the bytes themselves when small (one copy,
+/// into the response buffer), else a placeholder, with the chunks added to `refs`.
+pub fn record_set(chunks: Vec<Bytes>, refs: &mut Vec<RecordRef>) -> Bytes {
+    let len: usize = chunks.iter().map(Bytes::len).sum();
+    match chunks.as_slice() {
+        [] => Bytes::new(),
+        [one] if len < SPLICE_MIN => one.clone(),
+        many if len < SPLICE_MIN => Bytes::from(many.concat()),
+        _ => {
+            let mark = *uuid::Uuid::new_v4().as_bytes();
+            refs.push(RecordRef { mark, chunks, len });
+            Bytes::copy_from_slice(&mark)
+        }
+    }
+}
+
+/// Encodes a response as frame parts to write in order: one part, or, when record sets are
+/// sent by reference (`refs`, in the order the body holds their placeholders), the encoded
+/// response cut at each placeholder with the record chunks in between.
 pub fn encode_parts(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
-    mut body: ResponseKind,
+    body: ResponseKind,
+    refs: Vec<RecordRef>,
 ) -> Result<Vec<Bytes>, ProtocolError> {
-    let ResponseKind::Fetch(fetch) = &mut body else {
-        return Ok(vec![encode(api_key, version, correlation_id, &body)?]);
-    };
-    let mut spliced: Vec<([u8; MARK_LEN], Bytes)> = Vec::new();
-    for p in fetch
-        .responses
-        .iter_mut()
-        .flat_map(|t| t.partitions.iter_mut())
-    {
-        if let Some(records) = p.records.take_if(|r| r.len() >= SPLICE_MIN) {
-            let mark = *uuid::Uuid::new_v4().as_bytes();
-            p.records = Some(Bytes::copy_from_slice(&mark));
-            spliced.push((mark, records));
-        }
-    }
     let frame = encode(api_key, version, correlation_id, &body)?;
-    if spliced.is_empty() {
+    if refs.is_empty() {
         return Ok(vec![frame]);
     }
-    // Flexible versions (12+) prefix bytes with an unsigned varint of length + 1, older ones
-    // with an i32 length.
-    let flexible = version >= 12;
+    // Flexible versions (12+ for Fetch) prefix bytes with an unsigned varint of length + 1,
+    // older ones with an i32 length.
+    let flexible = api_key.request_header_version(version) >= 2;
     let mark_prefix: Vec<u8> = if flexible {
         vec![MARK_LEN as u8 + 1]
     } else {
         (MARK_LEN as i32).to_be_bytes().to_vec()
     };
-    let mut parts = Vec::with_capacity(spliced.len() * 3 + 1);
-    let mut at = 4; // after the frame length, which is rewritten below
+    let chunk_count: usize = refs.iter().map(|r| r.chunks.len()).sum();
+    let mut parts = Vec::with_capacity(chunk_count + refs.len() * 2 + 2);
+    parts.push(Bytes::new()); // the frame length, set below
+    let mut at = 4; // after the frame length
     let mut total = 0usize;
-    for (mark, records) in spliced {
+    for r in refs {
         let found = frame[at..]
             .windows(MARK_LEN)
-            .position(|w| w == mark)
+            .position(|w| w == r.mark)
             .map(|i| at + i);
         let Some(pos) = found.filter(|&pos| {
             pos >= at + mark_prefix.len() && frame[pos - mark_prefix.len()..pos] == mark_prefix[..]
@@ -320,19 +334,19 @@ pub fn encode_parts(
         let head = frame.slice(at..pos - mark_prefix.len());
         let mut prefix = BytesMut::with_capacity(5);
         if flexible {
-            let mut n = records.len() as u64 + 1;
+            let mut n = r.len as u64 + 1;
             while n >= 0x80 {
                 prefix.put_u8((n as u8) | 0x80);
                 n >>= 7;
             }
             prefix.put_u8(n as u8);
         } else {
-            prefix.put_i32(records.len() as i32);
+            prefix.put_i32(r.len as i32);
         }
-        total += head.len() + prefix.len() + records.len();
+        total += head.len() + prefix.len() + r.len;
         parts.push(head);
         parts.push(prefix.freeze());
-        parts.push(records);
+        parts.extend(r.chunks);
         at = pos + MARK_LEN;
     }
     let tail = frame.slice(at..);
@@ -340,7 +354,7 @@ pub fn encode_parts(
     parts.push(tail);
     let mut len = BytesMut::with_capacity(4);
     len.put_i32(total as i32);
-    parts.insert(0, len.freeze());
+    parts[0] = len.freeze();
     Ok(parts)
 }
 
@@ -405,7 +419,7 @@ mod tests {
 
     /// Spliced frames decode to exactly the response that plain encoding gives, for a
     /// non-flexible (i32 lengths) and a flexible (varint lengths) version, with large and
-    /// small record sets mixed.
+    /// small record sets, in one chunk or several, mixed.
     #[test]
     fn spliced_fetch_frames_decode_like_plain_ones() {
         for version in [11i16, 16] {
@@ -414,25 +428,57 @@ mod tests {
                 records(10, 2),
                 records(SPLICE_MIN, 3),
                 records(300_000, 4),
+                records(SPLICE_MIN - 1, 5),
+                records(40_000, 6),
             ];
+            // The last two go as several chunks (small: concatenated; large: spliced).
+            let chunked = |r: &Bytes, i: usize| {
+                if i < 4 {
+                    vec![r.clone()]
+                } else {
+                    vec![r.slice(..1000), r.slice(1000..5000), r.slice(5000..)]
+                }
+            };
+            let mut refs = Vec::new();
             let partitions = parts
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
                     PartitionData::default()
                         .with_partition_index(i as i32)
-                        .with_records(Some(r.clone()))
+                        .with_records(Some(record_set(chunked(r, i), &mut refs)))
                 })
                 .collect();
+            assert_eq!(
+                refs.len(),
+                4,
+                "four record sets of 16 KiB or more go by reference"
+            );
             let topic = FetchableTopicResponse::default()
                 .with_topic(TopicName(str_bytes("t")))
                 .with_topic_id(uuid::Uuid::from_u128(7))
                 .with_partitions(partitions);
             let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]));
-            let plain = encode(ApiKey::Fetch, version, 9, &body).unwrap();
-            let spliced: Vec<u8> = encode_parts(ApiKey::Fetch, version, 9, body)
+            let spliced: Vec<u8> = encode_parts(ApiKey::Fetch, version, 9, body, refs)
                 .unwrap()
                 .concat();
+            let plain = {
+                let partitions = parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        PartitionData::default()
+                            .with_partition_index(i as i32)
+                            .with_records(Some(r.clone()))
+                    })
+                    .collect();
+                let topic = FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes("t")))
+                    .with_topic_id(uuid::Uuid::from_u128(7))
+                    .with_partitions(partitions);
+                let body = FetchResponse::default().with_responses(vec![topic]);
+                encode(ApiKey::Fetch, version, 9, &ResponseKind::Fetch(body)).unwrap()
+            };
             assert_eq!(spliced, plain.to_vec(), "v{version}");
             let mut b = Bytes::from(spliced).slice(4..);
             let header =

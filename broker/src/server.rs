@@ -37,6 +37,7 @@ impl Broker {
         store_config.segment_bytes = config.segment_bytes;
         store_config.segment_ms = config.segment_ms;
         store_config.log_append_time = config.message_timestamp_type == "LogAppendTime";
+        store_config.read_cache_bytes = config.fetch_cache_mb.saturating_mul(1 << 20);
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
@@ -79,6 +80,11 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How the storage's read cache has done since the broker started.
+    pub fn read_cache_stats(&self) -> strata_storage::CacheStats {
+        self.ctx.store.read_cache_stats()
     }
 
     /// Stops accepting, lets each connection finish the requests it has read, then syncs and

@@ -13,12 +13,20 @@
 //! everything written so far (group commit across partitions) and advances each partition's
 //! high watermark. Readers never see offsets at or above the high watermark.
 //!
+//! ## Read path
+//! [`Store::read`] returns whole batches from the one containing the wanted offset, below
+//! the high watermark, as shared byte chunks ([`Records`]). Batches read from RocksDB are
+//! copied once (patching in the base offset) and kept in a bounded read cache, so consumers
+//! reading the same recent data (consumer groups fanning out) are served from memory
+//! without another read or copy.
+//!
 //! ## Layout
 //! Column family `log`: `[partition id][base offset]` → batch bytes (big values live in blob
 //! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
 //! partition, segment, producer and group-offset records, encoded with prost.
 
 pub mod batch;
+mod cache;
 mod config;
 mod error;
 mod keys;
@@ -26,6 +34,7 @@ mod meta;
 mod partition;
 mod rocks;
 
+pub use cache::{CacheStats, Records};
 pub use config::{StoreConfig, TopicLimits, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{StorageError, StorageResult};
 /// The benchmark's bare-RocksDB baseline (same options, no engine); not a stable API.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_storage::batch::{self, BatchBuilder};
-use strata_storage::{GroupOffset, StorageError, Store, StoreConfig};
+use strata_storage::{GroupOffset, Records, StorageError, Store, StoreConfig};
 
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
 type Engine = fn(&Path) -> Store;
@@ -19,6 +19,19 @@ fn rocks_fsync(dir: &Path) -> Store {
 fn rocks_no_fsync(dir: &Path) -> Store {
     let mut c = StoreConfig::new(dir);
     c.fsync = false;
+    Store::open(c).expect("open")
+}
+
+fn rocks_no_cache(dir: &Path) -> Store {
+    let mut c = StoreConfig::new(dir);
+    c.read_cache_bytes = 0;
+    Store::open(c).expect("open")
+}
+
+/// A read cache so small that it evicts all the time: reads mix cached and RocksDB batches.
+fn rocks_tiny_cache(dir: &Path) -> Store {
+    let mut c = StoreConfig::new(dir);
+    c.read_cache_bytes = 400;
     Store::open(c).expect("open")
 }
 
@@ -61,8 +74,8 @@ fn append_durable(s: &Store, topic: &str, p: i32, bytes: Vec<u8>) -> strata_stor
 }
 
 /// `(base offset, record count)` of each batch in a read.
-fn batches(records: &[u8]) -> Vec<(i64, i32)> {
-    batch::split(records)
+fn batches(records: &Records) -> Vec<(i64, i32)> {
+    batch::split(&records.to_bytes())
         .expect("whole batches")
         .iter()
         .map(|b| {
@@ -89,7 +102,8 @@ fn append_read_round_trip(engine: Engine) {
     let r = s.read("t", 1, 0, usize::MAX, true).unwrap();
     assert_eq!(r.high_watermark, 9);
     assert_eq!(r.log_start_offset, 0);
-    let parts = batch::split(&r.records).unwrap();
+    let records = r.records.to_bytes();
+    let parts = batch::split(&records).unwrap();
     assert_eq!(parts.len(), 3);
     for ((stored, original), base) in parts.iter().zip(&originals).zip(&bases) {
         // Only base offset (0..8) and leader epoch (12..16) differ; the rest is byte-exact.
@@ -163,6 +177,54 @@ fn max_bytes_edges(engine: Engine) {
         batches(&s.read("t", 0, 0, 0, true).unwrap().records).len(),
         1
     );
+}
+
+/// Reads from every offset with several limits, each twice and in two orders: whatever a
+/// read cache holds, the same read returns the same bytes, starting with the batch that
+/// contains the offset and never past the limit (but at least one batch).
+fn repeated_reads_agree(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path());
+    s.create_topic("t", 1, no_configs()).unwrap();
+    let mut end = 0;
+    for i in 0..12 {
+        end = append_durable(&s, "t", 0, batch_of(1 + i % 4, 0, &format!("b{i}"))).last_offset + 1;
+    }
+    let limits = [0, 1, 150, 300, 700, usize::MAX];
+    let read_all = |reverse: bool| {
+        let mut froms: Vec<i64> = (0..end).collect();
+        if reverse {
+            froms.reverse();
+        }
+        let mut out = BTreeMap::new();
+        for from in froms {
+            for max in limits {
+                let r = s.read("t", 0, from, max, true).unwrap();
+                let got = batches(&r.records);
+                let (base, n) = got[0];
+                assert!(
+                    base <= from && from < base + i64::from(n),
+                    "from {from}: {got:?}"
+                );
+                assert!(
+                    got.len() == 1 || r.records.len() <= max,
+                    "from {from} max {max}"
+                );
+                assert!(got.windows(2).all(|w| w[0].0 + i64::from(w[0].1) == w[1].0));
+                out.insert((from, max), r.records.to_bytes());
+            }
+        }
+        out
+    };
+    let first = read_all(false);
+    assert_eq!(first, read_all(true));
+    assert_eq!(first, read_all(false));
+    let all = &first[&(0, usize::MAX)];
+    assert_eq!(
+        batches(&s.read("t", 0, 0, usize::MAX, true).unwrap().records).len(),
+        12
+    );
+    assert_eq!(batch::split(all).unwrap().len(), 12);
 }
 
 fn high_watermark_bounds_reads(engine: Engine) {
@@ -500,21 +562,27 @@ fn bad_input_is_refused(engine: Engine) {
     let o = append_durable(&s, "t", 0, batch_of(2, 5, "x"));
     let stamped = o.log_append_time.expect("LogAppendTime stamps the batch");
     let r = s.read("t", 0, 0, usize::MAX, true).unwrap();
-    let h = batch::validate(&r.records).expect("CRC rewritten");
+    let h = batch::validate(&r.records.to_bytes()).expect("CRC rewritten");
     assert_eq!((h.first_timestamp, h.max_timestamp), (stamped, stamped));
 }
 
+/// `suite!(engines...; [cases...])`: one test module per engine with every case.
 macro_rules! suite {
-    ($engine:ident: $($case:ident),* $(,)?) => {
+    ($($engine:ident),* ; $cases:tt) => {
+        $(cases!($engine $cases);)*
+    };
+}
+
+macro_rules! cases {
+    ($engine:ident [$($case:ident),* $(,)?]) => {
         mod $engine {
             $(#[test] fn $case() { super::$case(super::$engine); })*
         }
     };
 }
 
-suite!(rocks_fsync: append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
-    high_watermark_bounds_reads, timestamps, truncation_and_segments, topic_delete_and_recreate,
-    idempotent_producers, group_offsets_and_kv, bad_input_is_refused);
-suite!(rocks_no_fsync: append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
-    high_watermark_bounds_reads, timestamps, truncation_and_segments, topic_delete_and_recreate,
-    idempotent_producers, group_offsets_and_kv, bad_input_is_refused);
+suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
+    append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
+    repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
+    topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
+]);

@@ -141,7 +141,7 @@ fn crash_kill9_keeps_every_acknowledged_batch() {
             let hw = store.offsets("crash", p).unwrap().high_watermark;
             let r = store.read("crash", p, 0, usize::MAX, true).unwrap();
             let mut next = 0;
-            for b in batch::split(&r.records).unwrap() {
+            for b in batch::split(&r.records.to_bytes()).unwrap() {
                 let h = batch::validate(b).expect("stored batches stay valid");
                 assert_eq!(
                     h.base_offset, next,

@@ -98,6 +98,14 @@ impl InProcessBroker {
         self.addr
     }
 
+    /// The broker's read-cache counters.
+    pub fn read_cache_stats(&self) -> strata_storage::CacheStats {
+        self.broker
+            .as_ref()
+            .map(Broker::read_cache_stats)
+            .unwrap_or_default()
+    }
+
     /// The `bootstrap.servers` value for clients.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()

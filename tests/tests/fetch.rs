@@ -179,3 +179,75 @@ fn concurrent_producers_interleave_densely() -> Result<()> {
     ensure!(last.len() == PRODUCERS as usize, "producers seen: {last:?}");
     broker.shutdown()
 }
+
+/// Consumers reading the same data at once share the broker's read cache: with a cache far
+/// smaller than the topic (batches evicted all the time, fetches mixing cached and disk
+/// batches) and different fetch limits, every reader still gets every record intact; and a
+/// topic that fits in the cache is served from memory the second time it is read.
+#[test]
+fn concurrent_readers_share_the_read_cache() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| c.fetch_cache_mb = 1)?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("cache-share");
+    const P: i32 = 3;
+    const N: u64 = 6_000;
+    create_topic(&bs, &topic, P)?;
+    // Sizes vary so batches do too: ~6 MB in all.
+    let size = |i: u64| (i * 7919 % 2_000) as usize + 1;
+    let mut cfg = producer_config(&bs);
+    cfg.set("linger.ms", "5").set("batch.size", "65536");
+    let producer = recording_producer(&cfg)?;
+    produce_and_wait(&producer, &topic, 0..N, P, size)?;
+    drop(producer);
+
+    let readers: Vec<_> = (0..4)
+        .map(|r| {
+            let (bs, topic) = (bs.clone(), topic.clone());
+            std::thread::spawn(move || -> Result<()> {
+                let mut c = consumer_config(&bs);
+                if r % 2 == 1 {
+                    c.set("max.partition.fetch.bytes", "65536");
+                }
+                let ranges: Vec<_> = (0..P).map(|p| (p, 0, (N / P as u64) as i64)).collect();
+                let recs = consume_ranges_with(&c, &topic, &ranges, CONSUME_TIMEOUT)?;
+                verify_test_messages(&recs, 0..N, P, size)
+                    .map_err(|e| anyhow::anyhow!("reader {r}: {e}"))
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    }
+    let s = broker.read_cache_stats();
+    ensure!(
+        s.hit_bytes > 0,
+        "no reader was served from the cache: {s:?}"
+    );
+    ensure!(
+        s.miss_bytes >= 6_000_000,
+        "the topic was read from disk: {s:?}"
+    );
+    ensure!(
+        s.bytes <= 1 << 20,
+        "the cache holds more than its budget: {s:?}"
+    );
+
+    // A small topic fits: its second read comes from memory.
+    let small = topic_name("cache-fits");
+    create_topic(&bs, &small, 1)?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    produce_and_wait(&producer, &small, 0..200, 1, |_| 1_000)?;
+    drop(producer);
+    let before = broker.read_cache_stats();
+    consume_ranges(&bs, &small, &[(0, 0, 200)], CONSUME_TIMEOUT)?;
+    let middle = broker.read_cache_stats();
+    let recs = consume_ranges(&bs, &small, &[(0, 0, 200)], CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..200, 1, |_| 1_000)?;
+    let after = broker.read_cache_stats();
+    ensure!(
+        middle.miss_bytes > before.miss_bytes && after.miss_bytes == middle.miss_bytes,
+        "second read went to disk: {before:?} {middle:?} {after:?}"
+    );
+    ensure!(after.hit_bytes - middle.hit_bytes >= 200_000);
+    broker.shutdown()
+}

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{Ctx, Reply};
+use super::{Ctx, Reply, Response};
 use crate::error::{code, storage_code};
+use crate::protocol::{record_set, RecordRef};
 
 const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 /// Isolation level 1: READ_COMMITTED (last stable offset == high watermark without
@@ -42,6 +43,8 @@ struct TopicWant {
 /// What one pass over the partitions found.
 struct Pass {
     parts: Vec<Vec<PartitionData>>,
+    /// The large record sets, sent by reference.
+    refs: Vec<RecordRef>,
     bytes: usize,
     any_error: bool,
 }
@@ -62,7 +65,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
     let first = read(ctx, plan.clone(), max_bytes, committed).await;
     let min_bytes = req.min_bytes.max(0) as usize;
     if first.bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || first.any_error {
-        return response(version, &plan, first).into();
+        return Reply::Now(Box::new(response(version, &plan, first)));
     }
     let ctx = ctx.clone();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64);
@@ -71,7 +74,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
             wait_for_data(&ctx, &plan, deadline).await;
             let pass = read(&ctx, plan.clone(), max_bytes, committed).await;
             if pass.bytes >= min_bytes.max(1) || pass.any_error || Instant::now() >= deadline {
-                return ResponseKind::from(response(version, &plan, pass));
+                return response(version, &plan, pass);
             }
         }
     }))
@@ -129,6 +132,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             let mut budget = max_bytes;
             let mut total = 0usize;
             let mut any_error = false;
+            let mut refs = Vec::new();
             let mut out = Vec::with_capacity(plan.len());
             for t in &plan {
                 let mut parts = Vec::with_capacity(t.parts.len());
@@ -159,7 +163,10 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                                 base.with_high_watermark(r.high_watermark)
                                     .with_last_stable_offset(r.last_stable_offset)
                                     .with_log_start_offset(r.log_start_offset)
-                                    .with_records(Some(Bytes::from(r.records))),
+                                    .with_records(Some(record_set(
+                                        r.records.into_chunks(),
+                                        &mut refs,
+                                    ))),
                             );
                         }
                         Err(e) => {
@@ -179,6 +186,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             }
             Ok(Pass {
                 parts: out,
+                refs,
                 bytes: total,
                 any_error,
             })
@@ -188,6 +196,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
         tracing::error!(error = %e, "fetch failed");
         Pass {
             parts: Vec::new(),
+            refs: Vec::new(),
             bytes: 0,
             any_error: true,
         }
@@ -218,9 +227,11 @@ async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
     }
 }
 
-fn response(version: i16, plan: &[TopicWant], pass: Pass) -> FetchResponse {
+fn response(version: i16, plan: &[TopicWant], pass: Pass) -> Response {
     if pass.parts.len() != plan.len() {
-        return FetchResponse::default().with_error_code(code::KAFKA_STORAGE_ERROR);
+        return FetchResponse::default()
+            .with_error_code(code::KAFKA_STORAGE_ERROR)
+            .into();
     }
     let topics = plan
         .iter()
@@ -234,7 +245,11 @@ fn response(version: i16, plan: &[TopicWant], pass: Pass) -> FetchResponse {
             }
         })
         .collect();
-    FetchResponse::default()
-        .with_session_id(0)
-        .with_responses(topics)
+    Response {
+        body: FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics)
+            .into(),
+        records: pass.refs,
+    }
 }

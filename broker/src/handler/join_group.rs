@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader, ResponseKind};
+use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader};
 
-use super::{Ctx, Reply};
+use super::{Ctx, Reply, Response};
 use crate::error::code;
 use crate::group::JoinArgs;
 
@@ -54,6 +54,6 @@ pub async fn handle(
             // protocol_type is a v7+ field; the codec refuses it earlier.
             r.protocol_type = None;
         }
-        ResponseKind::from(r)
+        Response::from(r)
     }))
 }

@@ -37,6 +37,7 @@ use strata_storage::{StorageError, Store};
 
 use crate::config::Config;
 use crate::group::Coordinator;
+use crate::protocol::RecordRef;
 
 /// What every handler can reach.
 pub struct Ctx {
@@ -91,12 +92,28 @@ impl Ctx {
     }
 }
 
+/// A response body and the record sets it sends by reference (Fetch).
+pub struct Response {
+    pub body: ResponseKind,
+    /// In the order the body holds their placeholders.
+    pub records: Vec<RecordRef>,
+}
+
+impl<T: Into<ResponseKind>> From<T> for Response {
+    fn from(r: T) -> Self {
+        Response {
+            body: r.into(),
+            records: Vec::new(),
+        }
+    }
+}
+
 /// A handler's answer.
 pub enum Reply {
     /// Send this now (after earlier answers on the connection).
-    Now(Box<ResponseKind>),
+    Now(Box<Response>),
     /// The answer is ready when this future resolves.
-    Later(BoxFuture<'static, ResponseKind>),
+    Later(BoxFuture<'static, Response>),
     /// No answer at all (produce with acks=0).
     None,
     /// Close the connection without an answer.
@@ -105,7 +122,7 @@ pub enum Reply {
 
 impl<T: Into<ResponseKind>> From<T> for Reply {
     fn from(r: T) -> Self {
-        Reply::Now(Box::new(r.into()))
+        Reply::Now(Box::new(Response::from(r)))
     }
 }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_storage::{batch, AppendOutcome, StorageError, Store};
 
-use super::{str_bytes, Ctx, Reply};
+use super::{str_bytes, Ctx, Reply, Response};
 use crate::error::{code, storage_code};
 
 /// `acks` values Kafka accepts; anything else is INVALID_REQUIRED_ACKS.
@@ -87,7 +87,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply 
                 }
             }
         }
-        ResponseKind::from(respond(version, &req, |t, p| results[t][p].clone()))
+        Response::from(respond(version, &req, |t, p| results[t][p].clone()))
     }))
 }
 

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ResponseKind, SyncGroupRequest};
+use kafka_protocol::messages::SyncGroupRequest;
 
-use super::{Ctx, Reply};
+use super::{Ctx, Reply, Response};
 use crate::group::SyncArgs;
 
 pub async fn handle(ctx: &Arc<Ctx>, req: SyncGroupRequest) -> Reply {
@@ -23,6 +23,6 @@ pub async fn handle(ctx: &Arc<Ctx>, req: SyncGroupRequest) -> Reply {
     let groups = ctx.groups.clone();
     let group = req.group_id.to_string();
     Reply::Later(Box::pin(async move {
-        ResponseKind::from(groups.sync(&group, args).await)
+        Response::from(groups.sync(&group, args).await)
     }))
 }

@@ -4,11 +4,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use prost::Message;
 use rocksdb::{ReadOptions, WriteBatch};
 
 use super::{now_ms, Inner, Store, CF_IDX, CF_LOG, CF_META};
 use crate::batch::{self, BatchHeader};
+use crate::cache::{CacheStats, ReadCache, Records};
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
 use crate::meta::{BatchIndexRecord, PartitionRecord, SegmentRecord};
@@ -27,10 +29,10 @@ pub struct AppendOutcome {
     pub log_start_offset: i64,
 }
 
-/// Whole batches returned by a read, back to back, with the partition's offsets at the time.
+/// Whole batches returned by a read, in log order, with the partition's offsets at the time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadOutcome {
-    pub records: Vec<u8>,
+    pub records: Records,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
@@ -175,6 +177,9 @@ impl Store {
     /// at least one batch when `at_least_one`, however large — and never at or past the
     /// high watermark. `from` below the log start or past the log end is
     /// [`StorageError::OffsetOutOfRange`]; `from` at the high watermark gives no records.
+    /// Batches come from the read cache while it has them (in order, from the one containing
+    /// `from`), the rest from RocksDB, which then go into the cache; either way each chunk
+    /// of the result is whole batches with their real base offsets.
     pub fn read(
         &self,
         topic: &str,
@@ -187,7 +192,7 @@ impl Store {
         let hw = p.high_watermark();
         let log_start = p.log_start.load(Ordering::Acquire);
         let mut out = ReadOutcome {
-            records: Vec::new(),
+            records: Records::default(),
             high_watermark: hw,
             last_stable_offset: hw,
             log_start_offset: log_start,
@@ -202,8 +207,30 @@ impl Store {
         if from >= hw {
             return Ok(out);
         }
+        let mut limit = Limit {
+            max_bytes,
+            at_least_one,
+            taken: 0,
+            full: false,
+        };
+        let mut next = from;
+        if let Some(cache) = &self.inner.cache {
+            next = cache.read(p.pid, from, |b| {
+                let take = limit.admits(b.len());
+                if take {
+                    out.records.push(b.clone());
+                }
+                take
+            });
+        }
+        if limit.full || next >= hw {
+            return Ok(out);
+        }
+        // The rest comes from RocksDB: each batch copied once, into a buffer of its own size
+        // (shared with the cache).
+        let mut read = Vec::new();
         let mut it = self.inner.log_iter(CF_LOG, p.pid, 0, hw);
-        it.seek_for_prev(keys::log_key(p.pid, from));
+        it.seek_for_prev(keys::log_key(p.pid, next));
         if !it.valid() {
             it.seek_to_first();
         }
@@ -211,22 +238,35 @@ impl Store {
             // The stored header holds the producer's base offset; the key holds the real one.
             let base = keys::parse_log_key(key).map_or(0, |(_, o)| o);
             let last = base + i64::from(batch::read_header(value)?.last_offset_delta);
-            if last >= from {
-                let fits = out.records.len() + value.len() <= max_bytes;
-                if !(fits || at_least_one && out.records.is_empty()) {
+            if last >= next {
+                if !limit.admits(value.len()) {
                     break;
                 }
-                let at = out.records.len();
-                out.records.extend_from_slice(value);
-                batch::patch_offset_and_epoch(&mut out.records[at..], base, 0);
-                if !fits {
+                let mut copy = value.to_vec();
+                batch::patch_offset_and_epoch(&mut copy, base, 0);
+                let copy = Bytes::from(copy);
+                out.records.push(copy.clone());
+                read.push((base, last, copy));
+                if limit.full {
                     break;
                 }
             }
             it.next();
         }
         it.status()?;
+        if let Some(cache) = &self.inner.cache {
+            cache.insert(p.pid, read);
+        }
         Ok(out)
+    }
+
+    /// How the read cache has done (all zeros when it is off).
+    pub fn read_cache_stats(&self) -> CacheStats {
+        self.inner
+            .cache
+            .as_ref()
+            .map(ReadCache::stats)
+            .unwrap_or_default()
     }
 
     pub fn offsets(&self, topic: &str, partition: i32) -> StorageResult<PartitionOffsets> {
@@ -378,6 +418,9 @@ impl Store {
         s.segments.drain(..dropped);
         s.log_start = offset;
         p.log_start.store(offset, Ordering::Release);
+        if let Some(cache) = &inner.cache {
+            cache.forget_before(p.pid, offset);
+        }
         Ok(offset)
     }
 
@@ -390,6 +433,30 @@ impl Store {
         self.inner
             .compact_ranges(&[(keys::log_key(p.pid, 0), keys::log_key(p.pid, start))]);
         Ok(())
+    }
+}
+
+/// A read's byte limits: whole batches up to `max_bytes`, but at least one batch when
+/// `at_least_one` (clients depend on getting a batch larger than their limit).
+struct Limit {
+    max_bytes: usize,
+    at_least_one: bool,
+    taken: usize,
+    /// No further batch is taken.
+    full: bool,
+}
+
+impl Limit {
+    /// Whether a batch of `len` bytes is taken (and counted).
+    fn admits(&mut self, len: usize) -> bool {
+        let fits = self.taken + len <= self.max_bytes;
+        if !(fits || self.at_least_one && self.taken == 0) {
+            self.full = true;
+            return false;
+        }
+        self.full = !fits;
+        self.taken += len;
+        true
     }
 }
 

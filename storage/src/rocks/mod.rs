@@ -17,6 +17,7 @@ use rocksdb::{
 };
 use uuid::Uuid;
 
+use crate::cache::ReadCache;
 use crate::config::{StoreConfig, TopicLimits};
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     /// Background compactions started by topic deletes; joined at close so the database
     /// is really closed when `close` returns.
     background: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Recently read batches, shared by readers; `None` when configured off.
+    cache: Option<ReadCache>,
 }
 
 /// The durable log store. Cheap to clone; the database closes (after a final sync) when the
@@ -164,6 +167,7 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, &config.dir, cfs)?;
         let inner = Inner {
             db,
+            cache: ReadCache::new(config.read_cache_bytes),
             config,
             catalog: RwLock::new(Catalog::default()),
             next_pid: AtomicU64::new(0),
@@ -337,6 +341,11 @@ impl Store {
             let info = entry.info.clone();
             catalog.topics.insert(info.name.clone(), entry);
             return Err(e);
+        }
+        if let Some(cache) = &inner.cache {
+            for p in &entry.partitions {
+                cache.forget_before(p.pid, i64::MAX);
+            }
         }
         let ranges: Vec<_> = entry
             .partitions

@@ -11,7 +11,8 @@
 //! Options: `--mb N` (data produced first, 10^6 bytes, default 256) `--size BYTES` (message value size,
 //! default 1024) `--partitions P` `--groups G` `--session-ms MS` (failover members' session
 //! timeout, default 6000) `--heartbeat-ms MS` (default 3000, librdkafka's default)
-//! `--failovers N` (crash runs, default 3).
+//! `--failovers N` (crash runs, default 3) `--cache-mb MB` (the broker's fetch cache; default
+//! the broker default, 0 turns it off).
 //!
 //! The broker runs in this process (like e2e-bench), so broker and consumers share the
 //! machine's cores: on 2 cores aggregate fan-out throughput is bounded by CPU, not by the
@@ -44,6 +45,7 @@ struct Args {
     session_ms: u64,
     heartbeat_ms: u64,
     failovers: usize,
+    cache_mb: Option<usize>,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
@@ -55,6 +57,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
         session_ms: 6000,
         heartbeat_ms: 3000,
         failovers: 3,
+        cache_mb: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -66,10 +69,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
             "--session-ms" => a.session_ms = value()?.parse()?,
             "--heartbeat-ms" => a.heartbeat_ms = value()?.parse()?,
             "--failovers" => a.failovers = value()?.parse()?,
+            "--cache-mb" => a.cache_mb = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!(
                     "fanout-bench [--mb N] [--size BYTES] [--partitions P] [--groups G] \
-                     [--session-ms MS] [--heartbeat-ms MS] [--failovers N]"
+                     [--session-ms MS] [--heartbeat-ms MS] [--failovers N] [--cache-mb MB]"
                 );
                 std::process::exit(0);
             }
@@ -161,7 +165,15 @@ fn read_all(
 /// aggregate steady-state rate in MB/s: value bytes over the time from the first record any
 /// group received to the last record of the slowest group (joining the group, ~100 ms of
 /// initial rebalance delay plus a JoinGroup/SyncGroup round, is reported separately).
-fn fan_out(bs: &str, topic: &str, label: &str, groups: usize, n: u64) -> Result<f64> {
+fn fan_out(
+    broker: &InProcessBroker,
+    topic: &str,
+    label: &str,
+    groups: usize,
+    n: u64,
+) -> Result<f64> {
+    let bs = &broker.bootstrap();
+    let cache0 = broker.read_cache_stats();
     let gate = Arc::new(Barrier::new(groups));
     let cpu0 = cpu_now();
     let wall = Instant::now();
@@ -200,6 +212,19 @@ fn fan_out(bs: &str, topic: &str, label: &str, groups: usize, n: u64) -> Result<
         cpu / wall,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let cache = broker.read_cache_stats();
+    let (hit, miss) = (
+        cache.hit_bytes - cache0.hit_bytes,
+        cache.miss_bytes - cache0.miss_bytes,
+    );
+    if hit + miss > 0 {
+        println!(
+            "    broker read cache: {:.1} MB served from memory, {:.1} MB read from RocksDB ({:.0}% hits)",
+            hit as f64 / 1e6,
+            miss as f64 / 1e6,
+            100.0 * hit as f64 / (hit + miss) as f64
+        );
+    }
     Ok(mbps)
 }
 
@@ -253,6 +278,7 @@ fn child_consumer(mut it: impl Iterator<Item = String>) -> Result<()> {
         session_ms: next("session")?.parse()?,
         heartbeat_ms: next("heartbeat")?.parse()?,
         failovers: 0,
+        cache_mb: None,
     };
     std::thread::spawn(|| {
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
@@ -489,6 +515,9 @@ fn main() -> Result<()> {
     );
     let broker = InProcessBroker::start_temp(|c| {
         c.group_initial_rebalance_delay_ms = 100;
+        if let Some(mb) = a.cache_mb {
+            c.fetch_cache_mb = mb;
+        }
     })?;
     let bs = broker.bootstrap();
     let topic = "fanout";
@@ -498,11 +527,11 @@ fn main() -> Result<()> {
     // The first read warms the broker's caches; the one-group baseline is the second, so
     // that it is compared with the fan-out under the same conditions.
     println!("consume, one group alone (first read, cold):");
-    fan_out(&bs, topic, "cold", 1, n)?;
+    fan_out(&broker, topic, "cold", 1, n)?;
     println!("consume, one group alone (warm):");
-    let solo = fan_out(&bs, topic, "solo", 1, n)?;
+    let solo = fan_out(&broker, topic, "solo", 1, n)?;
     println!("consume, {} groups at once:", a.groups);
-    let many = fan_out(&bs, topic, "fan", a.groups, n)?;
+    let many = fan_out(&broker, topic, "fan", a.groups, n)?;
     println!(
         "  => aggregate {many:.1} MB/s with {} groups vs {solo:.1} MB/s alone: {:.2}x (ideal {}x; broker and consumers share the CPU)",
         a.groups,
