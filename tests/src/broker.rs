@@ -278,6 +278,13 @@ impl BrokerProcess {
             .ok_or_else(|| anyhow!("no VmHWM in /proc/{}/status", self.pid()))
     }
 
+    /// A numeric field of /proc/<pid>/status (e.g. "VmRSS" in KiB, "Threads").
+    pub fn status_field(&self, field: &str) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        crate::procstat::status_field_kib(&status, field)
+            .ok_or_else(|| anyhow!("no {field} in /proc/{}/status", self.pid()))
+    }
+
     /// SIGKILL, then reap the process.
     pub fn kill9(&mut self) -> Result<()> {
         let mut child = self

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod clients;
+pub mod group_storm;
 pub mod procstat;
 pub mod raw;
 

@@ -4,7 +4,8 @@
 /// every mainstream architecture; reading sysconf would need libc (and `unsafe`).
 const USER_HZ: f64 = 100.0;
 
-/// A `Vm*` field of /proc/<pid>/status in KiB (e.g. "VmHWM", "VmRSS").
+/// A numeric field of /proc/<pid>/status: `Vm*` fields in KiB (e.g. "VmHWM", "VmRSS"),
+/// counts as they are ("Threads").
 pub fn status_field_kib(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;

@@ -30,6 +30,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use strata_tests::*;
 
+mod many;
 mod member;
 mod offsets;
 mod rebalance;
