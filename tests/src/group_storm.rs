@@ -351,7 +351,7 @@ impl Conn {
         if header.correlation_id != id {
             bail!("correlation id {} != {id}", header.correlation_id);
         }
-        Ok(R::Response::decode(&mut body, version)?)
+        R::Response::decode(&mut body, version)
     }
 
     async fn read_frame(&mut self) -> Result<Bytes> {
