@@ -2,16 +2,25 @@
 //! reader, so that consumer groups reading the same hot data cost one RocksDB read between
 //! them and hand out the same bytes without copying them.
 //!
-//! Batches below the high watermark never change, and partition ids are never reused, so a
-//! cached batch is valid for as long as its partition exists: entries only ever leave by
-//! eviction (oldest inserted first, within a byte budget), by a topic delete or by retention.
-//! Readers check the log start offset before they look here, so entries below it are never
-//! returned even before they are dropped.
+//! Batches enter when they are appended (as the producer sent them, sharing the request's
+//! buffer: only their first 16 bytes, which hold the base offset and leader epoch, are
+//! copied and patched) and when a read had to go to RocksDB for them. Readers get nothing at
+//! or above the high watermark, so a batch appended but not yet durable stays invisible.
+//!
+//! A stored batch never changes, and partition ids are never reused, so a cached batch is
+//! valid for as long as its partition exists: entries only ever leave by eviction (oldest
+//! inserted first, within a byte budget), by a topic delete or by retention. Readers check
+//! the log start offset before they look here, so entries below it are never returned even
+//! before they are dropped. An appended batch keeps its request buffer alive while cached,
+//! so the memory held can exceed the budget by the rest of those requests (their headers,
+//! and batches of other partitions that failed).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
+
+use crate::batch;
 
 /// Record batches as a read returns them: chunks to send back to back, each a whole batch
 /// (or several), shared with the cache rather than copied.
@@ -54,9 +63,53 @@ impl Records {
     }
 }
 
-/// A cached batch: its bytes (base offset patched) and its last offset.
+/// A cached batch, ready to send: the patched copy a read made, or the patched header plus
+/// the rest of the batch as appended.
+#[derive(Debug, Clone)]
+pub(crate) enum Batch {
+    Whole(Bytes),
+    Split { head: Bytes, body: Bytes },
+}
+
+impl Batch {
+    /// A batch as stored (base offset and leader epoch as the producer sent them), patched
+    /// without copying more than its header.
+    pub fn patched(stored: Bytes, base_offset: i64) -> Batch {
+        if stored.len() < HEAD {
+            return Batch::Whole(stored); // not a batch: appends validate first
+        }
+        let mut head = [0u8; HEAD];
+        head.copy_from_slice(&stored[..HEAD]);
+        batch::patch_offset_and_epoch(&mut head, base_offset, 0);
+        Batch::Split {
+            head: Bytes::copy_from_slice(&head),
+            body: stored.slice(HEAD..),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Batch::Whole(b) => b.len(),
+            Batch::Split { head, body } => head.len() + body.len(),
+        }
+    }
+
+    fn push_to(&self, out: &mut Records) {
+        match self {
+            Batch::Whole(b) => out.push(b.clone()),
+            Batch::Split { head, body } => {
+                out.push(head.clone());
+                out.push(body.clone());
+            }
+        }
+    }
+}
+
+/// Bytes of a batch header up to and including the leader epoch (the fields patched).
+const HEAD: usize = 16;
+
 struct Entry {
-    batch: Bytes,
+    batch: Batch,
     last: i64,
 }
 
@@ -79,7 +132,7 @@ pub struct CacheStats {
     /// Batches (and their bytes) served from the cache.
     pub hits: u64,
     pub hit_bytes: u64,
-    /// Batches (and their bytes) read from RocksDB by reads that used the cache.
+    /// Batches (and their bytes) that reads had to get from RocksDB.
     pub misses: u64,
     pub miss_bytes: u64,
     /// Bytes held now.
@@ -104,11 +157,18 @@ impl ReadCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Offers the cached batches of partition `pid` in log order, starting with the one that
-    /// contains `from` and stopping at the first offset not cached or when `take` refuses a
-    /// batch (given its length). Returns the offset after the last batch taken (`from` when
-    /// none was).
-    pub fn read(&self, pid: u64, from: i64, mut take: impl FnMut(&Bytes) -> bool) -> i64 {
+    /// Appends to `out` the cached batches of partition `pid` in log order, starting with the
+    /// one that contains `from` and stopping at the first offset not cached, at the high
+    /// watermark `hw`, or when `admit` refuses a batch (given its length). Returns the
+    /// offset after the last batch taken (`from` when none was).
+    pub fn read(
+        &self,
+        pid: u64,
+        from: i64,
+        hw: i64,
+        out: &mut Records,
+        mut admit: impl FnMut(usize) -> bool,
+    ) -> i64 {
         let mut s = self.lock();
         let mut next = from;
         let (mut hits, mut hit_bytes) = (0, 0);
@@ -120,9 +180,10 @@ impl ReadCache {
                 .map(|(&base, _)| base);
             if let Some(start) = start {
                 for (&base, e) in map.range(start..) {
-                    if base > next || !take(&e.batch) {
+                    if base > next || e.last >= hw || !admit(e.batch.len()) {
                         break;
                     }
+                    e.batch.push_to(out);
                     hits += 1;
                     hit_bytes += e.batch.len() as u64;
                     next = e.last + 1;
@@ -134,14 +195,22 @@ impl ReadCache {
         next
     }
 
-    /// Adds batches just read from RocksDB: `(base offset, last offset, bytes)`.
-    pub fn insert(&self, pid: u64, batches: impl IntoIterator<Item = (i64, i64, Bytes)>) {
+    /// Adds batches read from RocksDB (`read`: counted as misses) or just appended:
+    /// `(base offset, last offset, batch)`.
+    pub fn insert(
+        &self,
+        pid: u64,
+        read: bool,
+        batches: impl IntoIterator<Item = (i64, i64, Batch)>,
+    ) {
         let mut s = self.lock();
         let s = &mut *s;
         let map = s.parts.entry(pid).or_default();
         for (base, last, batch) in batches {
-            s.misses += 1;
-            s.miss_bytes += batch.len() as u64;
+            if read {
+                s.misses += 1;
+                s.miss_bytes += batch.len() as u64;
+            }
             if batch.len() > self.budget || map.contains_key(&base) {
                 continue;
             }
@@ -204,17 +273,14 @@ impl ReadCache {
 mod tests {
     use super::*;
 
-    fn batch(n: usize) -> Bytes {
-        Bytes::from(vec![7u8; n])
+    fn batch(n: usize) -> Batch {
+        Batch::Whole(Bytes::from(vec![7u8; n]))
     }
 
     fn offsets(c: &ReadCache, pid: u64, from: i64) -> (Vec<usize>, i64) {
-        let mut lens = Vec::new();
-        let next = c.read(pid, from, |b| {
-            lens.push(b.len());
-            true
-        });
-        (lens, next)
+        let mut out = Records::default();
+        let next = c.read(pid, from, i64::MAX, &mut out, |_| true);
+        (out.chunks().iter().map(Bytes::len).collect(), next)
     }
 
     #[test]
@@ -222,6 +288,7 @@ mod tests {
         let c = ReadCache::new(1000).unwrap();
         c.insert(
             1,
+            true,
             [(0, 9, batch(10)), (10, 19, batch(11)), (30, 39, batch(12))],
         );
         assert_eq!(offsets(&c, 1, 5), (vec![10, 11], 20), "stops at the gap");
@@ -230,33 +297,57 @@ mod tests {
         assert_eq!(offsets(&c, 1, 35), (vec![12], 40));
         assert_eq!(offsets(&c, 2, 0), (vec![], 0), "other partition");
         let mut n = 0;
+        let mut out = Records::default();
+        let next = c.read(1, 0, i64::MAX, &mut out, |_| {
+            n += 1;
+            n < 2
+        });
+        assert_eq!((next, out.len()), (10, 10), "admit refused the second");
+        let mut out = Records::default();
         assert_eq!(
-            c.read(1, 0, |_| {
-                n += 1;
-                n < 2
-            }),
+            c.read(1, 0, 19, &mut out, |_| true),
             10,
-            "take refused the second"
+            "stops at the high watermark"
         );
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.bytes), (5, 3, 33));
+        assert_eq!((s.hits, s.misses, s.bytes), (6, 3, 33));
+    }
+
+    #[test]
+    fn appended_batches_are_patched_and_not_counted_as_misses() {
+        let c = ReadCache::new(1000).unwrap();
+        let mut stored = vec![0xffu8; 61];
+        stored[16..].fill(3);
+        c.insert(
+            1,
+            false,
+            [(40, 44, Batch::patched(Bytes::from(stored), 40))],
+        );
+        let mut out = Records::default();
+        assert_eq!(c.read(1, 42, 45, &mut out, |_| true), 45);
+        let bytes = out.to_bytes();
+        assert_eq!(&bytes[..8], &40i64.to_be_bytes(), "base offset patched");
+        assert_eq!(&bytes[8..12], &[0xff; 4], "length untouched");
+        assert_eq!(&bytes[12..16], &0i32.to_be_bytes(), "leader epoch patched");
+        assert!(bytes[16..].iter().all(|&b| b == 3));
+        assert_eq!((c.stats().misses, c.stats().hits), (0, 1));
     }
 
     #[test]
     fn evicts_oldest_first_within_the_budget() {
         let c = ReadCache::new(25).unwrap();
-        c.insert(1, [(0, 0, batch(10)), (1, 1, batch(10))]);
-        c.insert(2, [(0, 0, batch(10))]);
+        c.insert(1, true, [(0, 0, batch(10)), (1, 1, batch(10))]);
+        c.insert(2, true, [(0, 0, batch(10))]);
         assert_eq!(c.stats().bytes, 20);
         assert_eq!(offsets(&c, 1, 0), (vec![], 0), "oldest evicted");
         assert_eq!(offsets(&c, 1, 1).0, vec![10]);
-        c.insert(3, [(0, 0, batch(26))]);
+        c.insert(3, true, [(0, 0, batch(26))]);
         assert_eq!(
             offsets(&c, 3, 0).0,
             Vec::<usize>::new(),
             "larger than the budget"
         );
-        c.insert(1, [(1, 1, batch(10))]);
+        c.insert(1, true, [(1, 1, batch(10))]);
         assert_eq!(
             c.stats().bytes,
             20,
@@ -269,6 +360,7 @@ mod tests {
         let c = ReadCache::new(1000).unwrap();
         c.insert(
             1,
+            true,
             [(0, 9, batch(10)), (10, 19, batch(10)), (20, 29, batch(10))],
         );
         c.forget_before(1, 15);

@@ -183,7 +183,8 @@ fn concurrent_producers_interleave_densely() -> Result<()> {
 /// Consumers reading the same data at once share the broker's read cache: with a cache far
 /// smaller than the topic (batches evicted all the time, fetches mixing cached and disk
 /// batches) and different fetch limits, every reader still gets every record intact; and a
-/// topic that fits in the cache is served from memory the second time it is read.
+/// topic that fits in the cache is served from memory (batches enter it as they are
+/// appended), the first time it is read and again.
 #[test]
 fn concurrent_readers_share_the_read_cache() -> Result<()> {
     let broker = InProcessBroker::start_temp(|c| c.fetch_cache_mb = 1)?;
@@ -232,22 +233,25 @@ fn concurrent_readers_share_the_read_cache() -> Result<()> {
         "the cache holds more than its budget: {s:?}"
     );
 
-    // A small topic fits: its second read comes from memory.
+    // A small topic fits: every read of it comes from memory.
     let small = topic_name("cache-fits");
     create_topic(&bs, &small, 1)?;
     let producer = recording_producer(&producer_config(&bs))?;
     produce_and_wait(&producer, &small, 0..200, 1, |_| 1_000)?;
     drop(producer);
     let before = broker.read_cache_stats();
-    consume_ranges(&bs, &small, &[(0, 0, 200)], CONSUME_TIMEOUT)?;
-    let middle = broker.read_cache_stats();
-    let recs = consume_ranges(&bs, &small, &[(0, 0, 200)], CONSUME_TIMEOUT)?;
-    verify_test_messages(&recs, 0..200, 1, |_| 1_000)?;
+    for _ in 0..2 {
+        let recs = consume_ranges(&bs, &small, &[(0, 0, 200)], CONSUME_TIMEOUT)?;
+        verify_test_messages(&recs, 0..200, 1, |_| 1_000)?;
+    }
     let after = broker.read_cache_stats();
     ensure!(
-        middle.miss_bytes > before.miss_bytes && after.miss_bytes == middle.miss_bytes,
-        "second read went to disk: {before:?} {middle:?} {after:?}"
+        after.miss_bytes == before.miss_bytes,
+        "a read went to disk: {before:?} {after:?}"
     );
-    ensure!(after.hit_bytes - middle.hit_bytes >= 200_000);
+    ensure!(
+        after.hit_bytes - before.hit_bytes >= 400_000,
+        "{before:?} {after:?}"
+    );
     broker.shutdown()
 }

@@ -106,7 +106,8 @@ fn append_partition(
             "transactions are not supported".into(),
         ));
     }
-    let batches = batch::split(records.map_or(&[][..], |r| &r[..])).map_err(fail)?;
+    let records = records.cloned().unwrap_or_default();
+    let batches = batch::split(&records).map_err(fail)?;
     if batches.is_empty() {
         return Err((
             code::CORRUPT_MESSAGE,
@@ -122,12 +123,15 @@ fn append_partition(
                 "transactional and control batches are not supported".into(),
             ));
         }
-        let outcome = store.append(topic, partition, b).map_err(|e| {
-            if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
-                tracing::debug!(topic, partition, error = %e, "append refused");
-            }
-            fail(e)
-        })?;
+        // A slice of the request's buffer: the storage may keep it (read cache) uncopied.
+        let outcome = store
+            .append(topic, partition, records.slice_ref(b))
+            .map_err(|e| {
+                if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
+                    tracing::debug!(topic, partition, error = %e, "append refused");
+                }
+                fail(e)
+            })?;
         first = Some(match first {
             None => outcome,
             Some(f) => AppendOutcome {

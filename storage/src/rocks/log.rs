@@ -10,7 +10,7 @@ use rocksdb::{ReadOptions, WriteBatch};
 
 use super::{now_ms, Inner, Store, CF_IDX, CF_LOG, CF_META};
 use crate::batch::{self, BatchHeader};
-use crate::cache::{CacheStats, ReadCache, Records};
+use crate::cache::{Batch, CacheStats, ReadCache, Records};
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
 use crate::meta::{BatchIndexRecord, PartitionRecord, SegmentRecord};
@@ -82,9 +82,10 @@ impl Store {
         &self,
         topic: &str,
         partition: i32,
-        batch: impl AsRef<[u8]>,
+        batch: impl Into<Bytes>,
     ) -> StorageResult<AppendOutcome> {
-        let bytes = batch.as_ref();
+        let batch: Bytes = batch.into();
+        let bytes = &batch[..];
         let header = batch::validate(bytes)?;
         let p = self.inner.partition(topic, partition)?;
         let mut state = p.lock();
@@ -135,6 +136,15 @@ impl Store {
         self.inner
             .write_batch(&p, &mut state, &header, bytes, now)?;
         let end = header.last_offset() + 1;
+        if let Some(cache) = &self.inner.cache {
+            // Under the partition lock, so batches enter in offset order.
+            let stored = stamped.map_or(batch, Bytes::from);
+            cache.insert(
+                p.pid,
+                false,
+                [(base, end - 1, Batch::patched(stored, base))],
+            );
+        }
         p.log_end.store(end, Ordering::Release);
         let log_start = state.log_start;
         drop(state);
@@ -215,13 +225,7 @@ impl Store {
         };
         let mut next = from;
         if let Some(cache) = &self.inner.cache {
-            next = cache.read(p.pid, from, |b| {
-                let take = limit.admits(b.len());
-                if take {
-                    out.records.push(b.clone());
-                }
-                take
-            });
+            next = cache.read(p.pid, from, hw, &mut out.records, |len| limit.admits(len));
         }
         if limit.full || next >= hw {
             return Ok(out);
@@ -246,7 +250,7 @@ impl Store {
                 batch::patch_offset_and_epoch(&mut copy, base, 0);
                 let copy = Bytes::from(copy);
                 out.records.push(copy.clone());
-                read.push((base, last, copy));
+                read.push((base, last, Batch::Whole(copy)));
                 if limit.full {
                     break;
                 }
@@ -255,7 +259,7 @@ impl Store {
         }
         it.status()?;
         if let Some(cache) = &self.inner.cache {
-            cache.insert(p.pid, read);
+            cache.insert(p.pid, true, read);
         }
         Ok(out)
     }

@@ -309,7 +309,7 @@ fn storage_baseline(a: &Args) -> Result<()> {
     for _ in 0..per_batch {
         b = b.record(0, None, &value);
     }
-    let batch = b.build();
+    let batch = bytes::Bytes::from(b.build());
     let batches = a.messages.div_ceil(per_batch);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -317,7 +317,7 @@ fn storage_baseline(a: &Args) -> Result<()> {
     let (mut pending, mut bytes) = (std::collections::VecDeque::new(), 0u64);
     let start = Instant::now();
     for _ in 0..batches {
-        let o = store.append("baseline", 0, &batch)?;
+        let o = store.append("baseline", 0, batch.clone())?;
         pending.push_back(o.last_offset);
         bytes += batch.len() as u64;
         while pending.len() as u64 * batch.len() as u64 > IN_FLIGHT {

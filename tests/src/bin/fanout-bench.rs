@@ -1,6 +1,7 @@
 //! Consumer-group fan-out benchmark: one topic is filled first, then read by one group
 //! alone and by G groups at once (one consumer each, one thread each); the report compares
-//! aggregate consume throughput. Then group failover: a two-member group (session timeout
+//! aggregate consume throughput. Then G groups tail a second topic while it is filled (the
+//! live case: each batch is read by every group soon after it is written). Then group failover: a two-member group (session timeout
 //! 6 s) loses a member to SIGKILL, and the time until the survivor consumes the dead
 //! member's partitions is measured.
 //!
@@ -171,6 +172,7 @@ fn fan_out(
     label: &str,
     groups: usize,
     n: u64,
+    meanwhile: impl FnOnce() -> Result<()>,
 ) -> Result<f64> {
     let bs = &broker.bootstrap();
     let cache0 = broker.read_cache_stats();
@@ -184,6 +186,7 @@ fn fan_out(
             std::thread::spawn(move || read_all(&bs, &topic, &group, n, &gate))
         })
         .collect();
+    meanwhile()?;
     let mut results = Vec::new();
     for h in handles {
         results.push(h.join().map_err(|_| anyhow!("reader panicked"))??);
@@ -527,17 +530,29 @@ fn main() -> Result<()> {
     // The first read warms the broker's caches; the one-group baseline is the second, so
     // that it is compared with the fan-out under the same conditions.
     println!("consume, one group alone (first read, cold):");
-    fan_out(&broker, topic, "cold", 1, n)?;
+    fan_out(&broker, topic, "cold", 1, n, || Ok(()))?;
     println!("consume, one group alone (warm):");
-    let solo = fan_out(&broker, topic, "solo", 1, n)?;
+    let solo = fan_out(&broker, topic, "solo", 1, n, || Ok(()))?;
     println!("consume, {} groups at once:", a.groups);
-    let many = fan_out(&broker, topic, "fan", a.groups, n)?;
+    let many = fan_out(&broker, topic, "fan", a.groups, n, || Ok(()))?;
     println!(
         "  => aggregate {many:.1} MB/s with {} groups vs {solo:.1} MB/s alone: {:.2}x (ideal {}x; broker and consumers share the CPU)",
         a.groups,
         many / solo,
         a.groups
     );
+    // The common live case: the groups are caught up and read what is being produced.
+    println!(
+        "live tail: {} groups subscribed to an empty topic while it is filled at full speed:",
+        a.groups
+    );
+    let tail = "fanout-tail";
+    create_topic(&bs, tail, a.partitions)?;
+    fan_out(&broker, tail, "tail", a.groups, n, || {
+        // Let the groups join (100 ms initial delay, one rebalance) before producing.
+        std::thread::sleep(Duration::from_secs(2));
+        fill(&bs, tail, n, a.size, a.partitions)
+    })?;
 
     println!("failover: 2-member group, one member SIGKILLed (no LeaveGroup):");
     let ftopic = "failover";
