@@ -3,7 +3,7 @@
 //! ```text
 //! export CARGO_TARGET_DIR=/root/.cache/strata-target
 //! cargo run -p strata-storage --example bench -- [--gib 4] [--dir PATH] [--writers 4]
-//!     [--inflight-mib 16] [--fsync-tries 200]
+//!     [--inflight-mib 16] [--fsync-tries 200] [--read-cache-mb 64]
 //! ```
 //!
 //! `--gib`: data written per configuration (default 4, so the 64 MiB memtables flush many
@@ -42,6 +42,8 @@ struct Args {
     writers: usize,
     inflight_mib: usize,
     fsync_tries: usize,
+    /// The engine's read cache (batches are also cached as they are appended).
+    read_cache_mb: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -51,6 +53,7 @@ fn parse_args() -> Result<Args> {
         writers: 4,
         inflight_mib: 16,
         fsync_tries: 200,
+        read_cache_mb: StoreConfig::new("").read_cache_bytes >> 20,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +64,7 @@ fn parse_args() -> Result<Args> {
             "--writers" => a.writers = val()?.parse()?,
             "--inflight-mib" => a.inflight_mib = val()?.parse()?,
             "--fsync-tries" => a.fsync_tries = val()?.parse()?,
+            "--read-cache-mb" => a.read_cache_mb = val()?.parse()?,
             _ => bail!("unknown flag {flag} (see the header of storage/examples/bench.rs)"),
         }
     }
@@ -319,9 +323,11 @@ fn engine(
     writers: usize,
     fsync: bool,
     inflight: u64,
+    read_cache_mb: usize,
 ) -> Result<Engine> {
     let mut cfg = StoreConfig::new(dir);
     cfg.fsync = fsync;
+    cfg.read_cache_bytes = read_cache_mb << 20;
     let store = Store::open(cfg)?;
     store.create_topic(TOPIC, partitions, BTreeMap::new())?;
     let batch = make_batch();
@@ -453,8 +459,14 @@ fn engine(
 /// Latency without load: one partition, one batch at a time, each awaited until durable
 /// before the next is appended, so every append waits for exactly one WAL sync of its own
 /// data. This is the floor the pipelined latencies above are compared against.
-fn unloaded_latency(dir: &Path, batches: usize) -> Result<(Duration, Duration)> {
-    let store = Store::open(StoreConfig::new(dir))?;
+fn unloaded_latency(
+    dir: &Path,
+    batches: usize,
+    read_cache_mb: usize,
+) -> Result<(Duration, Duration)> {
+    let mut cfg = StoreConfig::new(dir);
+    cfg.read_cache_bytes = read_cache_mb << 20;
+    let store = Store::open(cfg)?;
     store.create_topic(TOPIC, 1, BTreeMap::new())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -552,7 +564,7 @@ fn main() -> Result<()> {
     for (parts, fsync) in [(1, true), (16, true), (1, false), (16, false)] {
         let t = Instant::now();
         let r = in_dir(base, |d| {
-            engine(d, total, parts, args.writers, fsync, inflight)
+            engine(d, total, parts, args.writers, fsync, inflight, args.read_cache_mb)
         })?;
         let plural = if parts > 1 { "s" } else { "" };
         let name = format!(
@@ -570,7 +582,7 @@ fn main() -> Result<()> {
         eng.push((name, fsync, r));
     }
     let t = Instant::now();
-    let (u50, u99) = in_dir(base, |d| unloaded_latency(d, UNLOADED_BATCHES))?;
+    let (u50, u99) = in_dir(base, |d| unloaded_latency(d, UNLOADED_BATCHES, args.read_cache_mb))?;
     let name = "1 partition, one at a time";
     println!(
         "{name:<26} {:>7} {:>9.2} {:>9.2} {:>10}   [{:.1} s]",
