@@ -564,7 +564,15 @@ fn main() -> Result<()> {
     for (parts, fsync) in [(1, true), (16, true), (1, false), (16, false)] {
         let t = Instant::now();
         let r = in_dir(base, |d| {
-            engine(d, total, parts, args.writers, fsync, inflight, args.read_cache_mb)
+            engine(
+                d,
+                total,
+                parts,
+                args.writers,
+                fsync,
+                inflight,
+                args.read_cache_mb,
+            )
         })?;
         let plural = if parts > 1 { "s" } else { "" };
         let name = format!(
@@ -582,7 +590,9 @@ fn main() -> Result<()> {
         eng.push((name, fsync, r));
     }
     let t = Instant::now();
-    let (u50, u99) = in_dir(base, |d| unloaded_latency(d, UNLOADED_BATCHES, args.read_cache_mb))?;
+    let (u50, u99) = in_dir(base, |d| {
+        unloaded_latency(d, UNLOADED_BATCHES, args.read_cache_mb)
+    })?;
     let name = "1 partition, one at a time";
     println!(
         "{name:<26} {:>7} {:>9.2} {:>9.2} {:>10}   [{:.1} s]",

@@ -113,6 +113,17 @@ struct Entry {
     last: i64,
 }
 
+/// Memory an entry costs beyond its batch bytes (map node, entry, buffer headers, the
+/// 16-byte patched header, the eviction queue), counted against the budget so that many
+/// tiny batches cannot hold much more memory than the budget says.
+const ENTRY_OVERHEAD: usize = 160;
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.batch.len() + ENTRY_OVERHEAD
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Per partition id: base offset -> batch.
@@ -135,7 +146,7 @@ pub struct CacheStats {
     /// Batches (and their bytes) that reads had to get from RocksDB.
     pub misses: u64,
     pub miss_bytes: u64,
-    /// Bytes held now.
+    /// Memory held now, by the budget's count (batch bytes plus a fixed cost per batch).
     pub bytes: usize,
 }
 
@@ -211,12 +222,16 @@ impl ReadCache {
                 s.misses += 1;
                 s.miss_bytes += batch.len() as u64;
             }
-            if batch.len() > self.budget || map.contains_key(&base) {
+            let entry = Entry { batch, last };
+            if entry.cost() > self.budget || map.contains_key(&base) {
                 continue;
             }
-            s.bytes += batch.len();
+            s.bytes += entry.cost();
             s.order.push_back((pid, base));
-            map.insert(base, Entry { batch, last });
+            map.insert(base, entry);
+        }
+        if map.is_empty() {
+            s.parts.remove(&pid);
         }
         while s.bytes > self.budget {
             let Some((pid, base)) = s.order.pop_front() else {
@@ -226,7 +241,7 @@ impl ReadCache {
                 continue;
             };
             if let Some(e) = map.remove(&base) {
-                s.bytes -= e.batch.len();
+                s.bytes -= e.cost();
             }
             if map.is_empty() {
                 s.parts.remove(&pid);
@@ -251,9 +266,17 @@ impl ReadCache {
                 map.extend(e.map(|e| (base, e)));
             }
         }
-        s.bytes -= dropped.values().map(|e| e.batch.len()).sum::<usize>();
+        s.bytes -= dropped.values().map(Entry::cost).sum::<usize>();
         if map.is_empty() {
             s.parts.remove(&pid);
+        }
+        // The eviction queue still names the dropped batches; rebuild it when they are most
+        // of it, so that it stays proportional to what is cached.
+        let live: usize = s.parts.values().map(BTreeMap::len).sum();
+        if s.order.len() > 2 * live + 1024 {
+            let parts = &s.parts;
+            s.order
+                .retain(|(pid, base)| parts.get(pid).is_some_and(|m| m.contains_key(base)));
         }
     }
 
@@ -310,12 +333,12 @@ mod tests {
             "stops at the high watermark"
         );
         let s = c.stats();
-        assert_eq!((s.hits, s.misses, s.bytes), (6, 3, 33));
+        assert_eq!((s.hits, s.misses, s.bytes), (6, 3, 33 + 3 * ENTRY_OVERHEAD));
     }
 
     #[test]
     fn appended_batches_are_patched_and_not_counted_as_misses() {
-        let c = ReadCache::new(1000).unwrap();
+        let c = ReadCache::new(10_000).unwrap();
         let mut stored = vec![0xffu8; 61];
         stored[16..].fill(3);
         c.insert(
@@ -335,13 +358,14 @@ mod tests {
 
     #[test]
     fn evicts_oldest_first_within_the_budget() {
-        let c = ReadCache::new(25).unwrap();
+        let one = 10 + ENTRY_OVERHEAD;
+        let c = ReadCache::new(2 * one + 5).unwrap();
         c.insert(1, true, [(0, 0, batch(10)), (1, 1, batch(10))]);
         c.insert(2, true, [(0, 0, batch(10))]);
-        assert_eq!(c.stats().bytes, 20);
+        assert_eq!(c.stats().bytes, 2 * one);
         assert_eq!(offsets(&c, 1, 0), (vec![], 0), "oldest evicted");
         assert_eq!(offsets(&c, 1, 1).0, vec![10]);
-        c.insert(3, true, [(0, 0, batch(26))]);
+        c.insert(3, true, [(0, 0, batch(2 * one))]);
         assert_eq!(
             offsets(&c, 3, 0).0,
             Vec::<usize>::new(),
@@ -350,7 +374,7 @@ mod tests {
         c.insert(1, true, [(1, 1, batch(10))]);
         assert_eq!(
             c.stats().bytes,
-            20,
+            2 * one,
             "a batch already cached is not added twice"
         );
     }
@@ -370,9 +394,13 @@ mod tests {
             (vec![10, 10], 30),
             "straddling batch kept"
         );
-        assert_eq!(c.stats().bytes, 20);
+        assert_eq!(c.stats().bytes, 2 * (10 + ENTRY_OVERHEAD));
         c.forget_before(1, i64::MAX);
         assert_eq!(c.stats().bytes, 0);
+        // Forgotten batches leave the eviction queue too, once they are most of it.
+        c.insert(2, true, (0..3000).map(|i| (i, i, batch(1))));
+        c.forget_before(2, i64::MAX);
+        assert!(c.lock().order.is_empty());
         assert_eq!(offsets(&c, 1, 20), (vec![], 20));
     }
 }

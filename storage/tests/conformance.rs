@@ -31,7 +31,7 @@ fn rocks_no_cache(dir: &Path) -> Store {
 /// A read cache so small that it evicts all the time: reads mix cached and RocksDB batches.
 fn rocks_tiny_cache(dir: &Path) -> Store {
     let mut c = StoreConfig::new(dir);
-    c.read_cache_bytes = 400;
+    c.read_cache_bytes = 1500;
     Store::open(c).expect("open")
 }
 

@@ -39,6 +39,24 @@ pub fn cpu_seconds(pid: &str) -> Option<(f64, f64)> {
     Some((utime / USER_HZ, stime / USER_HZ))
 }
 
+/// CPU seconds (user + system) of this process's live threads whose name passes `keep`
+/// (threads that have exited are not counted).
+pub fn threads_cpu_seconds(keep: impl Fn(&str) -> bool) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|name| keep(name.trim_end()))
+        })
+        .filter_map(|t| {
+            let tid = t.file_name().into_string().ok()?;
+            cpu_seconds(&format!("self/task/{tid}")).map(|(u, s)| u + s)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +75,11 @@ mod tests {
         assert!(rss > 0 && peak >= rss);
         let (user, sys) = self_cpu_seconds().unwrap();
         assert!(user >= 0.0 && sys >= 0.0);
+        let all = threads_cpu_seconds(|_| true);
+        assert!(
+            all >= 0.0 && all <= user + sys + 0.05,
+            "{all} vs {user} + {sys}"
+        );
+        assert_eq!(threads_cpu_seconds(|_| false), 0.0);
     }
 }

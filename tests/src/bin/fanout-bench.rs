@@ -33,7 +33,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::ClientContext;
-use strata_tests::procstat::{self_cpu_seconds, self_rss_kib};
+use strata_tests::procstat::{self_cpu_seconds, self_rss_kib, threads_cpu_seconds};
 use strata_tests::{
     create_topic, producer_config, recording_producer, send, wait_reports, InProcessBroker,
 };
@@ -89,6 +89,12 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
 
 fn cpu_now() -> f64 {
     self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
+}
+
+/// CPU seconds of the broker's threads in this process: its runtime ("strata-broker"),
+/// syncer ("strata-syncer") and RocksDB's background threads.
+fn broker_cpu_now() -> f64 {
+    threads_cpu_seconds(|name| name.starts_with("strata-") || name.starts_with("rocksdb"))
 }
 
 fn group_config(bs: &str, group: &str, client: &str) -> ClientConfig {
@@ -178,6 +184,7 @@ fn fan_out(
     let cache0 = broker.read_cache_stats();
     let gate = Arc::new(Barrier::new(groups));
     let cpu0 = cpu_now();
+    let broker_cpu0 = broker_cpu_now();
     let wall = Instant::now();
     let handles: Vec<_> = (0..groups)
         .map(|g| {
@@ -193,6 +200,7 @@ fn fan_out(
     }
     let wall = wall.elapsed().as_secs_f64();
     let cpu = cpu_now() - cpu0;
+    let broker_cpu = broker_cpu_now() - broker_cpu0;
     let bytes: u64 = results.iter().map(|r| r.2).sum();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let first_min = results.iter().map(|r| r.0).min().unwrap_or_default();
@@ -214,6 +222,10 @@ fn fan_out(
         ms(first_max),
         cpu / wall,
         std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "    broker threads: {broker_cpu:.2} CPU s = {:.2} CPU s per GB delivered",
+        broker_cpu / (bytes as f64 / 1e9)
     );
     let cache = broker.read_cache_stats();
     let (hit, miss) = (
