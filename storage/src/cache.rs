@@ -398,7 +398,9 @@ mod tests {
         c.forget_before(1, i64::MAX);
         assert_eq!(c.stats().bytes, 0);
         // Forgotten batches leave the eviction queue too, once they are most of it.
+        let c = ReadCache::new(1 << 20).unwrap();
         c.insert(2, true, (0..3000).map(|i| (i, i, batch(1))));
+        assert_eq!(c.lock().order.len(), 3000);
         c.forget_before(2, i64::MAX);
         assert!(c.lock().order.is_empty());
         assert_eq!(offsets(&c, 1, 20), (vec![], 20));
