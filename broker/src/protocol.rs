@@ -440,45 +440,21 @@ mod tests {
                 }
             };
             let mut refs = Vec::new();
-            let partitions = parts
+            let records: Vec<Bytes> = parts
                 .iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    PartitionData::default()
-                        .with_partition_index(i as i32)
-                        .with_records(Some(record_set(chunked(r, i), &mut refs)))
-                })
+                .map(|(i, r)| record_set(chunked(r, i), &mut refs))
                 .collect();
             assert_eq!(
                 refs.len(),
                 4,
                 "four record sets of 16 KiB or more go by reference"
             );
-            let topic = FetchableTopicResponse::default()
-                .with_topic(TopicName(str_bytes("t")))
-                .with_topic_id(uuid::Uuid::from_u128(7))
-                .with_partitions(partitions);
-            let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]));
-            let spliced: Vec<u8> = encode_parts(ApiKey::Fetch, version, 9, body, refs)
-                .unwrap()
-                .concat();
-            let plain = {
-                let partitions = parts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        PartitionData::default()
-                            .with_partition_index(i as i32)
-                            .with_records(Some(r.clone()))
-                    })
-                    .collect();
-                let topic = FetchableTopicResponse::default()
-                    .with_topic(TopicName(str_bytes("t")))
-                    .with_topic_id(uuid::Uuid::from_u128(7))
-                    .with_partitions(partitions);
-                let body = FetchResponse::default().with_responses(vec![topic]);
-                encode(ApiKey::Fetch, version, 9, &ResponseKind::Fetch(body)).unwrap()
-            };
+            let spliced: Vec<u8> =
+                encode_parts(ApiKey::Fetch, version, 9, fetch_body(records), refs)
+                    .unwrap()
+                    .concat();
+            let plain = encode(ApiKey::Fetch, version, 9, &fetch_body(parts.to_vec())).unwrap();
             assert_eq!(spliced, plain.to_vec(), "v{version}");
             let mut b = Bytes::from(spliced).slice(4..);
             let header =
@@ -493,6 +469,24 @@ mod tests {
                 .collect();
             assert_eq!(got, parts.to_vec());
         }
+    }
+
+    /// A Fetch response with one topic whose partition `i` holds `records[i]`.
+    fn fetch_body(records: Vec<Bytes>) -> ResponseKind {
+        let partitions = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                PartitionData::default()
+                    .with_partition_index(i as i32)
+                    .with_records(Some(r))
+            })
+            .collect();
+        let topic = FetchableTopicResponse::default()
+            .with_topic(TopicName(str_bytes("t")))
+            .with_topic_id(uuid::Uuid::from_u128(7))
+            .with_partitions(partitions);
+        ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]))
     }
 
     fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
