@@ -1,0 +1,279 @@
+//! The topic catalog: creating, growing, reconfiguring and deleting topics, and looking
+//! them up. Every change is one synced RocksDB write, then applied to the in-memory catalog.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prost::Message;
+use rocksdb::WriteBatch;
+use uuid::Uuid;
+
+use super::{
+    empty_state, now_ms, Inner, Store, TopicEntry, TopicInfo, CF_IDX, CF_LOG, CF_META, NEXT_PID_KEY,
+};
+use crate::config::TopicLimits;
+use crate::error::{StorageError, StorageResult};
+use crate::keys::{self, Tag};
+use crate::meta::{PartitionRecord, TopicRecord};
+use crate::partition::Partition;
+
+impl Store {
+    /// Creates a topic with `partitions` empty partitions, atomically and durably.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> StorageResult<TopicInfo> {
+        if name.is_empty() {
+            return Err(StorageError::InvalidRequest("empty topic name".into()));
+        }
+        if partitions < 1 {
+            return Err(StorageError::InvalidRequest(format!(
+                "partition count {partitions} (must be at least 1)"
+            )));
+        }
+        let inner = &self.inner;
+        let mut catalog = inner.write_catalog();
+        if catalog.topics.contains_key(name) {
+            return Err(StorageError::TopicExists(name.to_string()));
+        }
+        let mut id = Uuid::new_v4();
+        while catalog.by_id.contains_key(&id) || id.is_nil() {
+            id = Uuid::new_v4();
+        }
+        let created_ms = now_ms();
+        let limits = TopicLimits::from_configs(&configs, &inner.config);
+        let mut batch = WriteBatch::default();
+        let pids = inner.allocate_pids(&mut batch, partitions as u64);
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: id.as_bytes().to_vec(),
+            partition_ids: pids.clone(),
+            configs: configs.clone(),
+            created_ms,
+        };
+        batch.put_cf(
+            inner.cf(CF_META),
+            keys::topic_key(name),
+            record.encode_to_vec(),
+        );
+        let parts = inner.new_partitions(&mut batch, name, 0, &pids, limits);
+        inner.write_synced(batch)?;
+        let info = TopicInfo {
+            name: name.to_string(),
+            id,
+            partitions,
+            configs,
+        };
+        catalog.by_id.insert(id, name.to_string());
+        catalog.topics.insert(
+            name.to_string(),
+            TopicEntry {
+                info: info.clone(),
+                created_ms,
+                partitions: parts,
+            },
+        );
+        Ok(info)
+    }
+
+    /// Grows a topic to `total` partitions (it can only grow), atomically and durably.
+    pub fn create_partitions(&self, name: &str, total: i32) -> StorageResult<TopicInfo> {
+        let inner = &self.inner;
+        let mut catalog = inner.write_catalog();
+        let entry = catalog
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        let current = entry.info.partitions;
+        if total <= current {
+            return Err(StorageError::InvalidRequest(format!(
+                "topic {name} has {current} partitions; the new count {total} must be larger"
+            )));
+        }
+        let mut batch = WriteBatch::default();
+        let pids = inner.allocate_pids(&mut batch, (total - current) as u64);
+        let limits = TopicLimits::from_configs(&entry.info.configs, &inner.config);
+        let parts = inner.new_partitions(&mut batch, name, current, &pids, limits);
+        let mut all: Vec<u64> = entry.partitions.iter().map(|p| p.pid).collect();
+        all.extend(&pids);
+        batch.put_cf(
+            inner.cf(CF_META),
+            keys::topic_key(name),
+            entry.record(all).encode_to_vec(),
+        );
+        inner.write_synced(batch)?;
+        entry.partitions.extend(parts);
+        entry.info.partitions = total;
+        Ok(entry.info.clone())
+    }
+
+    /// Replaces a topic's config map, durably; the storage's own settings (segment size and
+    /// age, message size limit, timestamp type) apply to the next append.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> StorageResult<TopicInfo> {
+        let inner = &self.inner;
+        let mut catalog = inner.write_catalog();
+        let entry = catalog
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        entry.info.configs = configs;
+        let pids = entry.partitions.iter().map(|p| p.pid).collect();
+        inner.put_synced(
+            CF_META,
+            &keys::topic_key(name),
+            &entry.record(pids).encode_to_vec(),
+        )?;
+        let limits = TopicLimits::from_configs(&entry.info.configs, &inner.config);
+        for p in &entry.partitions {
+            p.lock().limits = limits;
+        }
+        Ok(entry.info.clone())
+    }
+
+    /// Deletes a topic and all its data, atomically and durably: afterwards the name is free
+    /// and a topic created with it starts empty, with a new id. Disk space is reclaimed by a
+    /// background compaction of the deleted ranges.
+    pub fn delete_topic(&self, name: &str) -> StorageResult<TopicInfo> {
+        let inner = &self.inner;
+        let mut catalog = inner.write_catalog();
+        let entry = catalog
+            .topics
+            .remove(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        catalog.by_id.remove(&entry.info.id);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(inner.cf(CF_META), keys::topic_key(name));
+        for p in &entry.partitions {
+            p.lock().deleted = true;
+            inner.delete_partition_data(&mut batch, p.pid);
+        }
+        if let Err(e) = inner.write_synced(batch) {
+            for p in &entry.partitions {
+                p.lock().deleted = false;
+            }
+            catalog.by_id.insert(entry.info.id, name.to_string());
+            let info = entry.info.clone();
+            catalog.topics.insert(info.name.clone(), entry);
+            return Err(e);
+        }
+        if let Some(cache) = &inner.cache {
+            for p in &entry.partitions {
+                cache.forget_before(p.pid, i64::MAX);
+            }
+        }
+        let ranges: Vec<_> = entry
+            .partitions
+            .iter()
+            .map(|p| (keys::log_key(p.pid, 0), keys::log_key(p.pid + 1, 0)))
+            .collect();
+        let compactor = self.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("strata-compact".into())
+            .spawn(move || compactor.compact_ranges(&ranges))
+            .map_err(|e| StorageError::Io(format!("spawn compaction thread: {e}")))?;
+        let mut background = inner.background.lock().unwrap_or_else(|e| e.into_inner());
+        background.retain(|h| !h.is_finished());
+        background.push(handle);
+        Ok(entry.info)
+    }
+
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let catalog = self.inner.read_catalog();
+        let mut v: Vec<_> = catalog.topics.values().map(|t| t.info.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicInfo> {
+        self.inner
+            .read_catalog()
+            .topics
+            .get(name)
+            .map(|t| t.info.clone())
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<TopicInfo> {
+        let catalog = self.inner.read_catalog();
+        let name = catalog.by_id.get(&id)?;
+        catalog.topics.get(name).map(|t| t.info.clone())
+    }
+}
+
+impl TopicEntry {
+    fn record(&self, partition_ids: Vec<u64>) -> TopicRecord {
+        TopicRecord {
+            name: self.info.name.clone(),
+            id: self.info.id.as_bytes().to_vec(),
+            partition_ids,
+            configs: self.info.configs.clone(),
+            created_ms: self.created_ms,
+        }
+    }
+}
+
+impl Inner {
+    fn allocate_pids(&self, batch: &mut WriteBatch, n: u64) -> Vec<u64> {
+        let first = self.next_pid.fetch_add(n, Ordering::SeqCst);
+        batch.put_cf(
+            self.cf(CF_META),
+            keys::kv_key(NEXT_PID_KEY),
+            (first + n).to_be_bytes(),
+        );
+        (first..first + n).collect()
+    }
+
+    fn new_partitions(
+        &self,
+        batch: &mut WriteBatch,
+        topic: &str,
+        first_index: i32,
+        pids: &[u64],
+        limits: TopicLimits,
+    ) -> Vec<Arc<Partition>> {
+        pids.iter()
+            .enumerate()
+            .map(|(i, &pid)| {
+                let index = first_index + i as i32;
+                let rec = PartitionRecord {
+                    topic: topic.to_string(),
+                    index,
+                    log_start_offset: 0,
+                    next_offset_floor: 0,
+                };
+                batch.put_cf(
+                    self.cf(CF_META),
+                    keys::partition_key(pid),
+                    rec.encode_to_vec(),
+                );
+                Arc::new(Partition::new(
+                    pid,
+                    topic.to_string(),
+                    index,
+                    empty_state(limits),
+                ))
+            })
+            .collect()
+    }
+
+    fn delete_partition_data(&self, batch: &mut WriteBatch, pid: u64) {
+        batch.delete_cf(self.cf(CF_META), keys::partition_key(pid));
+        for tag in [Tag::Segment, Tag::Producer] {
+            let (start, end) = keys::pid_range(tag, pid);
+            batch.delete_range_cf(self.cf(CF_META), start, end);
+        }
+        for cf in [CF_LOG, CF_IDX] {
+            batch.delete_range_cf(
+                self.cf(cf),
+                keys::log_key(pid, 0),
+                keys::log_key(pid + 1, 0),
+            );
+        }
+    }
+}
