@@ -411,14 +411,10 @@ fn engine(
             let (t, mut from, mut n) = (Instant::now(), 0i64, 0u64);
             loop {
                 let out = store.read(TOPIC, 0, from, 1 << 20, true)?;
-                // Chunks are whole batches: the last batch ends the last chunk.
-                let Some(chunk) = out.records.chunks().last() else {
+                if out.records.is_empty() {
                     break;
-                };
-                let Some(last) = strata_storage::batch::split(chunk)?.pop() else {
-                    break;
-                };
-                from = strata_storage::batch::read_header(last)?.last_offset() + 1;
+                }
+                from = out.next_offset;
                 n += out.records.len() as u64;
             }
             Ok((n, t.elapsed()))

@@ -1,6 +1,6 @@
-//! The read cache: recently read batches (base offsets already patched), shared by every
-//! reader, so that consumer groups reading the same hot data cost one RocksDB read between
-//! them and hand out the same bytes without copying them.
+//! The read cache: recently appended and recently read batches, ready to send (base offsets
+//! patched), shared by every reader, so that consumer groups reading the same hot data cost
+//! at most one RocksDB read between them and hand out the same bytes without copying them.
 //!
 //! Batches enter when they are appended (as the producer sent them, sharing the request's
 //! buffer: only their first 16 bytes, which hold the base offset and leader epoch, are
@@ -22,8 +22,9 @@ use bytes::Bytes;
 
 use crate::batch;
 
-/// Record batches as a read returns them: chunks to send back to back, each a whole batch
-/// (or several), shared with the cache rather than copied.
+/// Record batches as a read returns them: chunks to send back to back (together, whole
+/// batches; a cached appended batch is two chunks, its patched header and the rest), shared
+/// with the cache rather than copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Records {
     chunks: Vec<Bytes>,

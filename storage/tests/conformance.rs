@@ -211,6 +211,8 @@ fn repeated_reads_agree(engine: Engine) {
                     "from {from} max {max}"
                 );
                 assert!(got.windows(2).all(|w| w[0].0 + i64::from(w[0].1) == w[1].0));
+                let (last_base, last_n) = got[got.len() - 1];
+                assert_eq!(r.next_offset, last_base + i64::from(last_n), "from {from}");
                 out.insert((from, max), r.records.to_bytes());
             }
         }

@@ -21,6 +21,8 @@ pub struct ReadOutcome {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// The offset after the last batch returned (the offset read from when none was).
+    pub next_offset: i64,
 }
 
 /// One stored batch and its base offset.
@@ -54,6 +56,7 @@ impl Store {
             high_watermark: hw,
             last_stable_offset: hw,
             log_start_offset: log_start,
+            next_offset: from,
         };
         if from < log_start || from > p.log_end() {
             return Err(StorageError::OffsetOutOfRange {
@@ -74,6 +77,7 @@ impl Store {
         let mut next = from;
         if let Some(cache) = &self.inner.cache {
             next = cache.read(p.pid, from, hw, &mut out.records, |len| limit.admits(len));
+            out.next_offset = next;
         }
         if limit.full || next >= hw {
             return Ok(out);
@@ -97,8 +101,11 @@ impl Store {
                 let mut copy = value.to_vec();
                 batch::patch_offset_and_epoch(&mut copy, base, 0);
                 let copy = Bytes::from(copy);
-                out.records.push(copy.clone());
-                read.push((base, last, Batch::Whole(copy)));
+                if self.inner.cache.is_some() {
+                    read.push((base, last, Batch::Whole(copy.clone())));
+                }
+                out.records.push(copy);
+                out.next_offset = last + 1;
                 if limit.full {
                     break;
                 }
