@@ -55,8 +55,9 @@ pub struct Config {
     /// Committed offsets of groups without members expire after this long
     /// (`offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
-    /// Memory for recently read batches, shared by every fetch (consumer groups reading the
-    /// same hot data cost one disk read and no copy between them); 0 turns the cache off.
+    /// Memory for the newest batches (as appended) and recently read ones, shared by every
+    /// fetch: consumers near the tail, and groups reading the same data, are served from
+    /// memory without copies; 0 turns the cache off.
     pub fetch_cache_mb: usize,
 }
 
@@ -87,8 +88,9 @@ impl Default for Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 7 * 24 * 60,
-            // The storage's default (64 MiB): several seconds of the hot tail at the rates
-            // groups read, within the broker's memory budget.
+            // The storage's default (64 MiB): a window of the newest data for consumers near
+            // the tail (a fraction of a second at full produce speed, minutes at a few
+            // MB/s), within the broker's 512 MiB memory budget.
             fetch_cache_mb: strata_storage::StoreConfig::new("").read_cache_bytes >> 20,
         }
     }

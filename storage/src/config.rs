@@ -28,8 +28,9 @@ pub struct StoreConfig {
     pub write_buffer_bytes: usize,
     /// Shared block cache (index/filter blocks and the metadata column family).
     pub block_cache_bytes: usize,
-    /// Budget of the read cache (recently read batches shared by all readers, so consumer
-    /// groups reading the same data cost one RocksDB read and no copy); 0 turns it off.
+    /// Budget of the read cache (the newest appended and recently read batches, shared by
+    /// all readers: tail readers and groups reading the same data need no RocksDB read and
+    /// no copy); 0 turns it off.
     pub read_cache_bytes: usize,
 }
 
@@ -49,8 +50,9 @@ impl StoreConfig {
             // Batches bypass the block cache (they live in blob files, read through the OS
             // page cache); the cache only holds keys, indexes and metadata.
             block_cache_bytes: 64 << 20,
-            // 64 MiB: a few seconds of hot data for groups reading the same tail at several
-            // hundred MB/s, within the broker's 512 MiB memory budget next to the memtables.
+            // 64 MiB: a window of the newest data for tail readers (a fraction of a second at
+            // full produce speed), within the broker's 512 MiB memory budget next to the
+            // memtables.
             read_cache_bytes: 64 << 20,
         }
     }
