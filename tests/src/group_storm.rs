@@ -245,7 +245,9 @@ impl MemberTask {
             match joined.error_code {
                 0 => {}
                 MEMBER_ID_REQUIRED | REBALANCE_IN_PROGRESS => {
-                    member_id = joined.member_id.to_string();
+                    if !joined.member_id.is_empty() {
+                        member_id = joined.member_id.to_string();
+                    }
                     continue;
                 }
                 UNKNOWN_MEMBER_ID => {
