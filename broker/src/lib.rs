@@ -60,6 +60,12 @@ fn load_config(cli: Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Threads for blocking storage calls (RocksDB reads, synced metadata writes). More than
+/// this cannot make the machine faster, and a burst of such calls (a thousand new groups
+/// recording themselves at once) then queues instead of starting hundreds of threads
+/// (tokio's default allows 512).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// The `strata-broker` program: parse flags, environment and file, run until SIGTERM or
 /// SIGINT, then shut down gracefully.
 pub fn cli_main() -> ExitCode {
@@ -79,6 +85,7 @@ pub fn cli_main() -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {

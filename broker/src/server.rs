@@ -42,9 +42,7 @@ impl Broker {
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
         let cluster_id = cluster_id(&store)?;
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         let (host, port) = config.advertised(addr);
         tracing::info!(?config, "effective configuration");
@@ -100,6 +98,25 @@ impl Broker {
         tracing::info!("shut down");
         Ok(())
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted. Under a connect storm
+/// (thousands of consumers starting at once) a short queue overflows while the accept loop
+/// shares the cores with the work those clients bring, and every dropped handshake costs
+/// its client a 1 s SYN retransmit; Linux caps the value at net.core.somaxconn.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds `addr` with SO_REUSEADDR (a restarted broker can listen again at once) and a long
+/// accept queue.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn cluster_id(store: &Store) -> anyhow::Result<String> {

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use strata_tests::broker::{free_port, BrokerProcess};
 use strata_tests::group_storm::{wait_stable, Storm};
-use strata_tests::{create_topic, producer_config, recording_producer, send};
+use strata_tests::{create_topic, producer_config, recording_producer, send, RecordingProducer};
 
 /// Produce probe rate: light enough not to load the broker itself.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -50,7 +50,12 @@ fn main() -> Result<()> {
     let bs = broker.bootstrap();
     create_topic(&bs, "probe", 1)?;
 
-    let idle = probe(&bs, Duration::from_secs(3), || false)?;
+    // One producer for both probes, connected before the groups arrive: the probes measure
+    // produce, not connection set-up behind ten thousand connects.
+    let mut cfg = producer_config(&bs);
+    cfg.set("linger.ms", "0");
+    let producer = Arc::new(recording_producer(&cfg)?);
+    let idle = probe(&producer, Duration::from_secs(3), || false)?;
     report("produce latency, no groups", &idle);
     let (rss0, threads0) = (
         broker.status_field("VmRSS")?,
@@ -71,12 +76,16 @@ fn main() -> Result<()> {
     let running = rt.block_on(async { storm.start(broker.addr()) });
     let settled = Arc::new(AtomicBool::new(false));
     let probe_during = {
-        let (bs, settled) = (bs.clone(), settled.clone());
+        let (producer, settled) = (producer.clone(), settled.clone());
         std::thread::spawn(move || {
-            probe(&bs, Duration::from_secs(600), || {
+            probe(&producer, Duration::from_secs(600), || {
                 settled.load(Ordering::SeqCst)
             })
         })
+    };
+    let ping_during = {
+        let (addr, settled) = (broker.addr(), settled.clone());
+        std::thread::spawn(move || ping(addr, || settled.load(Ordering::SeqCst)))
     };
     let took = rt.block_on(wait_stable(
         broker.addr(),
@@ -99,6 +108,11 @@ fn main() -> Result<()> {
         running.joins.load(Ordering::Relaxed)
     );
     report("produce latency while the groups form", &during);
+    let (pings, fresh) = ping_during
+        .join()
+        .map_err(|_| anyhow::anyhow!("ping panicked"))??;
+    report("ApiVersions round trip while the groups form", &pings);
+    report("new connection + ApiVersions while the groups form", &fresh);
     println!(
         "broker: RSS {:.1} -> {:.1} MiB ({:.1} KiB per member, connection included); threads {threads0} -> {threads1}",
         rss0 as f64 / 1024.0,
@@ -134,22 +148,24 @@ fn main() -> Result<()> {
 
 /// Produces one small message every [`PROBE_INTERVAL`] until `done()` or `limit`, returning
 /// each one's send-to-ack latency in ms, sorted.
-fn probe(bs: &str, limit: Duration, done: impl Fn() -> bool) -> Result<Vec<f64>> {
-    let mut cfg = producer_config(bs);
-    cfg.set("linger.ms", "0");
-    let producer = recording_producer(&cfg)?;
+fn probe(
+    producer: &RecordingProducer,
+    limit: Duration,
+    done: impl Fn() -> bool,
+) -> Result<Vec<f64>> {
+    let before = producer.context().reported();
     let start = Instant::now();
     let mut i = 0u64;
     while start.elapsed() < limit && !done() {
         send(
-            &producer,
+            producer,
             BaseRecord::with_opaque_to("probe", Box::new((i, Instant::now())))
                 .payload(&b"probe"[..]),
         )?;
         i += 1;
         std::thread::sleep(PROBE_INTERVAL);
     }
-    strata_tests::wait_reports(&producer, i, Duration::from_secs(60))?;
+    strata_tests::wait_reports(producer, before + i, Duration::from_secs(60))?;
     let reports = producer.context().take();
     if let Some(bad) = reports.iter().find(|d| d.error.is_some()) {
         bail!("probe message failed: {:?}", bad.error);
@@ -160,6 +176,31 @@ fn probe(bs: &str, limit: Duration, done: impl Fn() -> bool) -> Result<Vec<f64>>
         .collect();
     ms.sort_by(f64::total_cmp);
     Ok(ms)
+}
+
+/// ApiVersions round trips on a connection of its own every [`PROBE_INTERVAL`] until
+/// `done()`: how quickly the broker answers at all (no disk, no client library); and every
+/// tenth time also on a new connection (connect included). Sorted ms, both.
+fn ping(addr: std::net::SocketAddr, done: impl Fn() -> bool) -> Result<(Vec<f64>, Vec<f64>)> {
+    let api_versions = kafka_protocol::messages::ApiVersionsRequest::default();
+    let mut conn = strata_tests::raw::connect(addr)?;
+    let (mut ms, mut fresh) = (Vec::new(), Vec::new());
+    let mut id = 0;
+    while !done() {
+        id += 1;
+        let t = Instant::now();
+        strata_tests::raw::call(&mut conn, 0, id, &api_versions)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if id % 10 == 0 {
+            let t = Instant::now();
+            strata_tests::raw::call(&mut strata_tests::raw::connect(addr)?, 0, 1, &api_versions)?;
+            fresh.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        std::thread::sleep(PROBE_INTERVAL);
+    }
+    ms.sort_by(f64::total_cmp);
+    fresh.sort_by(f64::total_cmp);
+    Ok((ms, fresh))
 }
 
 fn report(what: &str, sorted_ms: &[f64]) {
