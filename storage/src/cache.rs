@@ -11,9 +11,11 @@
 //! valid for as long as its partition exists: entries only ever leave by eviction (oldest
 //! inserted first, within a byte budget), by a topic delete or by retention. Readers check
 //! the log start offset before they look here, so entries below it are never returned even
-//! before they are dropped. An appended batch keeps its request buffer alive while cached,
-//! so the memory held can exceed the budget by the rest of those requests (their headers,
-//! and batches of other partitions that failed).
+//! before they are dropped. An appended batch keeps the buffer its request was read into
+//! alive while cached, so the memory held can exceed the budget by the rest of those
+//! buffers (request headers, other small requests read with it, batches that failed).
+//! Eviction is by insertion order, not scan-resistant: a consumer replaying old data fills
+//! the cache with it and pushes out the tail, which tail readers then read from RocksDB.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
