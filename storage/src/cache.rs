@@ -14,8 +14,12 @@
 //! before they are dropped. An appended batch keeps the buffer its request was read into
 //! alive while cached, so the memory held can exceed the budget by the rest of those
 //! buffers (request headers, other small requests read with it, batches that failed).
-//! Eviction is by insertion order, not scan-resistant: a consumer replaying old data fills
-//! the cache with it and pushes out the tail, which tail readers then read from RocksDB.
+//!
+//! Eviction is oldest first within two classes, appended batches and batches reads brought
+//! in: when the budget is exceeded, the class holding more than half of it gives way. So a
+//! consumer replaying old data can take the whole cache while nothing is produced, but never
+//! pushes out the newest half-budget of appended data that tail readers need, and a burst of
+//! produce cannot flush out what replaying groups are sharing either.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -114,7 +118,13 @@ const HEAD: usize = 16;
 struct Entry {
     batch: Batch,
     last: i64,
+    /// Eviction class: [`APPENDED`] or [`READ`].
+    class: usize,
 }
+
+/// Eviction classes (indexes of `State::order` and `State::class_bytes`).
+const APPENDED: usize = 0;
+const READ: usize = 1;
 
 /// Memory an entry costs beyond its batch bytes (map node, entry, buffer headers, the
 /// 16-byte patched header, the eviction queue), counted against the budget so that many
@@ -131,9 +141,10 @@ impl Entry {
 struct State {
     /// Per partition id: base offset -> batch.
     parts: HashMap<u64, BTreeMap<i64, Entry>>,
-    /// Insertion order, for eviction: (partition id, base offset).
-    order: VecDeque<(u64, i64)>,
-    bytes: usize,
+    /// Insertion order per class, for eviction: (partition id, base offset).
+    order: [VecDeque<(u64, i64)>; 2],
+    /// Budget used per class.
+    class_bytes: [usize; 2],
     hits: u64,
     hit_bytes: u64,
     misses: u64,
@@ -219,32 +230,42 @@ impl ReadCache {
     ) {
         let mut s = self.lock();
         let s = &mut *s;
+        let class = if read { READ } else { APPENDED };
         let map = s.parts.entry(pid).or_default();
         for (base, last, batch) in batches {
             if read {
                 s.misses += 1;
                 s.miss_bytes += batch.len() as u64;
             }
-            let entry = Entry { batch, last };
+            let entry = Entry { batch, last, class };
             if entry.cost() > self.budget || map.contains_key(&base) {
                 continue;
             }
-            s.bytes += entry.cost();
-            s.order.push_back((pid, base));
+            s.class_bytes[class] += entry.cost();
+            s.order[class].push_back((pid, base));
             map.insert(base, entry);
         }
         if map.is_empty() {
             s.parts.remove(&pid);
         }
-        while s.bytes > self.budget {
-            let Some((pid, base)) = s.order.pop_front() else {
+        while s.class_bytes[APPENDED] + s.class_bytes[READ] > self.budget {
+            // The class over half the budget gives way (one must be, as the sum is over).
+            let class = if s.class_bytes[READ] > self.budget / 2 {
+                READ
+            } else {
+                APPENDED
+            };
+            let Some((pid, base)) = s.order[class].pop_front() else {
                 break;
             };
             let Some(map) = s.parts.get_mut(&pid) else {
                 continue;
             };
-            if let Some(e) = map.remove(&base) {
-                s.bytes -= e.cost();
+            // A queue may still name a batch that left and came back in the other class.
+            if map.get(&base).is_some_and(|e| e.class == class) {
+                if let Some(e) = map.remove(&base) {
+                    s.class_bytes[class] -= e.cost();
+                }
             }
             if map.is_empty() {
                 s.parts.remove(&pid);
@@ -269,17 +290,25 @@ impl ReadCache {
                 map.extend(e.map(|e| (base, e)));
             }
         }
-        s.bytes -= dropped.values().map(Entry::cost).sum::<usize>();
+        for e in dropped.values() {
+            s.class_bytes[e.class] -= e.cost();
+        }
         if map.is_empty() {
             s.parts.remove(&pid);
         }
-        // The eviction queue still names the dropped batches; rebuild it when they are most
-        // of it, so that it stays proportional to what is cached.
+        // The eviction queues still name the dropped batches; rebuild them when those are
+        // most of them, so that they stay proportional to what is cached.
         let live: usize = s.parts.values().map(BTreeMap::len).sum();
-        if s.order.len() > 2 * live + 1024 {
+        if s.order[APPENDED].len() + s.order[READ].len() > 2 * live + 1024 {
             let parts = &s.parts;
-            s.order
-                .retain(|(pid, base)| parts.get(pid).is_some_and(|m| m.contains_key(base)));
+            for (class, order) in s.order.iter_mut().enumerate() {
+                order.retain(|(pid, base)| {
+                    parts
+                        .get(pid)
+                        .and_then(|m| m.get(base))
+                        .is_some_and(|e| e.class == class)
+                });
+            }
         }
     }
 
@@ -290,7 +319,7 @@ impl ReadCache {
             hit_bytes: s.hit_bytes,
             misses: s.misses,
             miss_bytes: s.miss_bytes,
-            bytes: s.bytes,
+            bytes: s.class_bytes[APPENDED] + s.class_bytes[READ],
         }
     }
 }
@@ -403,9 +432,43 @@ mod tests {
         // Forgotten batches leave the eviction queue too, once they are most of it.
         let c = ReadCache::new(1 << 20).unwrap();
         c.insert(2, true, (0..3000).map(|i| (i, i, batch(1))));
-        assert_eq!(c.lock().order.len(), 3000);
+        assert_eq!(c.lock().order[READ].len(), 3000);
         c.forget_before(2, i64::MAX);
-        assert!(c.lock().order.is_empty());
+        assert!(c.lock().order[READ].is_empty());
         assert_eq!(offsets(&c, 1, 20), (vec![], 20));
+    }
+
+    #[test]
+    fn replays_do_not_push_out_the_newest_appended_batches() {
+        let one = 10 + ENTRY_OVERHEAD;
+        let c = ReadCache::new(4 * one).unwrap();
+        c.insert(1, false, [(100, 100, batch(10)), (101, 101, batch(10))]);
+        c.insert(1, true, (0..10).map(|i| (i, i, batch(10))));
+        assert_eq!(offsets(&c, 1, 100), (vec![10, 10], 102), "the tail stays");
+        assert_eq!(
+            offsets(&c, 1, 8),
+            (vec![10, 10], 10),
+            "reads keep the other half"
+        );
+        assert_eq!(offsets(&c, 1, 0).0, Vec::<usize>::new());
+        // With nothing appended, reads may use the whole budget; appends then take back
+        // their half, oldest reads first.
+        let c = ReadCache::new(4 * one).unwrap();
+        c.insert(1, true, (0..4).map(|i| (i, i, batch(10))));
+        assert_eq!(offsets(&c, 1, 0).0.len(), 4);
+        c.insert(
+            1,
+            false,
+            [(4, 4, batch(10)), (5, 5, batch(10)), (6, 6, batch(10))],
+        );
+        assert_eq!(offsets(&c, 1, 0).0, Vec::<usize>::new());
+        assert_eq!(
+            offsets(&c, 1, 2),
+            (vec![10, 10], 4),
+            "the newest reads keep half"
+        );
+        assert_eq!(offsets(&c, 1, 4), (vec![], 4), "the oldest append gave way");
+        assert_eq!(offsets(&c, 1, 5), (vec![10, 10], 7));
+        assert_eq!(c.stats().bytes, 4 * one);
     }
 }
