@@ -1,7 +1,7 @@
 //! Broker configuration: defaults, overridden by a TOML file, then `STRATA_*` environment
 //! variables, then command-line flags; validated before anything starts.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -59,6 +59,24 @@ pub struct Config {
     /// fetch: consumers near the tail, and groups reading the same data, are served from
     /// memory without copies; 0 turns the cache off.
     pub fetch_cache_mb: usize,
+    /// Most bytes one Fetch response carries, whatever the client asks for (Kafka's
+    /// `fetch.max.bytes`); it caps both `max_bytes` and `partition_max_bytes`.
+    pub fetch_max_bytes: usize,
+    /// A connection that sends no request for this long is closed
+    /// (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Connections one IP address may hold at once (Kafka's `max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions, `ip:count` separated by commas, e.g. `10.0.0.7:500,::1:50`
+    /// (Kafka's `max.connections.per.ip.overrides`).
+    pub max_connections_per_ip_overrides: String,
+    /// Bytes of requests one connection may have read and not yet answered; the broker stops
+    /// reading from it until answers go out (Kafka's `queued.max.request.bytes`, here per
+    /// connection). A single request larger than this is still served, alone.
+    pub queued_max_request_bytes: usize,
+    /// Partitions the broker holds in all; CreateTopics and CreatePartitions that would go past
+    /// it are refused with INVALID_PARTITIONS before anything is allocated.
+    pub max_partitions: usize,
 }
 
 impl Default for Config {
@@ -92,6 +110,18 @@ impl Default for Config {
             // the tail (a fraction of a second at full produce speed, minutes at a few
             // MB/s), within the broker's 512 MiB memory budget.
             fetch_cache_mb: strata_storage::StoreConfig::new("").read_cache_bytes >> 20,
+            // Kafka's defaults: 55 MiB, 10 minutes, no per-address limit.
+            fetch_max_bytes: 55 * 1024 * 1024,
+            connections_max_idle_ms: 600_000,
+            max_connections_per_ip: i32::MAX as usize,
+            max_connections_per_ip_overrides: String::new(),
+            // One largest request (socket_request_max_bytes) in flight per connection: a
+            // producer's pipeline of 1 MiB batches never waits, while 32 read-ahead requests
+            // of 100 MiB (3.2 GB) can no longer be queued on one connection.
+            queued_max_request_bytes: 100 * 1024 * 1024,
+            // Far beyond what one broker serves well (each partition keeps in-memory state
+            // and RocksDB keys), far below what exhausts memory (~1 KiB each).
+            max_partitions: 100_000,
         }
     }
 }
@@ -165,6 +195,8 @@ impl Config {
             segment_ms, retention_ms, retention_bytes, message_timestamp_type,
             retention_check_interval_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
             group_max_session_timeout_ms, offsets_retention_minutes, fetch_cache_mb,
+            fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
+            max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
         });
         Ok(self)
     }
@@ -221,7 +253,48 @@ impl Config {
         if self.offsets_retention_minutes == 0 {
             return Err(bad("offsets_retention_minutes must be at least 1"));
         }
+        if self.fetch_max_bytes == 0 || self.fetch_max_bytes > i32::MAX as usize {
+            return Err(bad("fetch_max_bytes must be between 1 and 2147483647"));
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err(bad("connections_max_idle_ms must be at least 1"));
+        }
+        if self.max_connections_per_ip == 0 || self.queued_max_request_bytes == 0 {
+            return Err(bad(
+                "max_connections_per_ip and queued_max_request_bytes must be at least 1",
+            ));
+        }
+        if self.max_partitions == 0 || self.max_partitions > i32::MAX as usize {
+            return Err(bad("max_partitions must be between 1 and 2147483647"));
+        }
+        self.connection_limits()?;
         Ok(listen)
+    }
+
+    /// The per-address connection limits: the default and the overrides, parsed.
+    pub fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        let mut overrides = std::collections::HashMap::new();
+        for item in self
+            .max_connections_per_ip_overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let parsed = item.rsplit_once(':').and_then(|(ip, n)| {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                Some((ip.parse::<IpAddr>().ok()?, n.parse::<usize>().ok()?))
+            });
+            let (ip, n) = parsed.ok_or_else(|| {
+                bad(format!(
+                    "max_connections_per_ip_overrides: {item:?} is not ip:count"
+                ))
+            })?;
+            overrides.insert(ip, n);
+        }
+        Ok(ConnectionLimits {
+            per_ip: self.max_connections_per_ip,
+            overrides,
+        })
     }
 
     /// The group coordinator's settings.
@@ -240,6 +313,19 @@ impl Config {
             Some(Ok((h, p))) => (h, i32::from(p)),
             _ => (bound.ip().to_string(), i32::from(bound.port())),
         }
+    }
+}
+
+/// How many connections each address may hold.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionLimits {
+    pub per_ip: usize,
+    pub overrides: std::collections::HashMap<IpAddr, usize>,
+}
+
+impl ConnectionLimits {
+    pub fn limit(&self, ip: IpAddr) -> usize {
+        self.overrides.get(&ip).copied().unwrap_or(self.per_ip)
     }
 }
 

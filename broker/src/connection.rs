@@ -8,12 +8,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProtocolError;
@@ -25,10 +25,63 @@ use crate::protocol::{self, Decoded};
 /// and still bounds the memory one connection can pin.
 const MAX_IN_FLIGHT: usize = 32;
 
-/// An answer on its way to the writer: the parts of one response frame.
+/// An answer on its way to the writer: the parts of one response frame, and the share of the
+/// connection's request-byte budget its request holds until the answer is written.
 enum Outgoing {
-    Ready(Vec<Bytes>),
-    Later(futures::future::BoxFuture<'static, Option<Vec<Bytes>>>),
+    Ready(Vec<Bytes>, OwnedSemaphorePermit),
+    Later(
+        futures::future::BoxFuture<'static, Option<Vec<Bytes>>>,
+        OwnedSemaphorePermit,
+    ),
+}
+
+/// Frames below this size are copied out of the read buffer (a memcpy of at most 64 KiB costs
+/// less than the syscall that read it); larger ones are sliced from it without a copy.
+const OWN_BUFFER_BELOW: usize = 64 * 1024;
+
+/// Kafka's framing: a big-endian i32 length, then that many bytes. Unlike tokio-util's
+/// `LengthDelimitedCodec`, which reserves the declared length as soon as it reads the prefix,
+/// this lets the buffer grow only with the bytes that actually arrive: a peer declaring
+/// 100 MiB and sending 4 bytes costs 4 bytes, not 100 MiB.
+struct Frames {
+    max: usize,
+}
+
+impl Decoder for Frames {
+    type Item = Bytes;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, std::io::Error> {
+        let Some(prefix) = src.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let declared = i32::from_be_bytes(*prefix);
+        let len = usize::try_from(declared)
+            .ok()
+            .filter(|&n| n <= self.max)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "frame length {declared} is outside 0..={} (socket_request_max_bytes)",
+                        self.max
+                    ),
+                )
+            })?;
+        if src.len() < 4 + len {
+            return Ok(None);
+        }
+        src.advance(4);
+        if len < OWN_BUFFER_BELOW {
+            // Small frames get a buffer of their own: a slice would keep the whole read buffer
+            // (grown for some earlier large frame) alive for as long as the read cache holds
+            // a batch of it.
+            let frame = Bytes::copy_from_slice(&src[..len]);
+            src.advance(len);
+            return Ok(Some(frame));
+        }
+        Ok(Some(src.split_to(len).freeze()))
+    }
 }
 
 /// Writes the parts of a frame with vectored writes (large record sets are separate parts,
@@ -67,17 +120,26 @@ async fn write_parts(
 
 pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
     let (rd, mut wr) = stream.into_split();
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .max_frame_length(ctx.config.socket_request_max_bytes)
-        .new_codec();
-    let mut frames = FramedRead::new(rd, codec);
+    let mut frames = FramedRead::new(
+        rd,
+        Frames {
+            max: ctx.config.socket_request_max_bytes,
+        },
+    );
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
+    // Cancelled when the peer is gone (EOF, a bad frame, a read error): answers still waiting
+    // (a long poll for max_wait_ms, which a client may set to 24 days) are dropped instead of
+    // holding the connection's task and slot until they resolve.
+    let gone = CancellationToken::new();
+    let peer_gone = gone.clone();
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
-            let parts = match out {
-                Outgoing::Ready(p) => Some(p),
-                Outgoing::Later(f) => f.await,
+            let (parts, _permit) = match out {
+                Outgoing::Ready(p, permit) => (Some(p), permit),
+                Outgoing::Later(f, permit) => tokio::select! {
+                    p = f => (p, permit),
+                    _ = peer_gone.cancelled() => (None, permit),
+                },
             };
             let Some(parts) = parts else { break };
             if let Err(e) = write_parts(&mut wr, parts).await {
@@ -87,20 +149,40 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
         }
         let _ = wr.shutdown().await;
     });
+    let budget = ctx.config.queued_max_request_bytes.min(u32::MAX as usize);
+    let queued = Arc::new(Semaphore::new(budget));
+    let idle = std::time::Duration::from_millis(ctx.config.connections_max_idle_ms);
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
-            f = frames.next() => f,
+            f = tokio::time::timeout(idle, frames.next()) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    tracing::info!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection");
+                    break;
+                }
+            },
         };
         let frame = match frame {
             None => break,
-            Some(Ok(f)) => f.freeze(),
+            Some(Ok(f)) => f,
             Some(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 break;
             }
         };
-        match answer(&ctx, peer, frame).await {
+        // Hold the request's bytes against the budget until its answer is written; when the
+        // budget is spent, stop reading until answers go out. A request larger than the whole
+        // budget takes all of it and runs alone.
+        let want = frame.len().clamp(1, budget) as u32;
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = queued.clone().acquire_many_owned(want) => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        match answer(&ctx, peer, frame, permit).await {
             Ok(None) => {}
             Ok(Some(out)) => {
                 if tx.send(out).await.is_err() {
@@ -113,6 +195,9 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
             }
         }
     }
+    if !cancel.is_cancelled() {
+        gone.cancel();
+    }
     drop(tx);
     let _ = writer.await;
 }
@@ -122,6 +207,7 @@ async fn answer(
     ctx: &Arc<Ctx>,
     peer: SocketAddr,
     frame: Bytes,
+    permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
     let request = match protocol::decode(frame.clone())? {
         Decoded::Request(r) => r,
@@ -131,7 +217,7 @@ async fn answer(
             correlation_id,
         } => {
             return protocol::unsupported_reply(api_key, version, correlation_id, &frame)
-                .map(|b| Some(Outgoing::Ready(vec![b])))
+                .map(|b| Some(Outgoing::Ready(vec![b], permit)))
                 .ok_or_else(|| {
                     ProtocolError::Malformed(format!(
                         "{api_key:?} v{version} is not supported (correlation id {correlation_id})"
@@ -146,19 +232,22 @@ async fn answer(
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(
-        match handler::dispatch(ctx, peer, &request.header, request.body).await {
+        match handler::dispatch(ctx, peer, &request.header, request.body, frame.len()).await {
             Reply::None => None,
             Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
-            Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?)),
-            Reply::Later(fut) => Some(Outgoing::Later(Box::pin(async move {
-                match encode(fut.await) {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        tracing::error!(error = %e, "dropping connection");
-                        None
+            Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),
+            Reply::Later(fut) => Some(Outgoing::Later(
+                Box::pin(async move {
+                    match encode(fut.await) {
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::error!(error = %e, "dropping connection");
+                            None
+                        }
                     }
-                }
-            }))),
+                }),
+                permit,
+            )),
         },
     )
 }

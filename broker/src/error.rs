@@ -46,6 +46,7 @@ pub fn storage_code(e: &StorageError) -> i16 {
             code::UNKNOWN_TOPIC_OR_PARTITION
         }
         StorageError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
+        StorageError::TooManyPartitions { .. } => code::INVALID_PARTITIONS,
         StorageError::InvalidRequest(_) => code::INVALID_REQUEST,
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         StorageError::CorruptBatch(_) => code::CORRUPT_MESSAGE,

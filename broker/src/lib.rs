@@ -4,9 +4,12 @@
 //! `kafka-protocol` crate, serves them from the durable log in `strata-storage`, and
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
+pub mod codec;
 pub mod config;
 mod connection;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod handler;
 pub mod protocol;

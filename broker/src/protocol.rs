@@ -410,8 +410,8 @@ fn error_body(api_key: ApiKey, error: i16) -> Option<ResponseKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use crate::fuzzing::fetch_body;
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
 
     fn records(n: usize, fill: u8) -> Bytes {
         Bytes::from(vec![fill; n])
@@ -450,11 +450,22 @@ mod tests {
                 4,
                 "four record sets of 16 KiB or more go by reference"
             );
-            let spliced: Vec<u8> =
-                encode_parts(ApiKey::Fetch, version, 9, fetch_body(records), refs)
-                    .unwrap()
-                    .concat();
-            let plain = encode(ApiKey::Fetch, version, 9, &fetch_body(parts.to_vec())).unwrap();
+            let spliced: Vec<u8> = encode_parts(
+                ApiKey::Fetch,
+                version,
+                9,
+                fetch_body(records, version),
+                refs,
+            )
+            .unwrap()
+            .concat();
+            let plain = encode(
+                ApiKey::Fetch,
+                version,
+                9,
+                &fetch_body(parts.to_vec(), version),
+            )
+            .unwrap();
             assert_eq!(spliced, plain.to_vec(), "v{version}");
             let mut b = Bytes::from(spliced).slice(4..);
             let header =
@@ -469,27 +480,5 @@ mod tests {
                 .collect();
             assert_eq!(got, parts.to_vec());
         }
-    }
-
-    /// A Fetch response with one topic whose partition `i` holds `records[i]`.
-    fn fetch_body(records: Vec<Bytes>) -> ResponseKind {
-        let partitions = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                PartitionData::default()
-                    .with_partition_index(i as i32)
-                    .with_records(Some(r))
-            })
-            .collect();
-        let topic = FetchableTopicResponse::default()
-            .with_topic(TopicName(str_bytes("t")))
-            .with_topic_id(uuid::Uuid::from_u128(7))
-            .with_partitions(partitions);
-        ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]))
-    }
-
-    fn str_bytes(s: &str) -> kafka_protocol::protocol::StrBytes {
-        kafka_protocol::protocol::StrBytes::from_string(s.to_string())
     }
 }

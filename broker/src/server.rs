@@ -1,7 +1,8 @@
 //! The accept loop, connection limit and graceful shutdown.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use strata_storage::{Store, StoreConfig};
@@ -10,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ConnectionLimits};
 use crate::group::Coordinator;
 use crate::handler::Ctx;
 use std::time::Duration;
@@ -38,6 +39,7 @@ impl Broker {
         store_config.segment_ms = config.segment_ms;
         store_config.log_append_time = config.message_timestamp_type == "LogAppendTime";
         store_config.read_cache_bytes = config.fetch_cache_mb.saturating_mul(1 << 20);
+        store_config.max_partitions = config.max_partitions;
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
@@ -142,6 +144,9 @@ async fn accept_loop(
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let per_ip = Arc::new(PerIp::new(
+        ctx.config.connection_limits().unwrap_or_default(),
+    ));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -160,12 +165,62 @@ async fn accept_loop(
             tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
             continue;
         };
+        let Some(slot) = PerIp::admit(&per_ip, peer.ip()) else {
+            tracing::warn!(%peer, limit = per_ip.limits.limit(peer.ip()), "connection limit for this address reached (max_connections_per_ip); closing new connection");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
             crate::connection::serve(ctx, stream, peer, cancel).await;
-            drop(permit);
+            drop((permit, slot));
         });
+    }
+}
+
+/// Connections held per address, against `max_connections_per_ip` and its overrides.
+struct PerIp {
+    limits: ConnectionLimits,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's place in [`PerIp`]; gives it back when dropped.
+struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn new(limits: ConnectionLimits) -> Self {
+        PerIp {
+            limits,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn admit(this: &Arc<PerIp>, ip: IpAddr) -> Option<IpSlot> {
+        let mut held = this.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(ip).or_insert(0);
+        if *n >= this.limits.limit(ip) {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            owner: this.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }

@@ -94,6 +94,17 @@ impl Batch {
         }
     }
 
+    /// The same batch in buffers of its own, not slices of whatever buffer it came in.
+    fn detached(&self) -> Batch {
+        match self {
+            Batch::Whole(b) => Batch::Whole(Bytes::copy_from_slice(b)),
+            Batch::Split { head, body } => Batch::Split {
+                head: head.clone(),
+                body: Bytes::copy_from_slice(body),
+            },
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Batch::Whole(b) => b.len(),
@@ -269,6 +280,16 @@ impl ReadCache {
             }
             if map.is_empty() {
                 s.parts.remove(&pid);
+            }
+        }
+    }
+
+    /// Gives partition `pid`'s cached batches based within `first..=last` buffers of their own.
+    pub fn detach(&self, pid: u64, first: i64, last: i64) {
+        let mut s = self.lock();
+        if let Some(map) = s.parts.get_mut(&pid) {
+            for e in map.range_mut(first..=last).map(|(_, e)| e) {
+                e.batch = e.batch.detached();
             }
         }
     }

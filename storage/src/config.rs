@@ -32,6 +32,10 @@ pub struct StoreConfig {
     /// all readers: tail readers and groups reading the same data need no RocksDB read and
     /// no copy); 0 turns it off.
     pub read_cache_bytes: usize,
+    /// Partitions the store holds in all; creating more fails with
+    /// [`StorageError::TooManyPartitions`](crate::StorageError::TooManyPartitions) before
+    /// anything is allocated.
+    pub max_partitions: usize,
 }
 
 impl StoreConfig {
@@ -54,6 +58,9 @@ impl StoreConfig {
             // full produce speed), within the broker's 512 MiB memory budget next to the
             // memtables.
             read_cache_bytes: 64 << 20,
+            // Each partition costs in-memory state (~1 KiB) and keys: 100,000 is far beyond
+            // what one broker serves well and far below what exhausts its memory.
+            max_partitions: 100_000,
         }
     }
 }

@@ -35,6 +35,12 @@ pub enum StorageError {
         current: i16,
         got: i16,
     },
+    #[error("{requested} more partitions would make {total}, over the limit of {limit}")]
+    TooManyPartitions {
+        requested: u64,
+        total: u64,
+        limit: usize,
+    },
     #[error("storage failure: {0}")]
     Io(String),
 }

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod clients;
 pub mod group_storm;
+pub mod hostile;
 pub mod procstat;
 pub mod raw;
 

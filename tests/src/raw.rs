@@ -79,8 +79,12 @@ pub fn call<R: Request>(
 /// Opens a fresh connection and checks that ApiVersions v0 is answered with error 0: the
 /// broker is alive and serving.
 pub fn api_versions_ok(addr: SocketAddr) -> Result<()> {
-    let mut s = connect(addr)?;
-    let resp = call(&mut s, 0, 7, &ApiVersionsRequest::default())?;
+    api_versions_call(&mut connect(addr)?)
+}
+
+/// ApiVersions v0 on an open connection, answered with error 0.
+pub fn api_versions_call(s: &mut TcpStream) -> Result<()> {
+    let resp = call(s, 0, 7, &ApiVersionsRequest::default())?;
     if resp.error_code != 0 || resp.api_keys.is_empty() {
         bail!(
             "ApiVersions: error {} with {} keys",

@@ -246,3 +246,50 @@ fn corrupted_batch_is_rejected_with_corrupt_message() -> Result<()> {
     }
     f.healthy("corrupted batches")
 }
+
+/// Every supported API and version, as an empty request with each i32, i16 and varint in turn
+/// set to its largest value (counts of 2^31-1, strings of 32767 bytes, compact arrays of
+/// 2^32-2), sent to the broker process on a connection each. Each connection is closed or
+/// answered (a mutant may decode into a valid request, e.g. a 24-day max_wait_ms; those are
+/// dropped after a moment), the broker keeps serving, and its memory stays flat.
+#[test]
+fn maximal_counts_in_every_api_version() -> Result<()> {
+    use strata_broker::protocol::SUPPORTED;
+    use strata_tests::hostile::{empty_request, maximal_mutants, request_frame};
+    let mut f = Fixture::new()?;
+    let rss_before = f.broker.status_field("VmRSS")?;
+    let (mut sent, mut closed, mut answered) = (0, 0, 0);
+    for s in SUPPORTED {
+        let body = empty_request(s.key).ok_or_else(|| anyhow::anyhow!("{:?}", s.key))?;
+        for version in s.min.max(3 * i16::from(s.key as i16 == 0))..=s.max {
+            let frame = request_frame(s.key, version, &body);
+            for at in 0..frame.len() {
+                for m in maximal_mutants(&frame, at) {
+                    let mut c = f.raw()?;
+                    raw::write_tolerant(&mut c, &raw::frame(&m))?;
+                    match raw::outcome(&mut c, Duration::from_millis(100))? {
+                        Outcome::Closed => closed += 1,
+                        Outcome::Answered(_) => answered += 1,
+                        Outcome::Hung => {}
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        ensure!(f.broker.is_running(), "broker died on {:?}", s.key);
+    }
+    f.healthy("maximal counts in every API version")?;
+    let rss_after = f.broker.status_field("VmRSS")?;
+    println!(
+        "{sent} mutants: {closed} closed, {answered} answered; broker RSS {rss_before} -> {rss_after} KiB"
+    );
+    ensure!(
+        closed > sent / 2,
+        "only {closed} of {sent} mutants closed their connection"
+    );
+    ensure!(
+        rss_after < rss_before + 128 * 1024,
+        "broker RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    Ok(())
+}

@@ -47,7 +47,12 @@ pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreateParti
             }
         }
         if req.validate_only {
-            results.push(result);
+            results.push(
+                match super::partition_room(ctx, t.count - info.partitions) {
+                    Ok(()) => result,
+                    Err((c, msg)) => fail(c, msg),
+                },
+            );
             continue;
         }
         let (name, count) = (info.name.clone(), t.count);

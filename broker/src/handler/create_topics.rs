@@ -130,6 +130,7 @@ async fn create_one(
         .with_replication_factor(1)
         .with_configs(Some(described));
     if validate_only {
+        super::partition_room(ctx, partitions)?;
         return Ok(result);
     }
     let n = name.clone();

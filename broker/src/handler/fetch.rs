@@ -56,11 +56,14 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
             .into();
     }
     let plan = resolve(ctx, version, &req);
-    let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    // The broker's fetch_max_bytes caps what the client asks for (a non-positive ask means
+    // "no limit" to old clients); partition limits are capped in `resolve`.
+    let max_bytes = usize::try_from(req.max_bytes)
+        .ok()
+        .filter(|&b| b > 0)
+        .map_or(ctx.config.fetch_max_bytes, |b| {
+            b.min(ctx.config.fetch_max_bytes)
+        });
     let committed = req.isolation_level == READ_COMMITTED;
     let first = read(ctx, plan.clone(), max_bytes, committed).await;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -110,7 +113,8 @@ fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
                     Want {
                         partition: p.partition,
                         offset: p.fetch_offset,
-                        max_bytes: p.partition_max_bytes.max(0) as usize,
+                        max_bytes: (p.partition_max_bytes.max(0) as usize)
+                            .min(ctx.config.fetch_max_bytes),
                         error,
                     }
                 })

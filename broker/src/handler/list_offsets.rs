@@ -7,7 +7,6 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 use strata_storage::{batch, BatchAt, StorageError, Store};
 
 use super::Ctx;
@@ -135,11 +134,17 @@ fn record_at(
     max: bool,
 ) -> Option<(i64, i64)> {
     let mut bytes = Bytes::from(b.bytes.clone());
-    let set = match RecordBatchDecoder::decode(&mut bytes) {
+    let set = match crate::codec::decode_batch(&mut bytes) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(base_offset = b.base_offset, error = %e, "stored batch does not decode");
-            return None;
+            // A batch the broker will not expand (over the decompression limit, or not
+            // decodable) still answers from its header: its first offset at or after the log
+            // start, with the batch's largest timestamp. Consumers then read a few records
+            // more than they asked for, never fewer.
+            tracing::warn!(base_offset = b.base_offset, error = %e, "answering from the batch header");
+            let h = batch::read_header(&b.bytes).ok()?;
+            return (h.last_offset() >= log_start)
+                .then(|| (b.base_offset.max(log_start), h.max_timestamp));
         }
     };
     let records = set.records.iter().filter(|r| r.offset >= log_start);

@@ -71,6 +71,15 @@ impl Ctx {
         }
     }
 
+    /// Partitions in all topics.
+    pub fn partition_count(&self) -> u64 {
+        self.store
+            .topics()
+            .iter()
+            .map(|t| t.partitions.max(0) as u64)
+            .sum()
+    }
+
     pub fn retention_nudge(&self) {
         self.retention.notify_one();
     }
@@ -133,12 +142,13 @@ pub async fn dispatch(
     peer: std::net::SocketAddr,
     header: &RequestHeader,
     request: RequestKind,
+    frame_len: usize,
 ) -> Reply {
     let v = header.request_api_version;
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
         RequestKind::Metadata(r) => metadata::handle(ctx, v, r).await.into(),
-        RequestKind::Produce(r) => produce::handle(ctx, v, r).await,
+        RequestKind::Produce(r) => produce::handle(ctx, v, r, frame_len).await,
         RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
@@ -198,6 +208,22 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "topic name {name:?} contains {c:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// For `validate_only` requests (real ones are checked by the store, under its lock): refuses
+/// `more` partitions when the broker would then hold more than `max_partitions`.
+pub fn partition_room(ctx: &Ctx, more: i32) -> Result<(), (i16, String)> {
+    let total = ctx.partition_count().saturating_add(more.max(0) as u64);
+    if total > ctx.config.max_partitions as u64 {
+        return Err((
+            crate::error::code::INVALID_PARTITIONS,
+            format!(
+                "{more} more partitions would make {total}, over max_partitions {}",
+                ctx.config.max_partitions
+            ),
         ));
     }
     Ok(())

@@ -20,7 +20,7 @@ const MIN_DURABILITY_WAIT: Duration = Duration::from_millis(100);
 
 type PartitionResult = Result<AppendOutcome, (i16, String)>;
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply {
+pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len: usize) -> Reply {
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
         return respond(version, &req, |_, _| {
@@ -56,6 +56,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest) -> Reply 
                 .collect()
         })
         .collect();
+    keep_cache_honest(ctx, &req, &results, frame_len);
     if acks == 0 {
         return Reply::None;
     }
@@ -232,4 +233,43 @@ pub fn legacy_error_response(version: i16, correlation_id: i32, frame: &Bytes) -
     let len = (out.len() - 4) as i32;
     out[..4].copy_from_slice(&len.to_be_bytes());
     Some(out.freeze())
+}
+
+/// Appended batches stay in the read cache as slices of the request frame they came in (no
+/// copy on the write path), and a slice keeps its whole frame alive. That is fine when the
+/// appended records are most of the frame, as in every client's produce requests; but a
+/// frame that is mostly something else (say 100 MiB of padding, or of batches that were
+/// refused, around one small valid batch) would pin far more memory than the cache counts.
+/// So when what was appended is less than half of the frame, the cache gets copies of it:
+/// at most half a frame is copied, and only for such odd requests.
+fn keep_cache_honest(
+    ctx: &Ctx,
+    req: &ProduceRequest,
+    results: &[Vec<PartitionResult>],
+    frame_len: usize,
+) {
+    let appended = |f: &mut dyn FnMut(&str, i32, &AppendOutcome, usize)| {
+        for (t, topic) in req.topic_data.iter().enumerate() {
+            for (i, part) in topic.partition_data.iter().enumerate() {
+                if let (Some(Ok(o)), Some(r)) = (results[t].get(i), &part.records) {
+                    if !o.duplicate {
+                        f(&topic.name, part.index, o, r.len());
+                    }
+                }
+            }
+        }
+    };
+    let mut total = 0usize;
+    appended(&mut |_, _, _, len| total += len);
+    if total.saturating_mul(2) >= frame_len {
+        return;
+    }
+    appended(&mut |topic, partition, o, _| {
+        if let Err(e) = ctx
+            .store
+            .detach_cached(topic, partition, o.base_offset, o.last_offset)
+        {
+            tracing::debug!(topic, partition, error = %e, "could not detach cached batches");
+        }
+    });
 }

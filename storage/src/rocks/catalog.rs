@@ -10,7 +10,8 @@ use rocksdb::WriteBatch;
 use uuid::Uuid;
 
 use super::{
-    empty_state, now_ms, Inner, Store, TopicEntry, TopicInfo, CF_IDX, CF_LOG, CF_META, NEXT_PID_KEY,
+    empty_state, now_ms, Catalog, Inner, Store, TopicEntry, TopicInfo, CF_IDX, CF_LOG, CF_META,
+    NEXT_PID_KEY,
 };
 use crate::config::TopicLimits;
 use crate::error::{StorageError, StorageResult};
@@ -39,6 +40,7 @@ impl Store {
         if catalog.topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
         }
+        check_partition_limit(&catalog, partitions as u64, inner.config.max_partitions)?;
         let mut id = Uuid::new_v4();
         while catalog.by_id.contains_key(&id) || id.is_nil() {
             id = Uuid::new_v4();
@@ -83,16 +85,26 @@ impl Store {
     pub fn create_partitions(&self, name: &str, total: i32) -> StorageResult<TopicInfo> {
         let inner = &self.inner;
         let mut catalog = inner.write_catalog();
-        let entry = catalog
+        let current = catalog
             .topics
-            .get_mut(name)
-            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
-        let current = entry.info.partitions;
+            .get(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?
+            .info
+            .partitions;
         if total <= current {
             return Err(StorageError::InvalidRequest(format!(
                 "topic {name} has {current} partitions; the new count {total} must be larger"
             )));
         }
+        check_partition_limit(
+            &catalog,
+            (total - current) as u64,
+            inner.config.max_partitions,
+        )?;
+        let entry = catalog
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
         let mut batch = WriteBatch::default();
         let pids = inner.allocate_pids(&mut batch, (total - current) as u64);
         let limits = TopicLimits::from_configs(&entry.info.configs, &inner.config);
@@ -204,6 +216,24 @@ impl Store {
         let name = catalog.by_id.get(&id)?;
         catalog.topics.get(name).map(|t| t.info.clone())
     }
+}
+
+/// Refuses `more` partitions when the store would then hold more than `limit`.
+fn check_partition_limit(catalog: &Catalog, more: u64, limit: usize) -> StorageResult<()> {
+    let existing: u64 = catalog
+        .topics
+        .values()
+        .map(|t| t.info.partitions.max(0) as u64)
+        .sum();
+    let total = existing.saturating_add(more);
+    if total > limit as u64 {
+        return Err(StorageError::TooManyPartitions {
+            requested: more,
+            total,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 impl TopicEntry {

@@ -53,6 +53,25 @@ pub struct SegmentInfo {
 }
 
 impl Store {
+    /// Makes the read cache keep its own copies of the batches appended at offsets
+    /// `first..=last` of a partition. Appended batches are cached as slices of the buffer they
+    /// were appended from (no copy on the write path), which keeps that whole buffer alive;
+    /// call this when the buffer holds much more than the batches, so that the cache holds
+    /// what its budget counts. Takes the cache's lock briefly; does not block on I/O.
+    pub fn detach_cached(
+        &self,
+        topic: &str,
+        partition: i32,
+        first: i64,
+        last: i64,
+    ) -> StorageResult<()> {
+        if let Some(cache) = &self.inner.cache {
+            let p = self.inner.partition(topic, partition)?;
+            cache.detach(p.pid, first, last);
+        }
+        Ok(())
+    }
+
     /// Appends one v2 record batch to a partition.
     ///
     /// Validates it (magic, length, CRC-32C, record count, `max.message.bytes`, producer

@@ -26,6 +26,21 @@ macro_rules! define_copy_impl {
     )
 }
 
+/// Strata patch: checks a length or element count read off the wire against the bytes that
+/// are left, before anything is allocated for it. Every byte string element is one byte and
+/// every array element costs at least one byte on the wire, so a larger count cannot be valid;
+/// without this check a few hostile bytes make the decoder allocate (and the process abort on)
+/// gigabytes.
+fn declared_len<B: ByteBuf>(buf: &B, n: usize, what: &str) -> Result<usize> {
+    if n > buf.remaining() {
+        bail!(
+            "{what} declares {n} elements but only {} bytes remain",
+            buf.remaining()
+        );
+    }
+    Ok(n)
+}
+
 /// A boolean value.
 #[derive(Debug, Copy, Clone, Default)]
 pub struct Boolean;
@@ -359,7 +374,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut strbuf = vec![0; n as usize];
+                let mut strbuf = vec![0; declared_len(buf, n as usize, "String")?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -511,7 +526,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut strbuf = vec![0; (n - 1) as usize];
+                let mut strbuf = vec![0; declared_len(buf, (n - 1) as usize, "CompactString")?];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -655,7 +670,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut data = vec![0; n as usize];
+                let mut data = vec![0; declared_len(buf, n as usize, "Bytes")?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -804,7 +819,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut data = vec![0; (n - 1) as usize];
+                let mut data = vec![0; declared_len(buf, (n - 1) as usize, "CompactBytes")?];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -985,7 +1000,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(n as usize);
+                let mut result = Vec::with_capacity(declared_len(buf, n as usize, "Array")?);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1108,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result =
+                    Vec::with_capacity(declared_len(buf, (n - 1) as usize, "CompactArray")?);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }

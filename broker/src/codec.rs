@@ -1,0 +1,147 @@
+//! Bounded decompression of client record batches.
+//!
+//! A record batch of `max.message.bytes` (1 MiB by default) can expand to gigabytes: a gzip or
+//! zstd stream of zeros compresses more than 1000:1, and a snappy block header may simply
+//! declare 4 GiB. Every decompression of client data goes through [`decompress`], which stops
+//! at a limit instead of allocating whatever the stream asks for.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
+
+/// Largest decompressed records section the broker expands. Producers cap a batch before
+/// compressing it (librdkafka's `batch.size` defaults to 1 MB, the Java client's to 16 KiB,
+/// both bounded by `message.max.bytes` on the uncompressed size in practice), so 64 MiB is far
+/// above any honest batch and small enough that a few concurrent bombs cannot exhaust memory.
+pub const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// The header snappy-java (Kafka's snappy codec) writes before its blocks.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+/// Magic plus its two version words.
+const XERIAL_HEADER_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("decompressed records exceed {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{codec} stream is invalid: {reason}")]
+    Invalid { codec: &'static str, reason: String },
+}
+
+fn invalid(codec: &'static str, e: impl std::fmt::Display) -> CodecError {
+    CodecError::Invalid {
+        codec,
+        reason: e.to_string(),
+    }
+}
+
+/// Bytes read from a decoder at a time (and the first size of the output buffer, which
+/// doubles from there): large enough that per-call overhead does not matter.
+const FIRST_READ: usize = 64 * 1024;
+
+/// Reads `r` to its end, failing once it yields more than `limit` bytes. The buffer doubles
+/// as data arrives but never beyond `limit + 1` bytes, so a bomb costs at most that much.
+fn read_capped(codec: &'static str, mut r: impl Read, limit: usize) -> Result<Vec<u8>, CodecError> {
+    let ceiling = limit.saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; FIRST_READ];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(invalid(codec, e)),
+        };
+        if out.len() + n > limit {
+            return Err(CodecError::TooLarge { limit });
+        }
+        if out.len() + n > out.capacity() {
+            let grow_to = (out.capacity() * 2).clamp(out.len() + n, ceiling);
+            out.reserve_exact(grow_to - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Ok(out)
+}
+
+/// Decompresses the records section of a batch, producing at most `limit` bytes.
+pub fn decompress(
+    compression: Compression,
+    input: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    match compression {
+        Compression::None => {
+            if input.len() > limit {
+                return Err(CodecError::TooLarge { limit });
+            }
+            Ok(input.to_vec())
+        }
+        Compression::Gzip => read_capped("gzip", flate2::read::MultiGzDecoder::new(input), limit),
+        Compression::Zstd => {
+            let d = zstd::stream::read::Decoder::new(input).map_err(|e| invalid("zstd", e))?;
+            read_capped("zstd", d, limit)
+        }
+        Compression::Lz4 => {
+            let d = lz4::Decoder::new(input).map_err(|e| invalid("lz4", e))?;
+            read_capped("lz4", d, limit)
+        }
+        Compression::Snappy => snappy(input, limit),
+    }
+}
+
+/// Snappy as Kafka clients send it: either snappy-java's framing (a 16-byte header, then
+/// blocks of a big-endian u32 length and a raw snappy block) or one raw snappy block.
+fn snappy(input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    if !input.starts_with(XERIAL_MAGIC) {
+        append_snappy_block(input, &mut out, limit)?;
+        return Ok(out);
+    }
+    let mut rest = input.get(XERIAL_HEADER_LEN..).unwrap_or_default();
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| invalid("snappy", "truncated block length"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let block = tail
+            .get(..len)
+            .ok_or_else(|| invalid("snappy", "block longer than the data"))?;
+        append_snappy_block(block, &mut out, limit)?;
+        rest = &tail[len..];
+    }
+    Ok(out)
+}
+
+/// Decompresses one raw snappy block onto `out`, refusing before allocating when the block's
+/// declared length would take `out` past `limit`.
+fn append_snappy_block(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), CodecError> {
+    let len = snap::raw::decompress_len(block).map_err(|e| invalid("snappy", e))?;
+    let start = out.len();
+    if len > limit.saturating_sub(start) {
+        return Err(CodecError::TooLarge { limit });
+    }
+    out.resize(start + len, 0);
+    let n = snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| invalid("snappy", e))?;
+    out.truncate(start + n);
+    Ok(())
+}
+
+/// Decodes one v2 record batch, decompressing with [`decompress`] under
+/// [`MAX_DECOMPRESSED_BYTES`]. Use this, never `RecordBatchDecoder::decode`, on client bytes.
+pub fn decode_batch(bytes: &mut Bytes) -> anyhow::Result<RecordSet> {
+    RecordBatchDecoder::decode_with_custom_compression(
+        bytes,
+        Some(|records: &mut Bytes, compression: Compression| {
+            decompress(compression, records, MAX_DECOMPRESSED_BYTES)
+                .map(Bytes::from)
+                .map_err(anyhow::Error::from)
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests;
