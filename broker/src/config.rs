@@ -77,6 +77,15 @@ pub struct Config {
     /// Partitions the broker holds in all; CreateTopics and CreatePartitions that would go past
     /// it are refused with INVALID_PARTITIONS before anything is allocated.
     pub max_partitions: usize,
+    /// Largest frame of any request but Produce. Those decode into structures up to ~40
+    /// times their size on the wire (a 2-byte topic name becomes an 80-byte entry), while
+    /// Produce's records stay as the bytes received; so they get a smaller limit than
+    /// `socket_request_max_bytes`.
+    pub non_produce_request_max_bytes: usize,
+    /// Bytes of non-Produce requests being decoded and handled at once, over all
+    /// connections; further ones wait their turn. Bounds what decoding can cost in all
+    /// (about 40 times this, at worst).
+    pub decoding_max_bytes: usize,
 }
 
 impl Default for Config {
@@ -122,6 +131,12 @@ impl Default for Config {
             // Far beyond what one broker serves well (each partition keeps in-memory state
             // and RocksDB keys), far below what exhausts memory (~1 KiB each).
             max_partitions: 100_000,
+            // Metadata for 100,000 topics, or a group assignment for thousands of members, is
+            // a few MiB; 8 MiB decodes to at most ~320 MiB.
+            non_produce_request_max_bytes: 8 * 1024 * 1024,
+            // Four of the largest at once (~1.3 GB decoded at worst); ordinary traffic
+            // (heartbeats, fetches, commits of a few hundred bytes each) never comes close.
+            decoding_max_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -197,6 +212,7 @@ impl Config {
             group_max_session_timeout_ms, offsets_retention_minutes, fetch_cache_mb,
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
+            non_produce_request_max_bytes, decoding_max_bytes,
         });
         Ok(self)
     }
@@ -262,6 +278,11 @@ impl Config {
         if self.max_connections_per_ip == 0 || self.queued_max_request_bytes == 0 {
             return Err(bad(
                 "max_connections_per_ip and queued_max_request_bytes must be at least 1",
+            ));
+        }
+        if self.non_produce_request_max_bytes == 0 || self.decoding_max_bytes == 0 {
+            return Err(bad(
+                "non_produce_request_max_bytes and decoding_max_bytes must be at least 1",
             ));
         }
         if self.max_partitions == 0 || self.max_partitions > i32::MAX as usize {

@@ -209,6 +209,29 @@ async fn answer(
     frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
+    // Requests other than Produce decode into much more memory than their frames: bound
+    // their size, and how many bytes of them are decoded and handled at once (a long-poll
+    // or a JoinGroup that waits has handed its request to a future by then and holds
+    // nothing here).
+    let produce = frame.get(..2) == Some(&[0, 0][..]);
+    let _decoding = if produce {
+        None
+    } else {
+        if frame.len() > ctx.config.non_produce_request_max_bytes {
+            return Err(ProtocolError::Malformed(format!(
+                "a {}-byte request other than Produce exceeds non_produce_request_max_bytes ({})",
+                frame.len(),
+                ctx.config.non_produce_request_max_bytes
+            )));
+        }
+        let want = frame
+            .len()
+            .clamp(1, ctx.config.decoding_max_bytes.min(u32::MAX as usize));
+        match ctx.decoding.clone().acquire_many_owned(want as u32).await {
+            Ok(p) => Some(p),
+            Err(_) => return Err(ProtocolError::Malformed("shutting down".into())),
+        }
+    };
     let request = match protocol::decode(frame.clone())? {
         Decoded::Request(r) => r,
         Decoded::Unsupported {

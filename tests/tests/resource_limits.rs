@@ -331,3 +331,49 @@ fn queued_request_bytes_are_bounded_per_connection() -> Result<()> {
     );
     Ok(())
 }
+
+/// A Metadata v1 request naming 4.7 million empty topics is 9.4 MB on the wire and would
+/// decode into ~350 MB (each 2-byte name becomes an ~75-byte entry): past
+/// non_produce_request_max_bytes (8 MiB) it closes the connection before it is decoded.
+/// The same request within the limit is decoded and answered.
+#[test]
+fn large_non_produce_requests_are_refused_before_decoding() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = BrokerProcess::spawn(
+        &dir.path().join("data"),
+        free_port()?,
+        &[("STRATA_AUTO_CREATE_TOPICS", "false")],
+    )?;
+    let peak_before = broker.peak_rss_kib()?;
+    let metadata = |topics: usize| {
+        let mut body = Vec::with_capacity(12 + 2 * topics);
+        body.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+        body.extend_from_slice(&1i16.to_be_bytes()); // v1
+        body.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+        body.extend_from_slice(&(-1i16).to_be_bytes()); // no client id
+        body.extend_from_slice(&(topics as i32).to_be_bytes());
+        body.resize(body.len() + 2 * topics, 0); // empty names
+        raw::frame(&body)
+    };
+    let mut c = raw::connect(broker.addr())?;
+    raw::write_tolerant(&mut c, &metadata(4_700_000))?;
+    let outcome = raw::outcome(&mut c, Duration::from_secs(10))?;
+    ensure!(
+        outcome == Outcome::Closed,
+        "9.4 MB Metadata request: {outcome:?}"
+    );
+    let peak_after = broker.peak_rss_kib()?;
+    ensure!(
+        peak_after < peak_before + 64 * 1024,
+        "broker peak RSS {peak_before} -> {peak_after} KiB"
+    );
+    let mut c = raw::connect(broker.addr())?;
+    raw::write_tolerant(&mut c, &metadata(1000))?;
+    let outcome = raw::outcome(&mut c, Duration::from_secs(10))?;
+    ensure!(
+        matches!(outcome, Outcome::Answered(_)),
+        "small request: {outcome:?}"
+    );
+    ensure!(broker.is_running());
+    Ok(())
+}

@@ -49,6 +49,8 @@ pub struct Ctx {
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Bytes of non-Produce requests being decoded and handled (`decoding_max_bytes`).
+    pub decoding: Arc<tokio::sync::Semaphore>,
 }
 
 impl Ctx {
@@ -60,7 +62,11 @@ impl Ctx {
         host: String,
         port: i32,
     ) -> Self {
+        let decoding = Arc::new(tokio::sync::Semaphore::new(
+            config.decoding_max_bytes.min(u32::MAX as usize),
+        ));
         Ctx {
+            decoding,
             config,
             store,
             groups,
