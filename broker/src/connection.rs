@@ -44,7 +44,11 @@ const OWN_BUFFER_BELOW: usize = 64 * 1024;
 /// this lets the buffer grow only with the bytes that actually arrive: a peer declaring
 /// 100 MiB and sending 4 bytes costs 4 bytes, not 100 MiB.
 struct Frames {
+    /// `socket_request_max_bytes`: the most any frame may declare.
     max: usize,
+    /// `non_produce_request_max_bytes`: the most a frame of any other API than Produce may
+    /// declare, refused as soon as its API key arrives, before its bytes are buffered.
+    max_non_produce: usize,
 }
 
 impl Decoder for Frames {
@@ -68,6 +72,17 @@ impl Decoder for Frames {
                     ),
                 )
             })?;
+        if let Some(key) = src.get(4..6) {
+            if key != [0, 0] && len > self.max_non_produce {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "a {len}-byte request other than Produce exceeds non_produce_request_max_bytes ({})",
+                        self.max_non_produce
+                    ),
+                ));
+            }
+        }
         if src.len() < 4 + len {
             return Ok(None);
         }
@@ -124,6 +139,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
         rd,
         Frames {
             max: ctx.config.socket_request_max_bytes,
+            max_non_produce: ctx.config.non_produce_request_max_bytes,
         },
     );
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
@@ -209,25 +225,21 @@ async fn answer(
     frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
-    // Requests other than Produce decode into much more memory than their frames: bound
-    // their size, and how many bytes of them are decoded and handled at once (a long-poll
-    // or a JoinGroup that waits has handed its request to a future by then and holds
-    // nothing here).
+    // Requests other than Produce decode into much more memory than their frames (their
+    // size is bounded in `Frames`): bound how many bytes of them are decoded and handled at
+    // once (a long-poll or a JoinGroup that waits has handed what it needs to a future by
+    // then and holds nothing here).
     let produce = frame.get(..2) == Some(&[0, 0][..]);
     let _decoding = if produce {
         None
     } else {
-        if frame.len() > ctx.config.non_produce_request_max_bytes {
-            return Err(ProtocolError::Malformed(format!(
-                "a {}-byte request other than Produce exceeds non_produce_request_max_bytes ({})",
-                frame.len(),
-                ctx.config.non_produce_request_max_bytes
-            )));
-        }
-        let want = frame
-            .len()
-            .clamp(1, ctx.config.decoding_max_bytes.min(u32::MAX as usize));
-        match ctx.decoding.clone().acquire_many_owned(want as u32).await {
+        let budget = ctx.config.decoding_max_bytes.min(u32::MAX as usize);
+        match ctx
+            .decoding
+            .clone()
+            .acquire_many_owned(frame.len().clamp(1, budget) as u32)
+            .await
+        {
             Ok(p) => Some(p),
             Err(_) => return Err(ProtocolError::Malformed("shutting down".into())),
         }

@@ -291,7 +291,10 @@ fn queued_request_bytes_are_bounded_per_connection() -> Result<()> {
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
         free_port()?,
-        &[("STRATA_QUEUED_MAX_REQUEST_BYTES", "104857600")],
+        &[
+            ("STRATA_QUEUED_MAX_REQUEST_BYTES", "104857600"),
+            ("STRATA_NON_PRODUCE_REQUEST_MAX_BYTES", "52428800"),
+        ],
     )?;
     let topic = topic_name("queued");
     create_topic(&broker.bootstrap(), &topic, 1)?;
