@@ -27,14 +27,29 @@ def topic_partitions(admin: AdminClient, name: str) -> int | None:
     return len(t.partitions)
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 1,
+                 configs: dict | None = None) -> None:
+    """CreateTopics (with topic configs), then wait until metadata shows every partition.
+    The suite's one topic-creating helper."""
     admin = admin_client(bootstrap)
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                            replication_factor=1)],
+                                            replication_factor=1, config=configs or {})],
                                   operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S)
     futures[name].result(timeout=TIMEOUT_S)
     wait_until(lambda: topic_partitions(admin, name) == partitions, 10,
                f"{name} with {partitions} partitions in metadata")
+
+
+def kp_poll(consumer, want: int, timeout_s: float = 30.0) -> list:
+    """Polls a kafka-python consumer until `want` records arrived or `timeout_s` passed;
+    returns them in arrival order (callers check the count). The suite's one kafka-python
+    poll loop."""
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            got.extend(records)
+    return got
 
 
 def make_consumer(bootstrap: str, logger: CapturingLogger) -> Consumer:

@@ -20,7 +20,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KTP
 from kafka.structs import OffsetAndMetadata
 
-from clients import TIMEOUT_S, admin_client, create_topic
+from clients import TIMEOUT_S, admin_client, create_topic, kp_poll
 from harness import unique_topic, wait_until
 
 GROUP_ENV = {
@@ -61,11 +61,7 @@ def kp_consumer(bootstrap: str, group: str, **extra) -> KafkaConsumer:
 
 def kp_poll_until(consumer: KafkaConsumer, want: int, timeout_s: float = 30.0):
     """Polls until `want` records arrived (returns them, in arrival order)."""
-    got = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            got.extend(records)
+    got = kp_poll(consumer, want, timeout_s)
     assert len(got) >= want, f"only {len(got)} of {want} records within {timeout_s}s"
     return got
 
