@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import CapturingLogger, wait_until
@@ -38,6 +38,28 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1,
     futures[name].result(timeout=TIMEOUT_S)
     wait_until(lambda: topic_partitions(admin, name) == partitions, 10,
                f"{name} with {partitions} partitions in metadata")
+
+
+def produce_records(bootstrap: str, topic: str, records, **conf) -> list[tuple]:
+    """Produces `(partition, key, value, timestamp_ms or None)` records with acks=all (conf
+    adds or overrides producer settings) and waits for every delivery report; returns
+    (offset, error) per record, -1 as the offset of a failed one. The suite's one
+    producing helper."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
+                  "enable.idempotence": False, "logger": CapturingLogger("produce"), **conf})
+    results: list = [None] * len(records)
+
+    def report(i):
+        def cb(err, msg):
+            results[i] = (msg.offset() if err is None else -1, err)
+        return cb
+
+    for i, (partition, key, value, ts) in enumerate(records):
+        kwargs = {"timestamp": ts} if ts is not None else {}
+        p.produce(topic, key=key, value=value, partition=partition, on_delivery=report(i),
+                  **kwargs)
+    assert p.flush(TIMEOUT_S) == 0, "messages still queued after flush"
+    return results
 
 
 def kp_poll(consumer, want: int, timeout_s: float = 30.0) -> list:
