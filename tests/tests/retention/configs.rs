@@ -3,6 +3,9 @@
 use super::*;
 use strata_tests::raw;
 
+/// Kafka's error code for a topic that does not exist.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
 // ------------------------------------------------------------------ configs
 
 fn entry<'a>(entries: &'a BTreeMap<String, ConfigEntry>, name: &str) -> Result<&'a ConfigEntry> {
@@ -236,7 +239,12 @@ fn alter_configs_validates_names_and_values() -> Result<()> {
 
     // A topic that does not exist.
     let missing = topic_name("alter-missing");
-    let _ = alter_topic(&bs, &missing, &[("retention.ms", "1000")], false)?;
+    let (code, message) =
+        raw::alter_topic_configs(broker.addr(), &missing, &[("retention.ms", "1000")], false)?;
+    ensure!(
+        code == UNKNOWN_TOPIC_OR_PARTITION,
+        "AlterConfigs on {missing}: error {code} ({message:?}), expected UNKNOWN_TOPIC_OR_PARTITION"
+    );
     let md = new_consumer(&bs)?.fetch_metadata(Some(&missing), CALL_TIMEOUT)?;
     ensure!(
         md.topics()
