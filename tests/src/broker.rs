@@ -414,3 +414,20 @@ impl Drop for BrokerProcess {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_address_is_read_from_the_last_listening_line_with_or_without_colours() {
+        let log = "2026-12-04T21:00:00Z  INFO strata_broker::server: listening addr=127.0.0.1:4000 advertised=x:1\n\
+                   \u{1b}[2m2026-12-04T21:00:01Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mstrata_broker::server\u{1b}[0m\u{1b}[2m:\u{1b}[0m listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:4001 \u{1b}[3madvertised\u{1b}[0m\u{1b}[2m=\u{1b}[0mx:1\n\
+                   2026-12-04T21:00:02Z  INFO strata_broker::server: shut down\n";
+        assert_eq!(
+            bound_addr_in_log(log),
+            Some("127.0.0.1:4001".parse().unwrap())
+        );
+        assert_eq!(bound_addr_in_log("no such line\n"), None);
+    }
+}
