@@ -98,7 +98,8 @@ fn sized_batch(i: usize, size: usize) -> Vec<u8> {
 
 #[test]
 fn min_bytes_holds_the_fetch_until_enough_data_arrived() -> Result<()> {
-    /// Record size and count: each batch is ~560 bytes, so `MIN_BYTES` needs the 4th one.
+    /// Record size: each one-record batch is ~560 bytes, so `MIN_BYTES` needs the 4th
+    /// batch, and `BATCHES` leaves two more in case the fetch wrongly waits on.
     const RECORD: usize = 500;
     const MIN_BYTES: i32 = 2_000;
     const BATCHES: usize = 6;

@@ -17,11 +17,14 @@ use strata_tests::crashload::{
 use strata_tests::powerfs::{self, PowerFs};
 use strata_tests::*;
 
+/// Two partitions: one group commit then covers appends to several partitions, and a cut
+/// can land between them.
 const PARTITIONS: i32 = 2;
 /// Power cuts with fsync on: each one lands at a different point of the broker's work
 /// (random ack count below); 5 take ~15 s on 2 cores.
 const CYCLES: usize = 5;
-/// Acknowledged records per cycle before the cut (the producer keeps sending meanwhile).
+/// Acknowledged records per cycle before the cut (the producer keeps sending meanwhile): a
+/// random number in this range, so cuts land at different points of the broker's work.
 const ACKED_PER_CYCLE: std::ops::Range<u64> = 1_000..4_000;
 /// Half the records are 64 KiB (the others ~100 bytes, both in each partition): a cycle then
 /// writes more than the 64 MiB memtable, so the cuts also land around memtable flushes (new

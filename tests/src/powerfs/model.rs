@@ -29,7 +29,8 @@ const MAX_FILE_BYTES: u64 = 1 << 32;
 pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 
-/// An errno, as the FUSE layer will return it.
+/// An errno, as the FUSE layer will return it; the values below are Linux's
+/// (asm-generic/errno-base.h and errno.h).
 pub type Errno = i32;
 pub const ENOENT: Errno = 2;
 pub const EEXIST: Errno = 17;
