@@ -61,6 +61,8 @@ fn record_produced_during_a_long_poll_arrives_at_once() -> Result<()> {
          the waiting fetch was not woken"
     );
     eprintln!("long poll: record delivered {latency:?} after the produce was acknowledged");
+    // (A graceful shutdown lets the consumer's next 10 s long poll finish first; the
+    // consumer itself closes after the broker is gone.)
     broker.shutdown()
 }
 
