@@ -3,6 +3,7 @@
 # what is missing and runs everything:
 #
 #   1. Debian packages: libclang-dev (bindgen for the rocksdb crate), kcat (compat suite),
+#      fuse3 (the power-loss test's file system),
 #      python3-venv (only if this python3 cannot create virtual environments), and a C/C++
 #      toolchain if there is none. `apt-get update` runs once, and only when something is missing.
 #   2. cargo build --workspace --all-targets
@@ -66,7 +67,9 @@ installed() { # a Debian package is installed (not merely known or half-removed)
 }
 
 ensure_system_packages() {
-    local -a wanted=(libclang-dev kcat) missing=()
+    # fuse3: fusermount3, with which the power-loss test mounts its file system when not
+    # run as root (without FUSE that test is skipped, with a message).
+    local -a wanted=(libclang-dev kcat fuse3) missing=()
     # bindgen needs libclang; rocksdb/zstd/lz4 build C/C++ code; rdkafka-sys runs make.
     command -v c++ >/dev/null 2>&1 || wanted+=(g++)
     command -v cc >/dev/null 2>&1 || wanted+=(gcc)

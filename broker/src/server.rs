@@ -87,6 +87,12 @@ impl Broker {
         self.ctx.store.read_cache_stats()
     }
 
+    /// Test hook: holds the storage's group-commit syncer until the value is dropped.
+    #[doc(hidden)]
+    pub fn hold_syncer(&self) -> strata_storage::SyncHold {
+        self.ctx.store.hold_syncer()
+    }
+
     /// Stops accepting, lets each connection finish the requests it has read, then syncs and
     /// closes the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {

@@ -44,5 +44,5 @@ pub mod raw {
 }
 pub use rocks::{
     AppendOutcome, BatchAt, GroupOffset, PartitionOffsets, ReadOutcome, SegmentInfo, Store,
-    TopicInfo,
+    SyncHold, TopicInfo,
 };

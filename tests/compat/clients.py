@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import time
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from harness import CapturingLogger, wait_until
@@ -27,14 +27,51 @@ def topic_partitions(admin: AdminClient, name: str) -> int | None:
     return len(t.partitions)
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 1,
+                 configs: dict | None = None) -> None:
+    """CreateTopics (with topic configs), then wait until metadata shows every partition.
+    The suite's one topic-creating helper."""
     admin = admin_client(bootstrap)
     futures = admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                            replication_factor=1)],
+                                            replication_factor=1, config=configs or {})],
                                   operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S)
     futures[name].result(timeout=TIMEOUT_S)
     wait_until(lambda: topic_partitions(admin, name) == partitions, 10,
                f"{name} with {partitions} partitions in metadata")
+
+
+def produce_records(bootstrap: str, topic: str, records, **conf) -> list[tuple]:
+    """Produces `(partition, key, value, timestamp_ms or None)` records with acks=all (conf
+    adds or overrides producer settings) and waits for every delivery report; returns
+    (offset, error) per record, -1 as the offset of a failed one. The suite's one
+    producing helper."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
+                  "enable.idempotence": False, "logger": CapturingLogger("produce"), **conf})
+    results: list = [None] * len(records)
+
+    def report(i):
+        def cb(err, msg):
+            results[i] = (msg.offset() if err is None else -1, err)
+        return cb
+
+    for i, (partition, key, value, ts) in enumerate(records):
+        kwargs = {"timestamp": ts} if ts is not None else {}
+        p.produce(topic, key=key, value=value, partition=partition, on_delivery=report(i),
+                  **kwargs)
+    assert p.flush(TIMEOUT_S) == 0, "messages still queued after flush"
+    return results
+
+
+def kp_poll(consumer, want: int, timeout_s: float = 30.0) -> list:
+    """Polls a kafka-python consumer until `want` records arrived or `timeout_s` passed;
+    returns them in arrival order (callers check the count). The suite's one kafka-python
+    poll loop."""
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < want and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            got.extend(records)
+    return got
 
 
 def make_consumer(bootstrap: str, logger: CapturingLogger) -> Consumer:

@@ -10,7 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from harness import CapturingLogger, unique_topic
 from clients import (admin_client, assert_clean, consume_all, create_topic, kcat,
-                     make_consumer, payload, topic_partitions)
+                     make_consumer, payload, produce_records, topic_partitions)
 
 
 def listening_addresses(port: int) -> list[str]:
@@ -36,14 +36,9 @@ def test_listens_only_where_told(broker):
 
 
 def produce_all(bootstrap: str, topic: str, n: int, partitions: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "enable.idempotence": True, "logger": CapturingLogger("produce_all")})
-    failures = []
-    for i in range(n):
-        producer.produce(topic, key=str(i).encode(), value=payload(i), partition=i % partitions,
-                         on_delivery=lambda err, msg: err and failures.append(err))
-    assert producer.flush(30) == 0
-    assert not failures, failures
+    out = produce_records(bootstrap, topic, [(i % partitions, str(i).encode(), payload(i), None)
+                                             for i in range(n)], **{"enable.idempotence": True})
+    assert all(err is None for _, err in out), [err for _, err in out if err is not None]
 
 
 def assert_all_present(bootstrap: str, topic: str, n: int, partitions: int) -> None:

@@ -22,7 +22,7 @@ from kafka import errors as kerr
 from kafka.admin import AlterConfigOp
 from kafka.admin import ConfigResource as KConfigResource
 
-from clients import admin_client
+from clients import admin_client, create_topic, kp_poll, produce_records
 from harness import unique_topic, wait_until
 
 TIMEOUT_S = 30
@@ -34,16 +34,6 @@ FAST_RETENTION = {"STRATA_RETENTION_CHECK_INTERVAL_MS": "200"}
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def create(bootstrap: str, name: str, partitions: int = 1, configs: dict | None = None) -> None:
-    admin = admin_client(bootstrap)
-    fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                        config=configs or {})],
-                              operation_timeout=TIMEOUT_S, request_timeout=TIMEOUT_S)
-    fut[name].result(timeout=TIMEOUT_S)
-    wait_until(lambda: name in admin.list_topics(timeout=TIMEOUT_S).topics, 10,
-               f"{name} in metadata")
 
 
 def describe(bootstrap: str, restype, name: str) -> dict[str, ConfigEntry]:
@@ -75,20 +65,8 @@ def incremental(bootstrap: str, topic: str, ops: list[tuple[str, str | None, Alt
 
 def produce(bootstrap: str, topic: str, records, partition: int = 0, **conf) -> list[tuple]:
     """Produces `(timestamp_ms or None, value)` records; returns (offset, error) per record."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
-                  "enable.idempotence": False, **conf})
-    results: list = [None] * len(records)
-
-    def report(i):
-        def cb(err, msg):
-            results[i] = (msg.offset() if err is None else -1, err)
-        return cb
-
-    for i, (ts, value) in enumerate(records):
-        kwargs = {"timestamp": ts} if ts is not None else {}
-        p.produce(topic, value=value, partition=partition, on_delivery=report(i), **kwargs)
-    assert p.flush(TIMEOUT_S) == 0, "messages still queued after flush"
-    return results
+    return produce_records(bootstrap, topic, [(partition, None, value, ts) for ts, value in records],
+                           **conf)
 
 
 def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int]:
@@ -110,19 +88,10 @@ def kp_consumer(bootstrap: str, reset: str = "none") -> KafkaConsumer:
                          request_timeout_ms=20000, client_id="strata-compat-configs")
 
 
-def kp_read(consumer: KafkaConsumer, want: int, timeout_s: float = 30.0) -> list:
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=300).values():
-            got.extend(records)
-    return got
-
-
 # ---------------------------------------------------------------- DescribeConfigs
 
 def test_describe_topic_configs_sources_and_synonyms(bootstrap, topic):
-    create(bootstrap, topic, configs={"retention.ms": "7200000", "segment.bytes": "1048576"})
+    create_topic(bootstrap, topic, configs={"retention.ms": "7200000", "segment.bytes": "1048576"})
     entries = describe_topic(bootstrap, topic)
     for name in ("cleanup.policy", "retention.ms", "retention.bytes", "segment.bytes",
                  "segment.ms", "max.message.bytes", "message.timestamp.type"):
@@ -232,7 +201,7 @@ def test_kafka_python_describe_with_synonyms_and_documentation(bootstrap, topic)
 # ---------------------------------------------------------------- AlterConfigs
 
 def test_incremental_alter_configs_round_trip(bootstrap, topic):
-    create(bootstrap, topic)
+    create_topic(bootstrap, topic)
     SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
     APPEND, SUBTRACT = AlterConfigOpType.APPEND, AlterConfigOpType.SUBTRACT
 
@@ -295,7 +264,7 @@ def test_incremental_alter_configs_round_trip(bootstrap, topic):
     ("min.insync.replicas", "2", "min.insync.replicas"),
 ])
 def test_invalid_configs_are_invalid_config_with_a_message(bootstrap, topic, name, value, needle):
-    create(bootstrap, topic, configs={"retention.ms": "86400000"})
+    create_topic(bootstrap, topic, configs={"retention.ms": "86400000"})
     with pytest.raises(KafkaException) as ex:
         incremental(bootstrap, topic, [(name, value, AlterConfigOpType.SET)])
     err = kafka_error(ex)
@@ -334,7 +303,7 @@ def test_alter_configs_on_a_missing_topic(bootstrap):
 
 @pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
 def test_legacy_alter_configs_replaces_every_override(bootstrap, topic):
-    create(bootstrap, topic, configs={"retention.ms": "7200000", "segment.ms": "60000"})
+    create_topic(bootstrap, topic, configs={"retention.ms": "7200000", "segment.ms": "60000"})
     admin = admin_client(bootstrap)
     res = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.bytes": "1000000"})
     admin.alter_configs([res], request_timeout=TIMEOUT_S)[res].result(TIMEOUT_S)
@@ -380,7 +349,7 @@ def test_create_topics_with_configs_and_validate_only(bootstrap, topic):
                            "message.timestamp.type": "LogAppendTime"})
     admin.create_topics([new], validate_only=True, request_timeout=TIMEOUT_S)[topic].result(
         TIMEOUT_S)
-    time.sleep(0.5)
+    # CreateTopics answers once a topic exists, so the check needs no grace period.
     assert topic not in admin.list_topics(timeout=TIMEOUT_S).topics, "validate_only created it"
 
     admin.create_topics([new], request_timeout=TIMEOUT_S)[topic].result(TIMEOUT_S)
@@ -412,7 +381,7 @@ def test_create_topics_with_configs_and_validate_only(bootstrap, topic):
 def test_config_changes_apply_at_once_and_survive_restart(broker_factory, topic):
     b = broker_factory("persist", env=FAST_RETENTION)
     bs = b.bootstrap
-    create(bs, topic)
+    create_topic(bs, topic)
     big = b"x" * 30_000
     [(off, err)] = produce(bs, topic, [(None, big)], **{"message.max.bytes": 2_000_000})
     assert err is None and off == 0, err
@@ -441,7 +410,7 @@ def test_config_changes_apply_at_once_and_survive_restart(broker_factory, topic)
 # ---------------------------------------------------------------- DeleteRecords
 
 def test_delete_records_confluent_and_kafka_python(bootstrap, topic):
-    create(bootstrap, topic, partitions=2)
+    create_topic(bootstrap, topic, partitions=2)
     produce(bootstrap, topic, [(None, b"p0-%d" % i) for i in range(100)], partition=0)
     produce(bootstrap, topic, [(None, b"p1-%d" % i) for i in range(40)], partition=1)
     admin = admin_client(bootstrap)
@@ -486,7 +455,7 @@ def test_delete_records_confluent_and_kafka_python(bootstrap, topic):
     try:
         c.assign([tp])
         c.seek(tp, 10)
-        got = kp_read(c, 40)
+        got = kp_poll(c, 40)
         assert [r.offset for r in got] == list(range(60, 100)), [r.offset for r in got][:5]
         assert got[0].value == b"p0-60"
     finally:
@@ -496,7 +465,7 @@ def test_delete_records_confluent_and_kafka_python(bootstrap, topic):
 # ---------------------------------------------------------------- replay by timestamp
 
 def test_offsets_for_times_non_monotonic_kafka_python_and_confluent(bootstrap, topic):
-    create(bootstrap, topic)
+    create_topic(bootstrap, topic)
     t0 = now_ms() - 60_000
     batches = [[100, 300, 200], [50, 250, 400], [400, 150], [1000], [20, 999, 1000, 30]]
     ts = []
@@ -539,7 +508,7 @@ def test_offsets_for_times_non_monotonic_kafka_python_and_confluent(bootstrap, t
 def test_retention_by_time_kafka_python_consumers_reset(broker_factory, topic):
     b = broker_factory("retention", env=FAST_RETENTION)
     bs = b.bootstrap
-    create(bs, topic, configs={"segment.ms": "100", "retention.ms": "1000"})
+    create_topic(bs, topic, configs={"segment.ms": "100", "retention.ms": "1000"})
     for r in range(3):
         out = produce(bs, topic, [(None, b"old-%d-%d" % (r, i)) for i in range(10)])
         assert all(err is None for _, err in out), out
@@ -570,7 +539,7 @@ def test_retention_by_time_kafka_python_consumers_reset(broker_factory, topic):
     try:
         c.assign([tp])
         c.seek(tp, 0)
-        got = kp_read(c, 10)
+        got = kp_poll(c, 10)
         assert [(r.offset, r.value) for r in got] == [(30 + i, b"new-%d" % i) for i in range(10)]
     finally:
         c.close()
@@ -578,10 +547,17 @@ def test_retention_by_time_kafka_python_consumers_reset(broker_factory, topic):
     try:
         c.assign([tp])
         c.seek(tp, 5)
-        wait_until(lambda: (c.poll(timeout_ms=200) is not None) and c.position(tp) == 40, 30,
-                   "reset to latest")
+        # poll() returns a dict (never None): what shows the reset is the position, and
+        # that no record below the latest offset was delivered on the way.
+        polled = []
+
+        def reset_to_latest():
+            polled.extend(r for rs in c.poll(timeout_ms=200).values() for r in rs)
+            return c.position(tp) == 40
+        wait_until(reset_to_latest, 30, "reset to latest")
+        assert polled == [], f"records delivered before the reset to latest: {polled}"
         out = produce(bs, topic, [(None, b"after")])
-        got = kp_read(c, 1)
+        got = kp_poll(c, 1)
         assert [(r.offset, r.value) for r in got] == [(40, b"after")], got
     finally:
         c.close()
@@ -598,7 +574,7 @@ def test_retention_by_time_kafka_python_consumers_reset(broker_factory, topic):
 # ---------------------------------------------------------------- LogAppendTime
 
 def test_log_append_time_kafka_python(bootstrap, topic):
-    create(bootstrap, topic, configs={"message.timestamp.type": "LogAppendTime"})
+    create_topic(bootstrap, topic, configs={"message.timestamp.type": "LogAppendTime"})
     p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, request_timeout_ms=15000)
     old = now_ms() - 3_600_000
     before = now_ms()
@@ -619,7 +595,7 @@ def test_log_append_time_kafka_python(bootstrap, topic):
     try:
         c.assign([tp])
         c.seek(tp, 0)
-        got = kp_read(c, 5)
+        got = kp_poll(c, 5)
         assert len(got) == 5
         for r in got:
             # timestamp_type 1 = LogAppendTime.

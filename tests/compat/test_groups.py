@@ -15,12 +15,12 @@ import time
 
 import pytest
 from confluent_kafka import (ConsumerGroupState, ConsumerGroupTopicPartitions, Consumer,
-                             KafkaException, Producer, TopicPartition)
+                             KafkaException, TopicPartition)
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KTP
 from kafka.structs import OffsetAndMetadata
 
-from clients import TIMEOUT_S, admin_client, create_topic
+from clients import TIMEOUT_S, admin_client, create_topic, kp_poll, produce_records
 from harness import unique_topic, wait_until
 
 GROUP_ENV = {
@@ -37,18 +37,9 @@ def gbootstrap(broker_factory):
 
 def produce(bootstrap: str, topic: str, ids: range, partitions: int) -> None:
     """Message i goes to partition i % partitions with value b"v-<i>"."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    errors = []
-
-    def on_delivery(err, _msg):
-        if err is not None:
-            errors.append(err)
-
-    for i in ids:
-        p.produce(topic, value=f"v-{i}".encode(), key=f"k-{i}".encode(),
-                  partition=i % partitions, on_delivery=on_delivery)
-    assert p.flush(TIMEOUT_S) == 0, "produce did not finish"
-    assert not errors, errors
+    out = produce_records(bootstrap, topic, [(i % partitions, f"k-{i}".encode(),
+                                              f"v-{i}".encode(), None) for i in ids])
+    assert all(err is None for _, err in out), out
 
 
 def kp_consumer(bootstrap: str, group: str, **extra) -> KafkaConsumer:
@@ -61,11 +52,7 @@ def kp_consumer(bootstrap: str, group: str, **extra) -> KafkaConsumer:
 
 def kp_poll_until(consumer: KafkaConsumer, want: int, timeout_s: float = 30.0):
     """Polls until `want` records arrived (returns them, in arrival order)."""
-    got = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            got.extend(records)
+    got = kp_poll(consumer, want, timeout_s)
     assert len(got) >= want, f"only {len(got)} of {want} records within {timeout_s}s"
     return got
 

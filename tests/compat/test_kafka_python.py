@@ -9,6 +9,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kerr
 
+from clients import create_topic, kp_poll
 from harness import unique_topic, wait_until
 
 CLIENT_TIMEOUT_MS = 15000
@@ -27,25 +28,13 @@ def consumer_client(bootstrap: str) -> KafkaConsumer:
                          client_id="strata-compat-consumer")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = admin_client(bootstrap)
-    try:
-        admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}},
-                            wait_for_metadata=True)
-    finally:
-        admin.close()
-
-
 def read_records(consumer: KafkaConsumer, want: int, timeout_s: float = 30.0):
-    """Poll until `want` records arrived (or time out); returns {partition: [records]}."""
+    """Poll until `want` records arrived (or time out); returns ({partition: [records]}, total)."""
     got: dict[int, list] = {}
-    total = 0
-    deadline = time.monotonic() + timeout_s
-    while total < want and time.monotonic() < deadline:
-        for tp, records in consumer.poll(timeout_ms=500).items():
-            got.setdefault(tp.partition, []).extend(records)
-            total += len(records)
-    return got, total
+    records = kp_poll(consumer, want, timeout_s)
+    for r in records:
+        got.setdefault(r.partition, []).append(r)
+    return got, len(records)
 
 
 def as_tuple(record):

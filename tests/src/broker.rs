@@ -24,35 +24,69 @@ const TERMINATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// change what a test runs.
 const KEEP_ENV: &str = "STRATA_LOG";
 
-/// A free TCP port on 127.0.0.1 (bound, then released: a tiny race with other processes is
-/// accepted; tests need a fixed port so that a restarted broker comes back where clients
-/// expect it).
+/// A free TCP port on 127.0.0.1 (bound, then released: another process may take it before
+/// the broker binds it). Tests pass port 0 to [`BrokerProcess::spawn`] instead, which lets
+/// the broker bind any port and reads back the one it got; this is for the benchmarks.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
 
-/// A broker configuration for tests: a fixed free port on 127.0.0.1 and the given data dir.
+/// A broker configuration for tests: any free port on 127.0.0.1 (the broker binds port 0
+/// and reports the address it got) and the given data dir.
 pub fn test_config(data_dir: &Path) -> Result<Config> {
     Ok(Config {
-        listen: format!("127.0.0.1:{}", free_port()?),
+        listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
     })
 }
 
+/// The address in the broker's "listening" log line (`... listening addr=HOST:PORT ...`),
+/// the last one in `log` (a restarted broker appends to the same log).
+pub fn bound_addr_in_log(log: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(log);
+    plain
+        .lines()
+        .rev()
+        .filter(|l| l.contains(" listening"))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .and_then(|a| a.parse().ok())
+        })
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`), which the broker's log may contain.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Polls until `addr` accepts a TCP connection.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{addr} did not accept connections within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::wait_until(
+        &format!("{addr} to accept connections"),
+        timeout,
+        Duration::from_millis(50),
+        || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
 }
 
 /// A broker running in this process on a dedicated tokio runtime, so that tests and the
@@ -111,6 +145,12 @@ impl InProcessBroker {
         self.addr.to_string()
     }
 
+    /// Holds the broker's group-commit syncer until the value is dropped: nothing new
+    /// becomes durable, so acks=all stays unanswered and fetches see no new offsets.
+    pub fn hold_syncer(&self) -> Option<strata_storage::SyncHold> {
+        self.broker.as_ref().map(Broker::hold_syncer)
+    }
+
     /// Graceful shutdown; afterwards the data directory can be opened again.
     pub fn shutdown(mut self) -> Result<()> {
         self.stop()
@@ -162,17 +202,23 @@ pub fn broker_binary() -> Result<PathBuf> {
 /// to `<data_dir>.log` so that restarts of one broker share one log.
 pub struct BrokerProcess {
     child: Option<Child>,
+    /// 0 until the first start has bound a port; restarts reuse it, so clients find the
+    /// broker where they left it.
     port: u16,
+    /// Length of the log when the current run started: its "listening" line comes later.
+    log_start: u64,
     data_dir: PathBuf,
     env: Vec<(String, String)>,
 }
 
 impl BrokerProcess {
-    /// Spawns the broker and waits until it accepts TCP connections.
+    /// Spawns the broker and waits until it accepts TCP connections. Port 0: the broker
+    /// binds any free port, read back from its log (no bind-and-release race).
     pub fn spawn(data_dir: &Path, port: u16, extra_env: &[(&str, &str)]) -> Result<Self> {
         let mut process = BrokerProcess {
             child: None,
             port,
+            log_start: 0,
             data_dir: data_dir.to_path_buf(),
             env: extra_env
                 .iter()
@@ -198,6 +244,7 @@ impl BrokerProcess {
             .append(true)
             .open(self.log_path())
             .context("open broker log")?;
+        self.log_start = log.metadata()?.len();
         let mut cmd = Command::new(broker_binary()?);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -221,7 +268,6 @@ impl BrokerProcess {
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = self.addr();
         loop {
             if let Some(status) = self
                 .child
@@ -234,12 +280,20 @@ impl BrokerProcess {
                     self.log_tail(4000)
                 );
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+            if self.port == 0 {
+                if let Some(addr) = bound_addr_in_log(&self.log_since(self.log_start)) {
+                    self.port = addr.port();
+                }
+            }
+            if self.port != 0
+                && TcpStream::connect_timeout(&self.addr(), Duration::from_millis(500)).is_ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "broker did not accept connections on {addr} within {READY_TIMEOUT:?}; log tail:\n{}",
+                    "broker did not accept connections on port {} within {READY_TIMEOUT:?}; log tail:\n{}",
+                    self.port,
                     self.log_tail(4000)
                 );
             }
@@ -335,10 +389,15 @@ impl BrokerProcess {
 
     /// The last `max_bytes` of the broker's log (for error messages).
     pub fn log_tail(&self, max_bytes: u64) -> String {
+        let len = std::fs::metadata(self.log_path()).map_or(0, |m| m.len());
+        self.log_since(len.saturating_sub(max_bytes))
+    }
+
+    /// The broker's log from byte `offset` on.
+    fn log_since(&self, offset: u64) -> String {
         let read = || -> std::io::Result<String> {
             let mut file = File::open(self.log_path())?;
-            let len = file.metadata()?.len();
-            file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)))?;
+            file.seek(SeekFrom::Start(offset))?;
             let mut buf = Vec::new();
             file.read_to_end(&mut buf)?;
             Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -353,5 +412,22 @@ impl Drop for BrokerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_address_is_read_from_the_last_listening_line_with_or_without_colours() {
+        let log = "2026-12-04T21:00:00Z  INFO strata_broker::server: listening addr=127.0.0.1:4000 advertised=x:1\n\
+                   \u{1b}[2m2026-12-04T21:00:01Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mstrata_broker::server\u{1b}[0m\u{1b}[2m:\u{1b}[0m listening \u{1b}[3maddr\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:4001 \u{1b}[3madvertised\u{1b}[0m\u{1b}[2m=\u{1b}[0mx:1\n\
+                   2026-12-04T21:00:02Z  INFO strata_broker::server: shut down\n";
+        assert_eq!(
+            bound_addr_in_log(log),
+            Some("127.0.0.1:4001".parse().unwrap())
+        );
+        assert_eq!(bound_addr_in_log("no such line\n"), None);
     }
 }

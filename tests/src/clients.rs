@@ -256,17 +256,15 @@ pub fn send(
 
 /// Waits until `expected` delivery reports arrived (acked or failed).
 pub fn wait_reports(producer: &RecordingProducer, expected: u64, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while producer.context().reported() < expected {
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {expected} delivery reports within {timeout:?}",
-                producer.context().reported()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Ok(())
+    crate::wait_until(
+        &format!("{expected} delivery reports"),
+        timeout,
+        Duration::from_millis(5),
+        || match producer.context().reported() {
+            n if n >= expected => Ok(()),
+            n => Err(format!("{n} reports")),
+        },
+    )
 }
 
 /// A consumed record, owned.

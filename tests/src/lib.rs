@@ -4,8 +4,10 @@
 
 pub mod broker;
 pub mod clients;
+pub mod crashload;
 pub mod group_storm;
 pub mod hostile;
+pub mod powerfs;
 pub mod procstat;
 pub mod raw;
 
@@ -37,6 +39,38 @@ pub fn noise(seed: u64, size: usize) -> Vec<u8> {
 /// helps when reading broker logs).
 pub fn topic_name(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Polls `check` every `interval` until it returns `Ok(v)`; on timeout fails with the last
+/// state it described (its `Err`). The one poll-until loop of the test suite.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return Ok(v),
+            Err(state) if std::time::Instant::now() > deadline => {
+                anyhow::bail!("timed out after {timeout:?} waiting for {what}; last state: {state}")
+            }
+            Err(_) => std::thread::sleep(interval),
+        }
+    }
+}
+
+/// An in-process broker with default settings on a temporary directory, and a new topic
+/// named after `prefix` with `partitions` partitions.
+pub fn broker_with_topic(
+    prefix: &str,
+    partitions: i32,
+) -> anyhow::Result<(InProcessBroker, String)> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let topic = topic_name(prefix);
+    create_topic(&broker.bootstrap(), &topic, partitions)?;
+    Ok((broker, topic))
 }
 
 /// Deterministic test message number `i`: key, value (`size` bytes, varying with `i`),

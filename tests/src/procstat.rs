@@ -57,6 +57,24 @@ pub fn threads_cpu_seconds(keep: impl Fn(&str) -> bool) -> f64 {
         .sum()
 }
 
+/// Raises this process's soft open-file limit (RLIMIT_NOFILE) to at least `want`, up to
+/// the hard limit; children inherit it. Err says why it cannot reach `want` (then a test
+/// that needs that many sockets should skip rather than fail on EMFILE).
+pub fn raise_open_file_limit(want: u64) -> Result<u64, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    if soft >= want {
+        return Ok(soft);
+    }
+    if hard < want {
+        return Err(format!(
+            "open-file limit: hard limit {hard} < {want} needed (raise it with `ulimit -Hn` as root)"
+        ));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).map_err(|e| format!("setrlimit: {e}"))?;
+    Ok(want)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,15 @@ pub fn call<R: Request>(
     req: &R,
 ) -> Result<R::Response> {
     stream.write_all(&encode_request(version, correlation_id, req)?)?;
+    read_response::<R>(stream, version, correlation_id)
+}
+
+/// Reads the response to a request `R` sent earlier, checking the correlation id.
+pub fn read_response<R: Request>(
+    stream: &mut TcpStream,
+    version: i16,
+    correlation_id: i32,
+) -> Result<R::Response> {
     let mut body = read_frame(stream)?;
     let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
     if header.correlation_id != correlation_id {
@@ -74,6 +83,20 @@ pub fn call<R: Request>(
     }
     let response = R::Response::decode(&mut body, version)?;
     Ok(response)
+}
+
+/// True if `stream` has received no byte within `window` (the peer neither answered nor
+/// closed). Use only after something positive showed the peer had its chance to answer.
+pub fn silent_for(stream: &mut TcpStream, window: Duration) -> Result<bool> {
+    stream.set_read_timeout(Some(window))?;
+    let mut byte = [0u8; 1];
+    let silent = match stream.peek(&mut byte) {
+        Ok(_) => false,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => true,
+        Err(e) => return Err(e).context("peek"),
+    };
+    stream.set_read_timeout(Some(RAW_TIMEOUT))?;
+    Ok(silent)
 }
 
 /// Opens a fresh connection and checks that ApiVersions v0 is answered with error 0: the
@@ -182,28 +205,30 @@ pub fn best_version<R: Request>(addr: SocketAddr) -> Result<i16> {
     Ok(version)
 }
 
-/// Sends one Produce request with a single partition's `records` and returns that
-/// partition's response.
-pub fn produce(
-    stream: &mut TcpStream,
-    version: i16,
-    correlation_id: i32,
+/// A Produce request for one partition's `records` with the given `acks`.
+pub fn produce_request(
     topic: &str,
     partition: i32,
     records: Vec<u8>,
-) -> Result<kafka_protocol::messages::produce_response::PartitionProduceResponse> {
+    acks: i16,
+) -> kafka_protocol::messages::ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
-    let req = ProduceRequest::default()
+    ProduceRequest::default()
         .with_transactional_id(None)
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(30_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
-                .with_records(Some(Bytes::from(records)))])]);
-    let resp = call(stream, version, correlation_id, &req)?;
+                .with_records(Some(Bytes::from(records)))])])
+}
+
+/// The single partition of a Produce response.
+pub fn only_partition(
+    resp: kafka_protocol::messages::ProduceResponse,
+) -> Result<kafka_protocol::messages::produce_response::PartitionProduceResponse> {
     let mut partitions = resp
         .responses
         .into_iter()
@@ -213,6 +238,109 @@ pub fn produce(
         bail!("Produce response has {} partitions", partitions.len());
     }
     Ok(partitions.remove(0))
+}
+
+/// Sends one acks=all Produce request with a single partition's `records` and returns that
+/// partition's response.
+pub fn produce(
+    stream: &mut TcpStream,
+    version: i16,
+    correlation_id: i32,
+    topic: &str,
+    partition: i32,
+    records: Vec<u8>,
+) -> Result<kafka_protocol::messages::produce_response::PartitionProduceResponse> {
+    let req = produce_request(topic, partition, records, -1);
+    only_partition(call(stream, version, correlation_id, &req)?)
+}
+
+/// Fetch version the raw helpers use: the last one that names topics (v13+ uses ids).
+pub const FETCH_VERSION: i16 = 12;
+
+/// A Fetch request (v12 layout) for one partition from `offset`.
+pub fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(50 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(10 << 20)])])
+}
+
+/// What one partition of a Fetch response held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    /// (base offset, record count) of each batch returned.
+    pub batches: Vec<(i64, i32)>,
+    pub bytes: usize,
+}
+
+impl Fetched {
+    /// Offsets covered by the returned batches.
+    pub fn offsets(&self) -> Vec<i64> {
+        self.batches
+            .iter()
+            .flat_map(|&(base, n)| base..base + n as i64)
+            .collect()
+    }
+}
+
+/// Sends `req` (built by [`fetch_request`]) and sums up its only partition.
+pub fn fetch(
+    stream: &mut TcpStream,
+    correlation_id: i32,
+    req: &kafka_protocol::messages::FetchRequest,
+) -> Result<Fetched> {
+    let resp = call(stream, FETCH_VERSION, correlation_id, req)?;
+    let p = resp
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .next()
+        .context("Fetch response without partitions")?;
+    let records = p.records.clone().unwrap_or_default();
+    let mut rest = &records[..];
+    let mut batches = Vec::new();
+    while !rest.is_empty() {
+        let h = strata_storage::batch::read_header(rest)?;
+        batches.push((h.base_offset, h.record_count));
+        rest = rest
+            .get(h.size..)
+            .context("truncated batch in Fetch response")?;
+    }
+    Ok(Fetched {
+        error_code: p.error_code,
+        high_watermark: p.high_watermark,
+        batches,
+        bytes: records.len(),
+    })
+}
+
+/// A batch of `n` small records (values `prefix-0`, `prefix-1`, ...), without producer id.
+pub fn simple_batch(prefix: &str, n: usize) -> Vec<u8> {
+    let mut b = strata_storage::batch::BatchBuilder::new(crate::BASE_TIMESTAMP);
+    for i in 0..n {
+        b = b.record(
+            crate::BASE_TIMESTAMP + i as i64,
+            Some(&b"k"[..]),
+            format!("{prefix}-{i}").as_bytes(),
+        );
+    }
+    b.build()
 }
 
 /// InitProducerId for an idempotent (non-transactional) producer: (producer id, epoch).
@@ -228,4 +356,47 @@ pub fn init_producer_id(addr: SocketAddr) -> Result<(i64, i16)> {
         bail!("InitProducerId v{version}: error {}", resp.error_code);
     }
     Ok((resp.producer_id.0, resp.producer_epoch))
+}
+
+/// Kafka's INVALID_CONFIG error code.
+pub const INVALID_CONFIG: i16 = 40;
+
+/// AlterConfigs (the replacing, non-incremental kind) on one topic: the resource's error
+/// code and message, which the rdkafka crate does not report.
+pub fn alter_topic_configs(
+    addr: SocketAddr,
+    topic: &str,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> Result<(i16, Option<String>)> {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::AlterConfigsRequest;
+    /// ConfigResource.Type.TOPIC in Kafka.
+    const TOPIC_RESOURCE: i8 = 2;
+    let version = best_version::<AlterConfigsRequest>(addr)?;
+    let mut s = connect(addr)?;
+    let req = AlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|&(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            )]);
+    let resp = call(&mut s, version, 1, &req)?;
+    let r = resp
+        .responses
+        .first()
+        .context("AlterConfigs response without resources")?;
+    Ok((
+        r.error_code,
+        r.error_message.as_ref().map(|m| m.to_string()),
+    ))
 }

@@ -62,7 +62,7 @@ fn partition_counts_are_bounded() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut broker = BrokerProcess::spawn(
         &dir.path().join("data"),
-        free_port()?,
+        0,
         &[("STRATA_MAX_PARTITIONS", "100")],
     )?;
     let addr = broker.addr();
@@ -207,7 +207,7 @@ fn idle_connections_are_closed() -> Result<()> {
 #[test]
 fn declared_frame_sizes_are_not_reserved() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let broker = BrokerProcess::spawn(&dir.path().join("data"), free_port()?, &[])?;
+    let broker = BrokerProcess::spawn(&dir.path().join("data"), 0, &[])?;
     // Virtual data size: a reservation that is never written does not show in RSS.
     let data_before = broker.status_field("VmData")?;
     let mut held = Vec::new();
@@ -236,7 +236,7 @@ fn cached_batches_do_not_pin_their_request_frames() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
-        free_port()?,
+        0,
         &[("STRATA_MESSAGE_MAX_BYTES", "16777216")],
     )?;
     let topic = topic_name("pin");
@@ -290,7 +290,7 @@ fn queued_request_bytes_are_bounded_per_connection() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
-        free_port()?,
+        0,
         &[
             ("STRATA_QUEUED_MAX_REQUEST_BYTES", "104857600"),
             ("STRATA_NON_PRODUCE_REQUEST_MAX_BYTES", "52428800"),
@@ -344,7 +344,7 @@ fn large_non_produce_requests_are_refused_before_decoding() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut broker = BrokerProcess::spawn(
         &dir.path().join("data"),
-        free_port()?,
+        0,
         &[("STRATA_AUTO_CREATE_TOPICS", "false")],
     )?;
     let peak_before = broker.peak_rss_kib()?;

@@ -29,6 +29,7 @@ use crate::partition::{Partition, PartitionState};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
 pub use self::read::{BatchAt, ReadOutcome};
+pub use self::syncer::SyncHold;
 
 const CF_LOG: &str = "log";
 const CF_IDX: &str = "idx";
@@ -199,6 +200,13 @@ impl Store {
                 tracing::error!("a background compaction panicked");
             }
         }
+    }
+
+    /// Test hook: holds the group-commit syncer until the returned value is dropped (see
+    /// [`SyncHold`]). Waits for a sync in progress to publish first. Not for production use.
+    #[doc(hidden)]
+    pub fn hold_syncer(&self) -> SyncHold {
+        self.inner.sync.hold()
     }
 
     /// Stores a small broker value (group state, counters) durably under `key`.

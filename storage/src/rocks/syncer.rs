@@ -24,6 +24,10 @@ pub(crate) struct SyncQueue {
 struct QueueState {
     dirty: Vec<Arc<Partition>>,
     stop: bool,
+    /// Test hook ([`SyncHold`]): while held, no sync starts and no high watermark moves.
+    held: bool,
+    /// A sync is running (taken, not yet published).
+    busy: bool,
 }
 
 impl SyncQueue {
@@ -32,7 +36,7 @@ impl SyncQueue {
         if !p.dirty.swap(true, Ordering::SeqCst) {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             s.dirty.push(p.clone());
-            self.wake.notify_one();
+            self.wake.notify_all();
         }
     }
 
@@ -40,13 +44,34 @@ impl SyncQueue {
     fn take(&self) -> Option<Vec<Arc<Partition>>> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if !s.dirty.is_empty() {
+            // A hold never blocks the last sync at stop.
+            if !s.dirty.is_empty() && (!s.held || s.stop) {
+                s.busy = true;
                 return Some(std::mem::take(&mut s.dirty));
             }
             if s.stop {
                 return None;
             }
             s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The sync taken last is published (or requeued).
+    fn done(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.busy = false;
+        self.wake.notify_all();
+    }
+
+    /// Holds the syncer once any sync in progress has published; see [`SyncHold`].
+    pub fn hold(self: &Arc<Self>) -> SyncHold {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.held = true;
+        while s.busy {
+            s = self.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        SyncHold {
+            queue: self.clone(),
         }
     }
 
@@ -57,6 +82,21 @@ impl SyncQueue {
                 s.dirty.push(p);
             }
         }
+    }
+}
+
+/// A test hook: while this value lives, the syncer makes nothing durable, so `acks=all`
+/// produce requests stay unanswered and readers see no new offsets (appends still happen).
+/// Dropping it releases the syncer. Not for production use.
+pub struct SyncHold {
+    queue: Arc<SyncQueue>,
+}
+
+impl Drop for SyncHold {
+    fn drop(&mut self) {
+        let mut s = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.held = false;
+        self.queue.wake.notify_all();
     }
 }
 
@@ -83,7 +123,7 @@ impl SyncerGuard {
         {
             let mut s = self.queue.state.lock().unwrap_or_else(|e| e.into_inner());
             s.stop = true;
-            self.queue.wake.notify_one();
+            self.queue.wake.notify_all();
         }
         let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
@@ -116,17 +156,22 @@ fn run(inner: &Inner) {
         } else {
             Ok(())
         };
-        match result {
+        let failed = match result {
             Ok(()) => {
                 for (p, end) in parts.iter().zip(ends) {
                     p.publish_hw(end);
                 }
+                false
             }
             Err(e) => {
                 tracing::error!(error = %e, "syncing the write-ahead log failed; retrying");
                 inner.sync.requeue(parts);
-                std::thread::sleep(RETRY_AFTER_FAILURE);
+                true
             }
+        };
+        inner.sync.done();
+        if failed {
+            std::thread::sleep(RETRY_AFTER_FAILURE);
         }
     }
 }

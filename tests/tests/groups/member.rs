@@ -259,25 +259,13 @@ impl Drop for Member {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Ok(Some(v))`; on timeout fails with the last
-/// state description (`Ok(None)` carries none; use `Err` to describe).
+/// Polls `check` every 50 ms until it returns `Ok(v)` (the suite's shared loop).
 pub(crate) fn wait_for<T>(
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> std::result::Result<T, String>,
+    check: impl FnMut() -> std::result::Result<T, String>,
 ) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(v) => return Ok(v),
-            Err(state) => {
-                if Instant::now() > deadline {
-                    bail!("timed out after {timeout:?} waiting for {what}; last state: {state}");
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    strata_tests::wait_until(what, timeout, Duration::from_millis(50), check)
 }
 
 pub(crate) fn describe(members: &[&Member]) -> String {

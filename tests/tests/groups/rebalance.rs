@@ -136,8 +136,12 @@ fn two_groups_each_receive_every_record() -> Result<()> {
     produce(&bs, &topic, 0..N, P)?;
     wait_consumed(&[&a, &b], 0..N, P, CONSUME_TIMEOUT)?;
     wait_consumed(&[&c], 0..N, P, CONSUME_TIMEOUT)?;
-    // Give duplicates a moment to show up.
-    std::thread::sleep(Duration::from_millis(500));
+    // Then one more record per partition: a member reads each partition in order, so any
+    // duplicate of the first N comes before these last ones (no waiting "for a moment").
+    let all = 0..N + P as u64;
+    produce(&bs, &topic, N..all.end, P)?;
+    wait_consumed(&[&a, &b], all.clone(), P, CONSUME_TIMEOUT)?;
+    wait_consumed(&[&c], all.clone(), P, CONSUME_TIMEOUT)?;
 
     let by_partition = |members: &[&Member]| {
         let mut map: BTreeMap<i32, Vec<Rec>> = BTreeMap::new();
@@ -148,8 +152,8 @@ fn two_groups_each_receive_every_record() -> Result<()> {
         }
         map
     };
-    verify_test_messages(&by_partition(&[&a, &b]), 0..N, P, size).context("group one")?;
-    verify_test_messages(&by_partition(&[&c]), 0..N, P, size).context("group two")?;
+    verify_test_messages(&by_partition(&[&a, &b]), all.clone(), P, size).context("group one")?;
+    verify_test_messages(&by_partition(&[&c]), all, P, size).context("group two")?;
     for m in [a, b, c] {
         m.stop()?;
     }

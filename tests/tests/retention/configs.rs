@@ -1,6 +1,10 @@
 //! DescribeConfigs, AlterConfigs and CreateTopics with configs.
 
 use super::*;
+use strata_tests::raw;
+
+/// Kafka's error code for a topic that does not exist.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 // ------------------------------------------------------------------ configs
 
@@ -179,14 +183,14 @@ fn alter_configs_validates_names_and_values() -> Result<()> {
         &[("retention.ms", "1000"), ("max.message.bytes", "lots")],
     ];
     // The rdkafka crate reports every AlterConfigs resource as a success (it never reads
-    // the per-resource error; the Python suite checks INVALID_CONFIG and its message), so
-    // what is checked here is the effect: AlterConfigs replaces every override, so any of
-    // these being applied would drop retention.ms=86400000 or change it.
+    // the per-resource error), so the request is sent raw and its error code checked; then
+    // the effect: AlterConfigs replaces every override, so any of these being applied would
+    // drop retention.ms=86400000 or change it.
     for configs in bad {
-        let r = alter_topic(&bs, &topic, configs, false)?;
+        let (code, message) = raw::alter_topic_configs(broker.addr(), &topic, configs, false)?;
         ensure!(
-            matches!(r, Ok(()) | Err(RDKafkaErrorCode::InvalidConfig)),
-            "AlterConfigs {configs:?}: {r:?}"
+            code == raw::INVALID_CONFIG,
+            "AlterConfigs {configs:?}: error {code} ({message:?}), expected INVALID_CONFIG"
         );
         let e = describe_topic(&bs, &topic)?;
         ensure!(
@@ -235,7 +239,12 @@ fn alter_configs_validates_names_and_values() -> Result<()> {
 
     // A topic that does not exist.
     let missing = topic_name("alter-missing");
-    let _ = alter_topic(&bs, &missing, &[("retention.ms", "1000")], false)?;
+    let (code, message) =
+        raw::alter_topic_configs(broker.addr(), &missing, &[("retention.ms", "1000")], false)?;
+    ensure!(
+        code == UNKNOWN_TOPIC_OR_PARTITION,
+        "AlterConfigs on {missing}: error {code} ({message:?}), expected UNKNOWN_TOPIC_OR_PARTITION"
+    );
     let md = new_consumer(&bs)?.fetch_metadata(Some(&missing), CALL_TIMEOUT)?;
     ensure!(
         md.topics()
@@ -309,11 +318,8 @@ fn create_topics_with_configs_and_validate_only() -> Result<()> {
 fn config_changes_apply_at_once_and_persist_across_restart() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let mut broker = BrokerProcess::spawn(
-        &data,
-        free_port()?,
-        &[("STRATA_RETENTION_CHECK_INTERVAL_MS", "200")],
-    )?;
+    let mut broker =
+        BrokerProcess::spawn(&data, 0, &[("STRATA_RETENTION_CHECK_INTERVAL_MS", "200")])?;
     let bs = broker.bootstrap();
     let topic = topic_name("persist");
     create_topic(&bs, &topic, 1)?;
@@ -416,13 +422,23 @@ fn padded_numeric_config_values_are_applied_or_refused() -> Result<()> {
     for padded in [" 20000", "20000 "] {
         let topic = topic_name("padded");
         create_topic(&bs, &topic, 1)?;
-        let r = alter_topic(&bs, &topic, &[("max.message.bytes", padded)], false)?;
+        let (code, message) = raw::alter_topic_configs(
+            broker.addr(),
+            &topic,
+            &[("max.message.bytes", padded)],
+            false,
+        )?;
         ensure!(
-            matches!(r, Ok(()) | Err(RDKafkaErrorCode::InvalidConfig)),
-            "AlterConfigs: {r:?}"
+            code == 0 || code == raw::INVALID_CONFIG,
+            "AlterConfigs max.message.bytes={padded:?}: error {code} ({message:?})"
         );
         let shown = config_value(&bs, &topic, "max.message.bytes")?;
-        let applied = shown.as_deref().map(str::trim) == Some("20000");
+        // Accepted means applied: the answer and the effect must agree.
+        let applied = code == 0;
+        ensure!(
+            applied == (shown.as_deref().map(str::trim) == Some("20000")),
+            "AlterConfigs answered {code} but DescribeConfigs shows {shown:?}"
+        );
         let d = produce_one(&bs, &topic, 30_000)?;
         if applied {
             ensure!(

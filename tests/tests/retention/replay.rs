@@ -239,7 +239,7 @@ fn log_append_time_from_broker_default_and_topic_override() -> Result<()> {
     let data = dir.path().join("data");
     let mut broker = BrokerProcess::spawn(
         &data,
-        free_port()?,
+        0,
         &[("STRATA_MESSAGE_TIMESTAMP_TYPE", "LogAppendTime")],
     )?;
     let bs = broker.bootstrap();
