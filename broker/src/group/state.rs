@@ -127,6 +127,15 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// Kafka's `isStaticMemberFenced`: the instance id now belongs to another member id (a
+    /// newer instance joined with it), so this older one must stop (FENCED_INSTANCE_ID), not
+    /// rejoin and fence the newer one in turn.
+    fn static_member_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id
+            .and_then(|i| self.statics.get(i))
+            .is_some_and(|known| known != member_id)
+    }
+
     fn new_member_id(&self, client_id: &str) -> String {
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
@@ -478,6 +487,10 @@ impl Group {
     }
 
     pub fn sync(&mut self, a: SyncArgs, reply: oneshot::Sender<SyncGroupResponse>, now: Instant) {
+        if self.static_member_fenced(&a.member_id, a.instance_id.as_deref()) {
+            let _ = reply.send(sync_error(code::FENCED_INSTANCE_ID));
+            return;
+        }
         let Some(m) = self.members.get(&a.member_id) else {
             let _ = reply.send(sync_error(code::UNKNOWN_MEMBER_ID));
             return;
@@ -555,6 +568,9 @@ impl Group {
         generation: i32,
         now: Instant,
     ) -> i16 {
+        if self.static_member_fenced(member_id, instance_id) {
+            return code::FENCED_INSTANCE_ID;
+        }
         let state = self.state;
         let current = self.generation;
         let Some(m) = self.members.get_mut(member_id) else {
@@ -676,6 +692,9 @@ impl Group {
             } else {
                 code::UNKNOWN_MEMBER_ID
             };
+        }
+        if self.static_member_fenced(member_id, instance_id) {
+            return code::FENCED_INSTANCE_ID;
         }
         let Some(m) = self.members.get(member_id) else {
             return code::UNKNOWN_MEMBER_ID;
