@@ -88,7 +88,8 @@ fn first_kept(
         // segment counts too once all of it is durable: a partition that stopped receiving
         // data still empties out.
         while let Some(s) = segments.get(keep) {
-            let expired = now - s.max_timestamp > retention_ms && s.last_offset < hw;
+            // Saturating: a client may send any timestamp, i64::MIN+1 included.
+            let expired = now.saturating_sub(s.max_timestamp) > retention_ms && s.last_offset < hw;
             if !expired {
                 break;
             }
@@ -159,5 +160,15 @@ mod tests {
             2,
             "never the active segment for size"
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_count_as_old_without_overflow() {
+        let segs = [
+            seg(0, 9, 100, i64::MIN + 1, true),
+            seg(10, 19, 100, i64::MAX, false),
+        ];
+        assert_eq!(first_kept(&segs, 20, 1000, -1, i64::MAX), 1);
+        assert_eq!(first_kept(&segs, 20, 1000, -1, 0), 1);
     }
 }

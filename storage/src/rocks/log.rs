@@ -312,7 +312,7 @@ impl Inner {
         let roll = state.segments.last().is_none_or(|seg| {
             seg.last_offset + 1 != h.base_offset
                 || seg.bytes + size > state.limits.segment_bytes
-                || now - seg.created_ms >= state.limits.segment_ms
+                || now.saturating_sub(seg.created_ms) >= state.limits.segment_ms
         });
         let mut seg = match (roll, state.segments.last()) {
             (false, Some(active)) => active.clone(),
