@@ -1,0 +1,50 @@
+//! Storage operations that must not half-happen: a multi-batch payload is appended all
+//! or nothing.
+
+use std::collections::BTreeMap;
+
+use strata_storage::batch::BatchBuilder;
+use strata_storage::{StorageError, Store, StoreConfig};
+
+fn open(dir: &std::path::Path) -> Store {
+    Store::open(StoreConfig::new(dir)).expect("open")
+}
+
+fn sequenced(producer: i64, seq: i32, n: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(0).producer(producer, 0, seq);
+    for _ in 0..n {
+        b = b.record(0, None, b"v");
+    }
+    b.build()
+}
+
+/// Several batches for one partition: a bad one anywhere (corrupt, or a sequence that
+/// does not continue the batch before it) refuses the whole payload.
+#[test]
+fn multi_batch_payloads_are_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_topic("t", 1, BTreeMap::new()).unwrap();
+    let good = bytes::Bytes::from(sequenced(5, 0, 2));
+    let mut corrupt = sequenced(5, 2, 1);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(matches!(
+        s.append_batches("t", 0, &[good.clone(), corrupt.into()]),
+        Err(StorageError::CorruptBatch(_))
+    ));
+    assert!(matches!(
+        s.append_batches("t", 0, &[good.clone(), sequenced(5, 3, 1).into()]),
+        Err(StorageError::OutOfOrderSequence {
+            expected: 2,
+            got: 3,
+            ..
+        })
+    ));
+    assert_eq!(s.offsets("t", 0).unwrap().log_end, 0, "nothing written");
+    let o = s
+        .append_batches("t", 0, &[good, sequenced(5, 2, 1).into()])
+        .unwrap();
+    assert_eq!((o.base_offset, o.last_offset), (0, 2));
+    s.close();
+}
