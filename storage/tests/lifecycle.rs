@@ -1,10 +1,10 @@
-//! Storage operations that must not half-happen: a multi-batch payload is appended all
-//! or nothing.
+//! Storage state that must not half-happen or outlive its purpose: a multi-batch payload
+//! is appended all or nothing, and a topic delete takes its committed offsets along.
 
 use std::collections::BTreeMap;
 
 use strata_storage::batch::BatchBuilder;
-use strata_storage::{StorageError, Store, StoreConfig};
+use strata_storage::{GroupOffset, StorageError, Store, StoreConfig};
 
 fn open(dir: &std::path::Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open")
@@ -46,5 +46,33 @@ fn multi_batch_payloads_are_all_or_nothing() {
         .append_batches("t", 0, &[good, sequenced(5, 2, 1).into()])
         .unwrap();
     assert_eq!((o.base_offset, o.last_offset), (0, 2));
+    s.close();
+}
+
+/// Deleting a topic deletes every group's committed offsets for it, and only for it.
+#[test]
+fn deleting_a_topic_deletes_its_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.create_topic("t", 2, BTreeMap::new()).unwrap();
+    s.create_topic("other", 1, BTreeMap::new()).unwrap();
+    let offset = |topic: &str, partition, offset| GroupOffset {
+        topic: topic.into(),
+        partition,
+        offset,
+        leader_epoch: 0,
+        metadata: String::new(),
+        commit_timestamp_ms: 1,
+    };
+    let offsets = [offset("t", 0, 5), offset("t", 1, 6), offset("other", 0, 7)];
+    for g in ["g1", "g2"] {
+        s.commit_offsets(g, &offsets).unwrap();
+    }
+    s.delete_topic("t").unwrap();
+    for g in ["g1", "g2"] {
+        assert_eq!(s.fetch_offsets(g).unwrap(), vec![offset("other", 0, 7)]);
+    }
+    s.create_topic("t", 2, BTreeMap::new()).unwrap();
+    assert_eq!(s.fetch_offsets("g1").unwrap().len(), 1);
     s.close();
 }

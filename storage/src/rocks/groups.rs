@@ -85,7 +85,8 @@ impl Store {
         inner.write_synced(wb)
     }
 
-    /// Names of every group with at least one committed offset.
+    /// Names of every group with at least one committed offset. Blocks: scans every
+    /// committed offset.
     pub fn groups_with_offsets(&self) -> StorageResult<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for (k, _) in self.inner.scan_meta(&[keys::Tag::GroupOffset as u8])? {
@@ -96,5 +97,18 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+impl Inner {
+    /// Keys of every group's committed offsets for `topic` (a scan of all committed offsets:
+    /// they are keyed by group first).
+    pub(super) fn topic_offset_keys(&self, topic: &str) -> StorageResult<Vec<Vec<u8>>> {
+        Ok(self
+            .scan_meta(&[keys::Tag::GroupOffset as u8])?
+            .into_iter()
+            .filter(|(k, _)| keys::parse_group_offset_key(k).is_some_and(|(_, t, _)| t == topic))
+            .map(|(k, _)| k)
+            .collect())
     }
 }

@@ -391,3 +391,63 @@ fn duplicate_static_instance_fences_the_older_consumer() -> Result<()> {
     );
     Ok(())
 }
+
+/// Deleting a topic deletes every group's committed offsets for it: a topic recreated with
+/// the same name starts with no committed offsets, so a group reads it from the beginning
+/// (auto.offset.reset=earliest) instead of resuming at an offset of the old topic.
+#[test]
+fn deleting_a_topic_deletes_its_committed_offsets() -> Result<()> {
+    let (_dir, broker) = start_broker()?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("groups-recreated");
+    let group = topic_name("g-recreated");
+    let other = topic_name("groups-kept");
+    create_topic(&bs, &topic, 1)?;
+    create_topic(&bs, &other, 1)?;
+    produce(&bs, &topic, 0..10, 1)?;
+    produce(&bs, &other, 0..10, 1)?;
+    let c: BaseConsumer =
+        client_config(&member_settings(&bs, &group, "committer", &[])).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(7))?;
+    tpl.add_partition_offset(&other, 0, Offset::Offset(4))?;
+    c.commit(&tpl, CommitMode::Sync)?;
+    drop(c);
+    ensure!(
+        committed(&bs, &group, &topic, 1)? == BTreeMap::from([(0, 7)]),
+        "the commit did not land"
+    );
+
+    delete_topic(&bs, &topic)?.map_err(|e| anyhow!("DeleteTopics: {e:?}"))?;
+    create_topic(&bs, &topic, 1)?;
+    produce(&bs, &topic, 0..3, 1)?;
+    let after = committed(&bs, &group, &topic, 1)?;
+    ensure!(
+        after.is_empty(),
+        "the recreated topic has committed offsets {after:?} of the deleted one"
+    );
+    ensure!(
+        committed(&bs, &group, &other, 1)? == BTreeMap::from([(0, 4)]),
+        "the other topic's committed offset must stay"
+    );
+    // A member of the group reads the new topic from its beginning.
+    let member = Member::thread(
+        "reader",
+        member_settings(&bs, &group, "reader", &[]),
+        &topic,
+    )?;
+    let recs = wait_for("the new topic's records", SETTLE_TIMEOUT, || {
+        let r = member.records();
+        if r.len() >= 3 {
+            Ok(r)
+        } else {
+            Err(format!("{} records", r.len()))
+        }
+    })?;
+    let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+    ensure!(
+        offsets == vec![0, 1, 2],
+        "the group read offsets {offsets:?}"
+    );
+    member.stop()
+}
