@@ -59,6 +59,10 @@ pub struct Config {
     /// fetch: consumers near the tail, and groups reading the same data, are served from
     /// memory without copies; 0 turns the cache off.
     pub fetch_cache_mb: usize,
+    /// An idempotent producer's state on a partition (its last sequences, for duplicate
+    /// detection) is dropped once it has not written there for this long (Kafka's
+    /// `producer.id.expiration.ms`); checked with every retention pass.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -92,6 +96,8 @@ impl Default for Config {
             // the tail (a fraction of a second at full produce speed, minutes at a few
             // MB/s), within the broker's 512 MiB memory budget.
             fetch_cache_mb: strata_storage::StoreConfig::new("").read_cache_bytes >> 20,
+            // Kafka's default: 1 day.
+            producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -166,6 +172,7 @@ impl Config {
             retention_check_interval_ms, group_initial_rebalance_delay_ms, group_min_session_timeout_ms,
             group_max_session_timeout_ms, offsets_retention_minutes, fetch_cache_mb,
         });
+        env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
     }
 
@@ -220,6 +227,9 @@ impl Config {
         }
         if self.offsets_retention_minutes == 0 {
             return Err(bad("offsets_retention_minutes must be at least 1"));
+        }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(bad("producer_id_expiration_ms must be at least 1"));
         }
         Ok(listen)
     }

@@ -1,5 +1,6 @@
 //! The retention task: applies `retention.ms` and `retention.bytes` by dropping whole
-//! segments, moves log start offsets, and compacts the dropped ranges so disk space returns.
+//! segments, moves log start offsets, and compacts the dropped ranges so disk space returns;
+//! and drops the state of idempotent producers idle for `producer_id_expiration_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,14 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
             Ok(Ok(n)) => tracing::info!(segments = n, "retention dropped segments"),
             Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
             Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        // Idle producers' states go too (producer_id_expiration_ms).
+        let c = ctx.clone();
+        match tokio::task::spawn_blocking(move || c.store.expire_producers()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(states = n, "expired idle producer states"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer state expiry failed"),
+            Err(e) => tracing::error!(error = %e, "producer state expiry task failed"),
         }
     }
 }

@@ -38,6 +38,7 @@ impl Broker {
         store_config.segment_ms = config.segment_ms;
         store_config.log_append_time = config.message_timestamp_type == "LogAppendTime";
         store_config.read_cache_bytes = config.fetch_cache_mb.saturating_mul(1 << 20);
+        store_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;

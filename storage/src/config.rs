@@ -9,6 +9,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 /// Kafka's default `segment.ms` (7 days).
 pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Kafka's default `producer.id.expiration.ms` (1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 
 /// How to open a [`crate::Store`].
 #[derive(Debug, Clone)]
@@ -32,6 +34,10 @@ pub struct StoreConfig {
     /// all readers: tail readers and groups reading the same data need no RocksDB read and
     /// no copy); 0 turns it off.
     pub read_cache_bytes: usize,
+    /// An idempotent producer's state on a partition is dropped once it has not written
+    /// there for this long (Kafka's `producer.id.expiration.ms`); see
+    /// [`crate::Store::expire_producers`]. States already expired are not loaded at open.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl StoreConfig {
@@ -54,6 +60,7 @@ impl StoreConfig {
             // full produce speed), within the broker's 512 MiB memory budget next to the
             // memtables.
             read_cache_bytes: 64 << 20,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Storage state that must not half-happen or outlive its purpose: a multi-batch payload
-//! is appended all or nothing, and a topic delete takes its committed offsets along.
+//! is appended all or nothing, a topic delete takes its committed offsets along, and
+//! idempotent-producer states expire.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use strata_storage::batch::BatchBuilder;
 use strata_storage::{GroupOffset, StorageError, Store, StoreConfig};
@@ -75,4 +77,57 @@ fn deleting_a_topic_deletes_its_offsets() {
     s.create_topic("t", 2, BTreeMap::new()).unwrap();
     assert_eq!(s.fetch_offsets("g1").unwrap().len(), 1);
     s.close();
+}
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+fn open_expiring(dir: &std::path::Path, expiration_ms: i64) -> Store {
+    let mut c = StoreConfig::new(dir);
+    c.producer_id_expiration_ms = expiration_ms;
+    Store::open(c).expect("open")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A producer idle for `producer_id_expiration_ms` is forgotten (its next batch is accepted
+/// at any sequence, as for a new producer), while an active one keeps its state; and a
+/// state that expired while the store was closed is not loaded again.
+#[test]
+fn idle_producer_states_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open_expiring(dir.path(), DAY_MS);
+        s.create_topic("t", 1, BTreeMap::new()).unwrap();
+        s.append("t", 0, sequenced(1, 0, 2)).unwrap();
+        s.append("t", 0, sequenced(2, 0, 2)).unwrap();
+        assert!(matches!(
+            s.append("t", 0, sequenced(1, 9, 1)),
+            Err(StorageError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(s.expire_producers().unwrap(), 0, "nobody idle yet");
+        assert_eq!(s.expire_producers_at(now_ms() + 2 * DAY_MS).unwrap(), 2);
+        // Forgotten: any sequence is accepted again.
+        assert!(s.append("t", 0, sequenced(1, 9, 1)).is_ok());
+        s.close();
+    }
+    {
+        // Producer 1 wrote just now; reopened with a 1 ms expiration after a pause, its
+        // state is dropped at open.
+        std::thread::sleep(Duration::from_millis(20));
+        let s = open_expiring(dir.path(), 1);
+        assert!(
+            s.append("t", 0, sequenced(1, 50, 1)).is_ok(),
+            "an expired state must not be loaded"
+        );
+        s.close();
+    }
+    let s = open_expiring(dir.path(), DAY_MS);
+    assert!(matches!(
+        s.append("t", 0, sequenced(1, 70, 1)),
+        Err(StorageError::OutOfOrderSequence { expected: 51, .. })
+    ));
 }

@@ -3,6 +3,7 @@
 mod catalog;
 mod groups;
 mod log;
+mod producers;
 pub(crate) mod raw;
 mod read;
 mod syncer;
@@ -391,14 +392,19 @@ impl Inner {
                 .push(SegmentRecord::decode(v.as_slice())?);
         }
         let mut producers: HashMap<u64, HashMap<i64, ProducerRecord>> = HashMap::new();
+        let mut expired = Vec::new();
+        let now = now_ms();
         for (k, v) in self.scan_meta(&[Tag::Producer as u8])? {
             let pid = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
             let producer = i64::from_be_bytes(k[9..17].try_into().unwrap_or_default());
-            producers
-                .entry(pid)
-                .or_default()
-                .insert(producer, ProducerRecord::decode(v.as_slice())?);
+            let rec = ProducerRecord::decode(v.as_slice())?;
+            if !producers::live_at_open(&rec, now, self.config.producer_id_expiration_ms) {
+                expired.push((pid, producer));
+                continue;
+            }
+            producers.entry(pid).or_default().insert(producer, rec);
         }
+        self.delete_expired_producers(&expired)?;
         let mut catalog = self.write_catalog();
         for (_, v) in self.scan_meta(&[Tag::Topic as u8])? {
             let rec = TopicRecord::decode(v.as_slice())?;
