@@ -67,8 +67,9 @@ fn deleting_a_topic_deletes_its_offsets() {
         commit_timestamp_ms: 1,
     };
     let offsets = [offset("t", 0, 5), offset("t", 1, 6), offset("other", 0, 7)];
+    let rt = rt();
     for g in ["g1", "g2"] {
-        s.commit_offsets(g, &offsets).unwrap();
+        rt.block_on(s.commit_offsets(g, &offsets)).unwrap();
     }
     s.delete_topic("t").unwrap();
     for g in ["g1", "g2"] {
@@ -77,6 +78,14 @@ fn deleting_a_topic_deletes_its_offsets() {
     s.create_topic("t", 2, BTreeMap::new()).unwrap();
     assert_eq!(s.fetch_offsets("g1").unwrap().len(), 1);
     s.close();
+}
+
+/// Offset commits wait for the group-commit syncer: run them on a runtime.
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
