@@ -56,11 +56,9 @@ impl Broker {
             cancel.clone(),
             tasks.clone(),
         ));
-        tasks.spawn(
-            groups
-                .clone()
-                .expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)),
-        );
+        tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(
+            config.offsets_retention_minutes.saturating_mul(60),
+        )));
         let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(accept_loop(
@@ -79,6 +77,11 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many consumer-group actors are running (groups with members or work pending).
+    pub fn live_group_actors(&self) -> usize {
+        self.ctx.groups.live_actors()
     }
 
     /// How the storage's read cache has done since the broker started.

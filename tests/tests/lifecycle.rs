@@ -1,10 +1,15 @@
-//! Broker state that must not half-happen: a partition's produce
+//! Broker state that must not half-happen or outlive its purpose: a partition's produce
 //! payload (one or more record batches) is appended all or nothing (the broker validates
 //! every batch, and producer sequences across the batches, before it appends any, as Kafka
-//! does).
+//! does); consumer-group actors end when their groups empty, and the groups still work.
+
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use kafka_protocol::messages::ProduceRequest;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use strata_storage::batch::BatchBuilder;
 use strata_tests::raw;
 use strata_tests::*;
@@ -97,5 +102,74 @@ fn a_partition_payload_with_a_bad_batch_appends_nothing() -> Result<()> {
             ],
         "stored values {values:?}"
     );
+    broker.shutdown()
+}
+
+fn group_member(bs: &str, group: &str) -> Result<BaseConsumer> {
+    let mut c = consumer_config(bs);
+    c.set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    Ok(c.create()?)
+}
+
+/// Polls until the consumer has a record (returning its offset) or the timeout passes.
+fn first_offset(c: &BaseConsumer, timeout: Duration) -> Result<i64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        ensure!(Instant::now() < deadline, "no record within {timeout:?}");
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            return Ok(m?.offset());
+        }
+    }
+}
+
+/// Ten groups each get a member, which commits and leaves: the broker's group actors
+/// (one per group that ever had a member, before the fix) all end once their groups are
+/// Empty. A reaped group still works: a new member resumes at its committed offset.
+#[test]
+fn empty_groups_release_their_actors_and_still_work() -> Result<()> {
+    const GROUPS: usize = 10;
+    let broker = InProcessBroker::start_temp(|c| c.group_initial_rebalance_delay_ms = 50)?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("reaped");
+    create_topic(&bs, &topic, 1)?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    produce_and_wait(&producer, &topic, 0..10, 1, |_| 10)?;
+    let groups: Vec<String> = (0..GROUPS).map(|i| topic_name(&format!("g{i}"))).collect();
+    for g in &groups {
+        let c = group_member(&bs, g)?;
+        c.subscribe(&[&topic])?;
+        ensure!(
+            first_offset(&c, CONSUME_TIMEOUT)? == 0,
+            "group {g} started elsewhere"
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic, 0, Offset::Offset(4))?;
+        c.commit(&tpl, CommitMode::Sync)?;
+        // Dropping the consumer closes it: LeaveGroup.
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broker.live_group_actors() > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "{} group actors still running after every group emptied",
+            broker.live_group_actors()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let c = group_member(&bs, &groups[0])?;
+    c.subscribe(&[&topic])?;
+    let resumed = first_offset(&c, CONSUME_TIMEOUT)?;
+    ensure!(
+        resumed == 4,
+        "the reaped group resumed at {resumed}, committed was 4"
+    );
+    ensure!(
+        broker.live_group_actors() == 1,
+        "the rejoined group runs one actor"
+    );
+    drop(c);
     broker.shutdown()
 }

@@ -127,6 +127,15 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// Empty with nothing pending: no members, no member ids handed out, no phase timer.
+    /// Its actor may end; the group lives on in the storage.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Empty
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.deadline.is_none()
+    }
+
     /// Kafka's `isStaticMemberFenced`: the instance id now belongs to another member id (a
     /// newer instance joined with it), so this older one must stop (FENCED_INSTANCE_ID), not
     /// rejoin and fence the newer one in turn.
