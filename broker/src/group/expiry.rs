@@ -63,12 +63,13 @@ impl Coordinator {
             since.entry(group.clone()).or_insert(Some(*s));
         }
         let started = self.started_ms;
-        let this = self.clone();
-        let (expired, emptied) = self
+        let (expired, emptied, with_offsets) = self
             .blocking(move |store| {
                 let mut expired = 0;
                 let mut emptied = Vec::new();
-                for group in store.groups_with_offsets()? {
+                let with_offsets = store.groups_with_offsets()?;
+                for group in &with_offsets {
+                    let group = group.clone();
                     let empty_since = match since.get(&group) {
                         Some(None) => continue,
                         Some(Some(t)) => (*t).max(started),
@@ -87,22 +88,25 @@ impl Coordinator {
                         continue;
                     }
                     expired += old.len();
+                    // By key: a commit made meanwhile stays.
+                    store.delete_offsets(&group, Some(&old))?;
                     if old.len() == offsets.len() {
-                        store.delete_offsets(&group, None)?;
                         emptied.push(group);
-                    } else {
-                        store.delete_offsets(&group, Some(&old))?;
                     }
                 }
-                Ok((expired, emptied))
+                Ok((expired, emptied, with_offsets))
             })
             .await?;
+        // Only groups with offsets need to remember since when they have been Empty: the
+        // others have nothing to expire (and a commit made later is its own reference).
+        let with_offsets: std::collections::HashSet<String> = with_offsets.into_iter().collect();
+        self.idle().retain(|g, _| with_offsets.contains(g));
         // A group left with neither members nor offsets is gone (Kafka: Dead, removed).
         for group in emptied {
-            if this.running(&group).is_none() {
-                this.idle().remove(&group);
+            if self.running(&group).is_none() {
+                self.idle().remove(&group);
                 let key = format!("{GROUP_TYPE_PREFIX}{group}");
-                let _ = this.blocking(move |s| s.delete_kv(key.as_bytes())).await;
+                let _ = self.blocking(move |s| s.delete_kv(key.as_bytes())).await;
             }
         }
         Ok(expired)

@@ -125,18 +125,16 @@ impl Store {
         }
         let log_start = state.log_start;
         drop(state);
-        let end = p.log_end();
+        let outcome = outcome.ok_or_else(|| StorageError::InvalidRequest("no batch".into()))?;
         if self.inner.config.fsync {
             self.inner.sync.mark(&p);
         } else {
-            p.publish_hw(end);
+            p.publish_hw(outcome.last_offset + 1);
         }
-        outcome
-            .map(|o| AppendOutcome {
-                log_start_offset: log_start,
-                ..o
-            })
-            .ok_or_else(|| StorageError::InvalidRequest("no batch".into()))
+        Ok(AppendOutcome {
+            log_start_offset: log_start,
+            ..outcome
+        })
     }
 
     /// Writes one validated batch at the partition's next offset; the caller holds the

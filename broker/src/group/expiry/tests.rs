@@ -151,4 +151,8 @@ async fn actors_of_empty_groups_are_reaped() {
     let view = c.describe("g3").await;
     assert_eq!(view.state, crate::group::State::Dead);
     wait_no_actors(&c).await;
+    // Groups without offsets keep no trace once an expiry pass ran.
+    assert!(!c.idle().is_empty());
+    c.expire_offsets_at(wall_ms(), DAY_MS).await.unwrap();
+    assert!(c.idle().is_empty());
 }
