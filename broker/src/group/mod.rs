@@ -7,7 +7,7 @@ mod actor;
 mod expiry;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -317,25 +317,45 @@ impl Coordinator {
 
     /// Every group: running ones, plus those known from stored offsets or types.
     pub async fn list(self: &Arc<Self>) -> Vec<(String, GroupView)> {
-        let mut names: Vec<String> = self.lock().keys().cloned().collect();
-        let stored = self
+        let running: HashSet<String> = self.lock().keys().cloned().collect();
+        // One storage pass for every group without an actor (each is Empty: it has offsets
+        // or a recorded type), instead of one blocking call per group.
+        let (with_offsets, types) = self
             .blocking(|s| {
-                let mut names = s.groups_with_offsets().unwrap_or_default();
-                if let Ok(kv) = s.scan_kv(GROUP_TYPE_PREFIX.as_bytes()) {
-                    names.extend(kv.into_iter().map(|(k, _)| {
-                        String::from_utf8_lossy(&k[GROUP_TYPE_PREFIX.len()..]).into_owned()
-                    }));
-                }
-                Ok(names)
+                let with_offsets = s.groups_with_offsets().unwrap_or_default();
+                let types: HashMap<String, String> = s
+                    .scan_kv(GROUP_TYPE_PREFIX.as_bytes())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let name = k.get(GROUP_TYPE_PREFIX.len()..).unwrap_or_default();
+                        (
+                            String::from_utf8_lossy(name).into_owned(),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        )
+                    })
+                    .collect();
+                Ok((with_offsets, types))
             })
             .await
             .unwrap_or_default();
-        names.extend(stored);
+        let mut names: Vec<String> = running.iter().cloned().collect();
+        names.extend(with_offsets);
+        names.extend(types.keys().cloned());
         names.sort();
         names.dedup();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            let v = self.describe(&n).await;
+            let v = if running.contains(&n) {
+                self.describe(&n).await
+            } else {
+                GroupView {
+                    state: State::Empty,
+                    protocol_type: types.get(&n).cloned().unwrap_or_default(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }
+            };
             if v.state != State::Dead {
                 out.push((n, v));
             }

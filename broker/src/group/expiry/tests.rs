@@ -156,3 +156,35 @@ async fn actors_of_empty_groups_are_reaped() {
     c.expire_offsets_at(wall_ms(), DAY_MS).await.unwrap();
     assert!(c.idle().is_empty());
 }
+
+/// ListGroups after reaping: groups known only from the storage (committed offsets) are
+/// listed as Empty, running ones as they are, and groups that left nothing are gone.
+#[tokio::test]
+async fn reaped_groups_are_listed_from_the_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(dir.path());
+    for g in ["left-nothing", "committed"] {
+        let joined = c.join(g, join_args()).await;
+        let member = joined.member_id.to_string();
+        assert_eq!(c.leave(g, vec![(member, None)]).await, vec![code::NONE]);
+    }
+    c.store
+        .commit_offsets("committed", &[offset("t", 1, wall_ms())])
+        .await
+        .unwrap();
+    let running = c.join("running", join_args()).await;
+    assert_eq!(running.error_code, code::NONE);
+    let listed: Vec<(String, &str)> = c
+        .list()
+        .await
+        .into_iter()
+        .map(|(g, v)| (g, v.state.name()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("committed".to_string(), "Empty"),
+            ("running".to_string(), "CompletingRebalance"),
+        ]
+    );
+}
