@@ -42,10 +42,13 @@ impl Store {
         }
         inner.db.write_opt(wb, &inner.write_options(false))?;
         if inner.config.fsync {
-            let ticket = inner.sync.request();
-            if !inner.sync.wait(ticket).await {
+            let synced = match inner.sync.request() {
+                Some(ticket) => inner.sync.wait(ticket).await,
+                None => false,
+            };
+            if !synced {
                 return Err(StorageError::Io(
-                    "the store closed before the commit was synced".into(),
+                    "the store is closing: the commit may not be durable".into(),
                 ));
             }
         }

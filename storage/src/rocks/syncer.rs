@@ -55,16 +55,19 @@ impl SyncQueue {
     }
 
     /// Asks for a sync of everything written so far; the returned ticket is passed once
-    /// that is durable (see [`SyncQueue::wait`]).
-    pub fn request(&self) -> u64 {
+    /// that is durable (see [`SyncQueue::wait`]). `None` once the syncer is stopping: a
+    /// ticket asked for before that is still served by its last rounds.
+    pub fn request(&self) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.stop {
+            return None;
+        }
         s.requested += 1;
         self.wake.notify_one();
-        s.requested
+        Some(s.requested)
     }
 
-    /// Waits until the syncer has made the writes before `ticket` durable. Gives up (and
-    /// says so) when the syncer stopped first.
+    /// Waits until the syncer has made the writes before `ticket` durable.
     pub async fn wait(&self, ticket: u64) -> bool {
         let mut rx = self.synced.subscribe();
         let passed = rx.wait_for(|synced| *synced >= ticket).await.is_ok();
