@@ -86,6 +86,10 @@ pub struct Config {
     /// connections; further ones wait their turn. Bounds what decoding can cost in all
     /// (about 40 times this, at worst).
     pub decoding_max_bytes: usize,
+    /// An idempotent producer's state on a partition (its last sequences, for duplicate
+    /// detection) is dropped once it has not written there for this long (Kafka's
+    /// `producer.id.expiration.ms`); checked with every retention pass.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -137,6 +141,8 @@ impl Default for Config {
             // Four of the largest at once (~1.3 GB decoded at worst); ordinary traffic
             // (heartbeats, fetches, commits of a few hundred bytes each) never comes close.
             decoding_max_bytes: 32 * 1024 * 1024,
+            // Kafka's default: 1 day.
+            producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -214,6 +220,7 @@ impl Config {
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes,
         });
+        env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
     }
 
@@ -289,6 +296,9 @@ impl Config {
             return Err(bad("max_partitions must be between 1 and 2147483647"));
         }
         self.connection_limits()?;
+        if self.producer_id_expiration_ms < 1 {
+            return Err(bad("producer_id_expiration_ms must be at least 1"));
+        }
         Ok(listen)
     }
 

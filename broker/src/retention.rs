@@ -1,5 +1,6 @@
 //! The retention task: applies `retention.ms` and `retention.bytes` by dropping whole
-//! segments, moves log start offsets, and compacts the dropped ranges so disk space returns.
+//! segments, moves log start offsets, and compacts the dropped ranges so disk space returns;
+//! and drops the state of idempotent producers idle for `producer_id_expiration_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,14 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
             Ok(Ok(n)) => tracing::info!(segments = n, "retention dropped segments"),
             Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
             Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        // Idle producers' states go too (producer_id_expiration_ms).
+        let c = ctx.clone();
+        match tokio::task::spawn_blocking(move || c.store.expire_producers()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(states = n, "expired idle producer states"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer state expiry failed"),
+            Err(e) => tracing::error!(error = %e, "producer state expiry task failed"),
         }
     }
 }
@@ -88,7 +97,8 @@ fn first_kept(
         // segment counts too once all of it is durable: a partition that stopped receiving
         // data still empties out.
         while let Some(s) = segments.get(keep) {
-            let expired = now - s.max_timestamp > retention_ms && s.last_offset < hw;
+            // Saturating: a client may send any timestamp, i64::MIN+1 included.
+            let expired = now.saturating_sub(s.max_timestamp) > retention_ms && s.last_offset < hw;
             if !expired {
                 break;
             }
@@ -159,5 +169,15 @@ mod tests {
             2,
             "never the active segment for size"
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_count_as_old_without_overflow() {
+        let segs = [
+            seg(0, 9, 100, i64::MIN + 1, true),
+            seg(10, 19, 100, i64::MAX, false),
+        ];
+        assert_eq!(first_kept(&segs, 20, 1000, -1, i64::MAX), 1);
+        assert_eq!(first_kept(&segs, 20, 1000, -1, 0), 1);
     }
 }

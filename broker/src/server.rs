@@ -40,6 +40,7 @@ impl Broker {
         store_config.log_append_time = config.message_timestamp_type == "LogAppendTime";
         store_config.read_cache_bytes = config.fetch_cache_mb.saturating_mul(1 << 20);
         store_config.max_partitions = config.max_partitions;
+        store_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
@@ -57,11 +58,9 @@ impl Broker {
             cancel.clone(),
             tasks.clone(),
         ));
-        tasks.spawn(
-            groups
-                .clone()
-                .expire_offsets(Duration::from_secs(config.offsets_retention_minutes * 60)),
-        );
+        tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(
+            config.offsets_retention_minutes.saturating_mul(60),
+        )));
         let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(accept_loop(
@@ -80,6 +79,11 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many consumer-group actors are running (groups with members or work pending).
+    pub fn live_group_actors(&self) -> usize {
+        self.ctx.groups.live_actors()
     }
 
     /// How the storage's read cache has done since the broker started.

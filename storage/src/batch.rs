@@ -244,7 +244,7 @@ impl BatchBuilder {
     pub fn record(mut self, timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> Self {
         let mut body = Vec::with_capacity(value.len() + 16);
         body.push(0); // record attributes
-        put_varlong(&mut body, timestamp - self.first_timestamp);
+        put_varlong(&mut body, timestamp.wrapping_sub(self.first_timestamp));
         put_varlong(&mut body, i64::from(self.count));
         match key {
             Some(k) => {

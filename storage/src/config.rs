@@ -9,6 +9,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 /// Kafka's default `segment.ms` (7 days).
 pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Kafka's default `producer.id.expiration.ms` (1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 3600 * 1000;
 
 /// How to open a [`crate::Store`].
 #[derive(Debug, Clone)]
@@ -36,6 +38,10 @@ pub struct StoreConfig {
     /// [`StorageError::TooManyPartitions`](crate::StorageError::TooManyPartitions) before
     /// anything is allocated.
     pub max_partitions: usize,
+    /// An idempotent producer's state on a partition is dropped once it has not written
+    /// there for this long (Kafka's `producer.id.expiration.ms`); see
+    /// [`crate::Store::expire_producers`]. States already expired are not loaded at open.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl StoreConfig {
@@ -61,6 +67,7 @@ impl StoreConfig {
             // Each partition costs in-memory state (~1 KiB) and keys: 100,000 is far beyond
             // what one broker serves well and far below what exhausts its memory.
             max_partitions: 100_000,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }

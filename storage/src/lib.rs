@@ -35,7 +35,9 @@ mod partition;
 mod rocks;
 
 pub use cache::{CacheStats, Records};
-pub use config::{StoreConfig, TopicLimits, DEFAULT_MAX_MESSAGE_BYTES};
+pub use config::{
+    StoreConfig, TopicLimits, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+};
 pub use error::{StorageError, StorageResult};
 /// The benchmark's bare-RocksDB baseline (same options, no engine); not a stable API.
 #[doc(hidden)]

@@ -486,13 +486,15 @@ fn group_offsets_and_kv(engine: Engine) {
     };
     {
         let s = engine(dir.path());
-        s.commit_offsets(
+        rt().block_on(s.commit_offsets(
             "g1",
             &[offset("a", 0, 5), offset("a", 1, 7), offset("b", 0, 1)],
-        )
+        ))
         .unwrap();
-        s.commit_offsets("g1", &[offset("a", 0, 6)]).unwrap();
-        s.commit_offsets("g10", &[offset("a", 0, 99)]).unwrap();
+        rt().block_on(s.commit_offsets("g1", &[offset("a", 0, 6)]))
+            .unwrap();
+        rt().block_on(s.commit_offsets("g10", &[offset("a", 0, 99)]))
+            .unwrap();
         s.put_kv(b"k1", b"v1").unwrap();
         assert_eq!(s.allocate_ids(b"ids", 1).unwrap(), 0);
         assert_eq!(s.allocate_ids(b"ids", 10).unwrap(), 1);

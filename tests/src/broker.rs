@@ -140,6 +140,13 @@ impl InProcessBroker {
             .unwrap_or_default()
     }
 
+    /// How many consumer-group actors the broker runs.
+    pub fn live_group_actors(&self) -> usize {
+        self.broker
+            .as_ref()
+            .map_or(0, strata_broker::Broker::live_group_actors)
+    }
+
     /// The `bootstrap.servers` value for clients.
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()

@@ -266,6 +266,23 @@ pub fn check_delivery_offsets(
     Ok(())
 }
 
+/// Prints `what: N samples, p50 .. p99 .. max ..` for latencies in ms sorted ascending
+/// (the benchmarks' report line).
+pub fn print_latencies(what: &str, sorted_ms: &[f64]) {
+    if sorted_ms.is_empty() {
+        println!("{what}: no samples");
+        return;
+    }
+    let q = |p: f64| sorted_ms[((sorted_ms.len() - 1) as f64 * p) as usize];
+    println!(
+        "{what}: {} samples, p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
+        sorted_ms.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+}
+
 /// Parses the message number out of a value produced by [`TestMessage::new`].
 pub fn message_index(value: &[u8]) -> Option<u64> {
     let rest = value.strip_prefix(b"msg-")?;

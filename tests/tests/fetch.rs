@@ -255,3 +255,102 @@ fn concurrent_readers_share_the_read_cache() -> Result<()> {
     );
     broker.shutdown()
 }
+
+/// Consumers whose `fetch.min.bytes` (1 MiB) is far above what a trickle of small records
+/// brings: each long poll waits for new data (or its `fetch.wait.max.ms`) instead of
+/// re-reading the partition without pause until the wait ends. Every consumer still gets
+/// every record (at the latest when its wait ends), and the broker stays near idle:
+/// before the fix, 5 such consumers at 20 records/s kept the broker's threads at about
+/// 1.5 cores. Also: a record that alone satisfies `fetch.min.bytes` is answered at once,
+/// not at the end of the wait.
+#[test]
+fn long_poll_with_unmet_min_bytes_does_not_spin() -> Result<()> {
+    const CONSUMERS: usize = 5;
+    /// 20 records per second for 6 seconds.
+    const RECORDS: i64 = 120;
+    const EVERY: Duration = Duration::from_millis(50);
+    /// Generous: an idle-level broker uses a few percent of a core here; the spin used
+    /// well over 100%.
+    const MAX_CORES: f64 = 0.30;
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("minbytes");
+    create_topic(&bs, &topic, 1)?;
+    let mut cfg = consumer_config(&bs);
+    cfg.set("fetch.min.bytes", "1048576")
+        .set("fetch.wait.max.ms", "500");
+    let broker_cpu = || {
+        strata_tests::procstat::threads_cpu_seconds(|name| {
+            name.starts_with("strata-broker") || name.starts_with("strata-syncer")
+        })
+    };
+    let (cores, recs) = std::thread::scope(|s| -> Result<_> {
+        let consumers: Vec<_> = (0..CONSUMERS)
+            .map(|_| {
+                let cfg = cfg.clone();
+                let topic = topic.clone();
+                s.spawn(move || {
+                    consume_ranges_with(&cfg, &topic, &[(0, 0, RECORDS)], CONSUME_TIMEOUT)
+                })
+            })
+            .collect();
+        // Let every consumer reach its first long poll.
+        std::thread::sleep(Duration::from_secs(1));
+        let (cpu0, t0) = (broker_cpu(), std::time::Instant::now());
+        let mut pcfg = producer_config(&bs);
+        pcfg.set("linger.ms", "0");
+        let producer = recording_producer(&pcfg)?;
+        for i in 0..RECORDS as u64 {
+            produce_and_wait(&producer, &topic, i..i + 1, 1, |_| 100)?;
+            std::thread::sleep(EVERY);
+        }
+        let cores = (broker_cpu() - cpu0) / t0.elapsed().as_secs_f64();
+        let mut all = Vec::new();
+        for c in consumers {
+            all.push(
+                c.join()
+                    .map_err(|_| anyhow::anyhow!("consumer thread panicked"))??,
+            );
+        }
+        Ok((cores, all))
+    })?;
+    eprintln!(
+        "broker CPU with {CONSUMERS} consumers at fetch.min.bytes=1MiB, 20 records/s: {:.1}% of a core",
+        cores * 100.0
+    );
+    for r in &recs {
+        verify_test_messages(r, 0..RECORDS as u64, 1, |_| 100)?;
+    }
+    ensure!(
+        cores < MAX_CORES,
+        "the broker used {:.0}% of a core serving long polls that cannot be satisfied",
+        cores * 100.0
+    );
+
+    // A single record larger than fetch.min.bytes ends the wait at once.
+    let mut cfg = consumer_config(&bs);
+    cfg.set("fetch.min.bytes", "100000")
+        .set("fetch.wait.max.ms", "10000");
+    let big = topic_name("minbytes-met");
+    create_topic(&bs, &big, 1)?;
+    let got = std::thread::scope(|s| -> Result<_> {
+        let reader = s.spawn(|| {
+            consume_ranges_with(&cfg, &big, &[(0, 0, 1)], CONSUME_TIMEOUT)
+                .map(|r| (r, std::time::Instant::now()))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let producer = recording_producer(&producer_config(&bs))?;
+        let sent = std::time::Instant::now();
+        produce_and_wait(&producer, &big, 0..1, 1, |_| 200_000)?;
+        let (recs, at) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        verify_test_messages(&recs, 0..1, 1, |_| 200_000)?;
+        Ok(at.saturating_duration_since(sent))
+    })?;
+    ensure!(
+        got < Duration::from_secs(5),
+        "a record meeting fetch.min.bytes took {got:?} to arrive (wait was 10 s)"
+    );
+    broker.shutdown()
+}

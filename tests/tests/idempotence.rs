@@ -148,3 +148,58 @@ fn duplicate_batch_is_stored_once_and_gap_is_rejected() -> Result<()> {
     );
     broker.shutdown()
 }
+
+/// `producer_id_expiration_ms`: a producer that stops writing is forgotten once that long
+/// has passed (the broker checks with every retention pass), so producer state does not
+/// grow with every session ever seen; a forgotten producer is then treated as new (any
+/// sequence accepted), as Kafka does. Before that, its sequence is still enforced.
+#[test]
+fn idle_producer_state_expires() -> Result<()> {
+    use kafka_protocol::messages::ProduceRequest;
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    const EXPIRATION_MS: i64 = 1500;
+    let broker = InProcessBroker::start_temp(|c| {
+        c.producer_id_expiration_ms = EXPIRATION_MS;
+        c.retention_check_interval_ms = 100;
+    })?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("idem-expiry");
+    create_topic(&bs, &topic, 1)?;
+    let (pid, epoch) = raw::init_producer_id(broker.addr())?;
+    let version = raw::best_version::<ProduceRequest>(broker.addr())?;
+    let mut s = raw::connect(broker.addr())?;
+    let batch = |seq: i32| {
+        BatchBuilder::new(BASE_TIMESTAMP)
+            .producer(pid, epoch, seq)
+            .record(BASE_TIMESTAMP, None, b"v")
+            .build()
+    };
+    let r = raw::produce(&mut s, version, 1, &topic, 0, batch(0))?;
+    ensure!(r.error_code == 0, "first batch: {r:?}");
+    let r = raw::produce(&mut s, version, 2, &topic, 0, batch(7))?;
+    ensure!(
+        r.error_code == OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "a gap while the producer is known: {r:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    std::thread::sleep(Duration::from_millis(EXPIRATION_MS as u64));
+    let mut correlation = 3;
+    loop {
+        let r = raw::produce(&mut s, version, correlation, &topic, 0, batch(7))?;
+        if r.error_code == 0 {
+            ensure!(r.base_offset == 1, "accepted at {r:?}");
+            break;
+        }
+        ensure!(
+            r.error_code == OUT_OF_ORDER_SEQUENCE_NUMBER,
+            "unexpected answer {r:?}"
+        );
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the idle producer's state never expired"
+        );
+        correlation += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    broker.shutdown()
+}

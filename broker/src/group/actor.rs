@@ -1,5 +1,7 @@
 //! The task that owns one group's state: commands in, answers out through oneshots, and a
 //! timer for session expiry and rebalance phases. No group work blocks produce or fetch.
+//! The task ends once its group is Empty with nothing pending; the group's offsets and
+//! protocol type stay in the storage, and the next command for it starts a new task.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Group, JoinArgs, State, SyncArgs};
-use super::{Coordinator, GroupView};
+use super::{wall_ms, Coordinator, GroupView};
 
 pub enum Cmd {
     Join(Box<JoinArgs>, oneshot::Sender<JoinGroupResponse>),
@@ -33,20 +35,44 @@ pub enum Cmd {
     Describe(oneshot::Sender<GroupView>),
     /// Ends the group if it has no members; answers whether it did.
     Delete(oneshot::Sender<bool>),
+    /// Since when (wall-clock ms) the group has been Empty; `None` while it has members.
+    EmptySince(oneshot::Sender<Option<i64>>),
+}
+
+/// One group's task state.
+pub struct Actor {
+    /// Tells this task from a successor for the same group.
+    pub id: u64,
+    pub group: Group,
+    /// Wall-clock ms since the group has been Empty (Kafka's "current state timestamp" for
+    /// offset expiry); meaningless while it has members.
+    pub empty_since: i64,
 }
 
 pub async fn run(
-    mut g: Group,
+    actor: Actor,
     mut rx: mpsc::Receiver<Cmd>,
     coordinator: Arc<Coordinator>,
     cancel: CancellationToken,
 ) {
+    let Actor {
+        id,
+        group: mut g,
+        mut empty_since,
+    } = actor;
     loop {
         let deadline = g.next_deadline();
         let cmd = tokio::select! {
             _ = cancel.cancelled() => return,
             _ = sleep_until(deadline) => {
+                let was_empty = g.state == State::Empty;
                 g.tick(Instant::now());
+                if !was_empty && g.state == State::Empty {
+                    empty_since = wall_ms();
+                }
+                if reaped(&coordinator, &g, id, &mut rx, empty_since).await {
+                    return;
+                }
                 continue;
             }
             cmd = rx.recv() => cmd,
@@ -54,6 +80,7 @@ pub async fn run(
         let Some(cmd) = cmd else { return };
         let now = Instant::now();
         let was_stable = g.state == State::Stable;
+        let was_empty = g.state == State::Empty;
         match cmd {
             Cmd::Join(args, reply) => g.join(*args, reply, now),
             Cmd::Sync(args, reply) => g.sync(*args, reply, now),
@@ -88,6 +115,9 @@ pub async fn run(
                     members: g.members_view(),
                 });
             }
+            Cmd::EmptySince(reply) => {
+                let _ = reply.send((g.state == State::Empty).then_some(empty_since));
+            }
             Cmd::Delete(reply) => {
                 let empty = g.is_empty();
                 if empty {
@@ -99,6 +129,9 @@ pub async fn run(
                 }
             }
         }
+        if !was_empty && g.state == State::Empty {
+            empty_since = wall_ms();
+        }
         if !was_stable && g.state == State::Stable {
             if let Some(t) = g.protocol_type.clone() {
                 let (c, id) = (coordinator.clone(), g.id.clone());
@@ -106,7 +139,28 @@ pub async fn run(
                 let _ = tokio::task::spawn_blocking(move || c.record_type(&id, &t)).await;
             }
         }
+        if reaped(&coordinator, &g, id, &mut rx, empty_since).await {
+            return;
+        }
     }
+}
+
+/// Ends this actor when its group is idle (Empty, nothing pending, no queued command): the
+/// coordinator forgets it, and commands that raced into the mailbox go to a new actor.
+async fn reaped(
+    coordinator: &Arc<Coordinator>,
+    g: &Group,
+    id: u64,
+    rx: &mut mpsc::Receiver<Cmd>,
+    empty_since: i64,
+) -> bool {
+    if !g.is_idle() || !rx.is_empty() || !coordinator.reap(&g.id, id, rx, empty_since) {
+        return false;
+    }
+    while let Ok(cmd) = rx.try_recv() {
+        coordinator.forward(&g.id, cmd).await;
+    }
+    true
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

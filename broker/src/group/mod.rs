@@ -1,16 +1,21 @@
 //! The group coordinator (classic protocol): one actor task per group, driven by the
-//! group handlers; committed offsets live in the storage.
+//! group handlers; committed offsets live in the storage. An actor lives while its group
+//! has members (or work pending): an Empty group's actor ends, and the group is served from
+//! the storage (its offsets and recorded protocol type) until someone joins again.
 
 mod actor;
+mod expiry;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
-use strata_storage::Store;
+use strata_storage::{StorageError, Store};
+use tokio::sync::mpsc::error::SendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +29,9 @@ use crate::error::code;
 const GROUP_TYPE_PREFIX: &str = "group.type/";
 /// Commands queued per group actor before senders wait; group traffic is light.
 const MAILBOX: usize = 64;
+/// Times a command is handed to a fresh actor when the one it was sent to ended meanwhile
+/// (reaped as its group went Empty); one retry suffices unless the broker is shutting down.
+const SEND_ATTEMPTS: usize = 3;
 
 /// Coordinator-wide settings (from the broker config).
 #[derive(Debug, Clone, Copy)]
@@ -53,12 +61,31 @@ pub struct GroupView {
     pub members: Vec<MemberView>,
 }
 
+/// A running actor: its number (to tell it from a successor) and its mailbox.
+struct Running {
+    id: u64,
+    tx: mpsc::Sender<Cmd>,
+}
+
 pub struct Coordinator {
     store: Store,
     settings: GroupSettings,
-    groups: Mutex<HashMap<String, mpsc::Sender<Cmd>>>,
+    groups: Mutex<HashMap<String, Running>>,
+    next_actor: AtomicU64,
+    /// Wall-clock ms when this coordinator started: groups not seen since count as Empty
+    /// from then on (offset expiry), so a restart never expires a live group's offsets.
+    started_ms: i64,
+    /// Groups whose actor ended: since when they have been Empty (wall-clock ms).
+    idle_since: Mutex<HashMap<String, i64>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Coordinator {
@@ -72,32 +99,84 @@ impl Coordinator {
             store,
             settings,
             groups: Mutex::new(HashMap::new()),
+            next_actor: AtomicU64::new(0),
+            started_ms: wall_ms(),
+            idle_since: Mutex::new(HashMap::new()),
             cancel,
             tasks,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Cmd>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.idle_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The actor of `group`, started when missing (or when the old one ended).
     fn actor(self: &Arc<Self>, group: &str) -> mpsc::Sender<Cmd> {
         let mut groups = self.lock();
-        if let Some(tx) = groups.get(group).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
+        if let Some(r) = groups.get(group).filter(|r| !r.tx.is_closed()) {
+            return r.tx.clone();
         }
         let (tx, rx) = mpsc::channel(MAILBOX);
-        groups.insert(group.to_string(), tx.clone());
+        let id = self.next_actor.fetch_add(1, Ordering::Relaxed);
+        groups.insert(group.to_string(), Running { id, tx: tx.clone() });
+        let empty_since = self.idle().remove(group).unwrap_or_else(wall_ms);
         let g = state::Group::new(group.to_string(), self.settings);
-        self.tasks
-            .spawn(actor::run(g, rx, self.clone(), self.cancel.clone()));
+        self.tasks.spawn(actor::run(
+            actor::Actor {
+                id,
+                group: g,
+                empty_since,
+            },
+            rx,
+            self.clone(),
+            self.cancel.clone(),
+        ));
         tx
     }
 
     /// The actor of `group` if it is running.
     fn running(&self, group: &str) -> Option<mpsc::Sender<Cmd>> {
-        self.lock().get(group).filter(|tx| !tx.is_closed()).cloned()
+        self.lock()
+            .get(group)
+            .filter(|r| !r.tx.is_closed())
+            .map(|r| r.tx.clone())
+    }
+
+    /// How many group actors are running (groups with members or work pending).
+    pub fn live_actors(&self) -> usize {
+        self.lock().values().filter(|r| !r.tx.is_closed()).count()
+    }
+
+    /// Ends actor `id` of `group` if it is still the registered one: closes its mailbox
+    /// and records since when the group has been Empty. Called by the actor itself, which
+    /// then hands any command still queued to a successor (see [`Coordinator::forward`]).
+    fn reap(&self, group: &str, id: u64, rx: &mut mpsc::Receiver<Cmd>, empty_since: i64) -> bool {
+        let mut groups = self.lock();
+        if groups.get(group).is_none_or(|r| r.id != id) {
+            return false;
+        }
+        // Under the lock: no sender can pick up this mailbox any more, and sends racing
+        // with the close fail and are retried on a new actor (see `ask`).
+        groups.remove(group);
+        rx.close();
+        self.idle().insert(group.to_string(), empty_since);
+        true
+    }
+
+    /// Hands `cmd` (queued for an actor that ended) to the group's current actor.
+    async fn forward(self: &Arc<Self>, group: &str, cmd: Cmd) {
+        let mut cmd = cmd;
+        for _ in 0..SEND_ATTEMPTS {
+            match self.actor(group).send(cmd).await {
+                Ok(()) => return,
+                Err(SendError(c)) => cmd = c,
+            }
+        }
     }
 
     async fn ask<T>(
@@ -106,8 +185,26 @@ impl Coordinator {
         make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.actor(group).send(make(tx)).await.ok()?;
-        rx.await.ok()
+        let mut cmd = make(tx);
+        for _ in 0..SEND_ATTEMPTS {
+            match self.actor(group).send(cmd).await {
+                Ok(()) => return rx.await.ok(),
+                // The actor was reaped between lookup and send: a new one takes the command.
+                Err(SendError(c)) => cmd = c,
+            }
+        }
+        None
+    }
+
+    /// Runs blocking storage work (scans, synced writes) off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .unwrap_or_else(|e| Err(StorageError::Io(format!("storage task failed: {e}"))))
     }
 
     pub async fn join(self: &Arc<Self>, group: &str, args: JoinArgs) -> JoinGroupResponse {
@@ -197,8 +294,15 @@ impl Coordinator {
                 }
             }
         }
-        let stored_type = self.stored_type(group);
-        let has_offsets = self.store.fetch_offsets(group).is_ok_and(|o| !o.is_empty());
+        let g = group.to_string();
+        let (stored_type, has_offsets) = self
+            .blocking(move |s| {
+                let kind = stored_type(s, &g);
+                let has_offsets = s.fetch_offsets(&g).is_ok_and(|o| !o.is_empty());
+                Ok((kind, has_offsets))
+            })
+            .await
+            .unwrap_or_default();
         GroupView {
             state: if stored_type.is_some() || has_offsets {
                 State::Empty
@@ -213,20 +317,45 @@ impl Coordinator {
 
     /// Every group: running ones, plus those known from stored offsets or types.
     pub async fn list(self: &Arc<Self>) -> Vec<(String, GroupView)> {
-        let mut names: Vec<String> = self.lock().keys().cloned().collect();
-        names.extend(self.store.groups_with_offsets().unwrap_or_default());
-        if let Ok(kv) = self.store.scan_kv(GROUP_TYPE_PREFIX.as_bytes()) {
-            names.extend(
-                kv.into_iter().map(|(k, _)| {
-                    String::from_utf8_lossy(&k[GROUP_TYPE_PREFIX.len()..]).into_owned()
-                }),
-            );
-        }
+        let running: HashSet<String> = self.lock().keys().cloned().collect();
+        // One storage pass for every group without an actor (each is Empty: it has offsets
+        // or a recorded type), instead of one blocking call per group.
+        let (with_offsets, types) = self
+            .blocking(|s| {
+                let with_offsets = s.groups_with_offsets().unwrap_or_default();
+                let types: HashMap<String, String> = s
+                    .scan_kv(GROUP_TYPE_PREFIX.as_bytes())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let name = k.get(GROUP_TYPE_PREFIX.len()..).unwrap_or_default();
+                        (
+                            String::from_utf8_lossy(name).into_owned(),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        )
+                    })
+                    .collect();
+                Ok((with_offsets, types))
+            })
+            .await
+            .unwrap_or_default();
+        let mut names: Vec<String> = running.iter().cloned().collect();
+        names.extend(with_offsets);
+        names.extend(types.keys().cloned());
         names.sort();
         names.dedup();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
-            let v = self.describe(&n).await;
+            let v = if running.contains(&n) {
+                self.describe(&n).await
+            } else {
+                GroupView {
+                    state: State::Empty,
+                    protocol_type: types.get(&n).cloned().unwrap_or_default(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }
+            };
             if v.state != State::Dead {
                 out.push((n, v));
             }
@@ -247,83 +376,25 @@ impl Coordinator {
             return code::GROUP_ID_NOT_FOUND;
         }
         self.lock().remove(group);
+        self.idle().remove(group);
         let key = format!("{GROUP_TYPE_PREFIX}{group}");
+        let g = group.to_string();
         match self
-            .store
-            .delete_offsets(group, None)
-            .and_then(|()| self.store.delete_kv(key.as_bytes()))
+            .blocking(move |s| {
+                s.delete_offsets(&g, None)
+                    .and_then(|()| s.delete_kv(key.as_bytes()))
+            })
+            .await
         {
             Ok(()) => code::NONE,
             Err(e) => crate::error::storage_code(&e),
         }
     }
 
-    /// Every hour (and once at start), deletes committed offsets older than `retention`
-    /// of groups that have no members, as Kafka's `offsets.retention.minutes` does.
-    pub async fn expire_offsets(self: Arc<Self>, retention: Duration) {
-        /// How often expiry runs; retention is counted in minutes to days.
-        const EVERY: Duration = Duration::from_secs(3600);
-        loop {
-            let this = self.clone();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let cutoff = now_ms - retention.as_millis() as i64;
-            let active: Vec<String> = self.lock().keys().cloned().collect();
-            let mut idle = Vec::new();
-            for g in active {
-                if self.describe(&g).await.members.is_empty() {
-                    idle.push(g);
-                }
-            }
-            let result = tokio::task::spawn_blocking(
-                move || -> Result<usize, strata_storage::StorageError> {
-                    let mut expired = 0;
-                    for group in this.store.groups_with_offsets()? {
-                        if this.running(&group).is_some() && !idle.contains(&group) {
-                            continue;
-                        }
-                        let old: Vec<(String, i32)> = this
-                            .store
-                            .fetch_offsets(&group)?
-                            .into_iter()
-                            .filter(|o| o.commit_timestamp_ms < cutoff)
-                            .map(|o| (o.topic, o.partition))
-                            .collect();
-                        if !old.is_empty() {
-                            expired += old.len();
-                            this.store.delete_offsets(&group, Some(&old))?;
-                        }
-                    }
-                    Ok(expired)
-                },
-            )
-            .await;
-            match result {
-                Ok(Ok(n)) if n > 0 => tracing::info!(offsets = n, "expired committed offsets"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "offset expiry failed"),
-                _ => {}
-            }
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(EVERY) => {}
-            }
-        }
-    }
-
-    fn stored_type(&self, group: &str) -> Option<String> {
-        let key = format!("{GROUP_TYPE_PREFIX}{group}");
-        self.store
-            .get_kv(key.as_bytes())
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-    }
-
     /// Remembers that `group` had members of `protocol_type` (called on its first
-    /// stable generation).
+    /// stable generation). Blocks: a synced write.
     fn record_type(&self, group: &str, protocol_type: &str) {
-        if self.stored_type(group).as_deref() == Some(protocol_type) {
+        if stored_type(&self.store, group).as_deref() == Some(protocol_type) {
             return;
         }
         let key = format!("{GROUP_TYPE_PREFIX}{group}");
@@ -331,4 +402,14 @@ impl Coordinator {
             tracing::warn!(group, error = %e, "cannot record the group's protocol type");
         }
     }
+}
+
+/// The protocol type recorded for `group` (see [`Coordinator::record_type`]). Blocks.
+fn stored_type(store: &Store, group: &str) -> Option<String> {
+    let key = format!("{GROUP_TYPE_PREFIX}{group}");
+    store
+        .get_kv(key.as_bytes())
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }

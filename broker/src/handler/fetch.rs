@@ -29,6 +29,9 @@ struct Want {
     max_bytes: usize,
     /// Set when the partition cannot be read at all (unknown topic or partition).
     error: Option<i16>,
+    /// The high watermark the last read saw: a long poll waits for it to move past this,
+    /// so every wake-up has new data to read.
+    seen_hw: i64,
 }
 
 #[derive(Clone)]
@@ -47,6 +50,8 @@ struct Pass {
     refs: Vec<RecordRef>,
     bytes: usize,
     any_error: bool,
+    /// Each partition's high watermark as read (-1 when it could not be read), in plan order.
+    high_watermarks: Vec<Vec<i64>>,
 }
 
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
@@ -72,13 +77,19 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
     }
     let ctx = ctx.clone();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64);
+    let mut plan = plan;
+    note_high_watermarks(&mut plan, &first);
     Reply::Later(Box::pin(async move {
         loop {
+            // Waits for a high watermark to move past what the last read saw (not merely
+            // past the fetch offset: with data there but fewer than min_bytes, that would
+            // return at once, and the loop would re-read without pause until max_wait).
             wait_for_data(&ctx, &plan, deadline).await;
             let pass = read(&ctx, plan.clone(), max_bytes, committed).await;
             if pass.bytes >= min_bytes.max(1) || pass.any_error || Instant::now() >= deadline {
                 return response(version, &plan, pass);
             }
+            note_high_watermarks(&mut plan, &pass);
         }
     }))
 }
@@ -116,6 +127,7 @@ fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
                         max_bytes: (p.partition_max_bytes.max(0) as usize)
                             .min(ctx.config.fetch_max_bytes),
                         error,
+                        seen_hw: -1,
                     }
                 })
                 .collect();
@@ -138,9 +150,12 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             let mut any_error = false;
             let mut refs = Vec::new();
             let mut out = Vec::with_capacity(plan.len());
+            let mut high_watermarks = Vec::with_capacity(plan.len());
             for t in &plan {
                 let mut parts = Vec::with_capacity(t.parts.len());
+                let mut hws = Vec::with_capacity(t.parts.len());
                 for w in &t.parts {
+                    hws.push(-1);
                     let base = PartitionData::default()
                         .with_partition_index(w.partition)
                         .with_preferred_read_replica(BrokerId(-1))
@@ -161,6 +176,9 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                     let limit = w.max_bytes.min(budget);
                     match store.read(name, w.partition, w.offset, limit, total == 0) {
                         Ok(r) => {
+                            if let Some(hw) = hws.last_mut() {
+                                *hw = r.high_watermark;
+                            }
                             total += r.records.len();
                             budget = budget.saturating_sub(r.records.len());
                             parts.push(
@@ -187,12 +205,14 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                     }
                 }
                 out.push(parts);
+                high_watermarks.push(hws);
             }
             Ok(Pass {
                 parts: out,
                 refs,
                 bytes: total,
                 any_error,
+                high_watermarks,
             })
         })
         .await;
@@ -203,12 +223,22 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             refs: Vec::new(),
             bytes: 0,
             any_error: true,
+            high_watermarks: Vec::new(),
         }
     })
 }
 
-/// Returns when any wanted partition's high watermark passes its fetch offset, or at the
-/// deadline.
+/// Remembers the high watermark each partition had at the last read.
+fn note_high_watermarks(plan: &mut [TopicWant], pass: &Pass) {
+    for (t, hws) in plan.iter_mut().zip(&pass.high_watermarks) {
+        for (w, &hw) in t.parts.iter_mut().zip(hws) {
+            w.seen_hw = w.seen_hw.max(hw);
+        }
+    }
+}
+
+/// Returns when any wanted partition's high watermark passes both its fetch offset and the
+/// high watermark the last read saw, or at the deadline.
 async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
     let timeout = deadline.saturating_duration_since(Instant::now());
     let mut waits = Vec::new();
@@ -216,7 +246,7 @@ async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
         let Some(name) = &t.name else { continue };
         for w in t.parts.iter().filter(|w| w.error.is_none()) {
             let store = ctx.store.clone();
-            let (name, partition, offset) = (name.clone(), w.partition, w.offset);
+            let (name, partition, offset) = (name.clone(), w.partition, w.offset.max(w.seen_hw));
             waits.push(Box::pin(async move {
                 let _ = store
                     .wait_for_high_watermark(&name, partition, offset, timeout)

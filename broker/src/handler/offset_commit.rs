@@ -70,8 +70,9 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitRes
     let stored = if to_store.is_empty() {
         code::NONE
     } else {
-        let g = group.clone();
-        match ctx.blocking(move |s| s.commit_offsets(&g, &to_store)).await {
+        // An unsynced write, then a wait for the group-commit syncer: commits arriving
+        // together share one fsync, and no thread is held while waiting.
+        match ctx.store.commit_offsets(&group, &to_store).await {
             Ok(()) => code::NONE,
             Err(e) => {
                 tracing::error!(group = %group, error = %e, "offset commit failed");

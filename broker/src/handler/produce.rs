@@ -92,7 +92,9 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len
     }))
 }
 
-/// Appends every batch of one partition's records, in order.
+/// Appends every batch of one partition's records, in order, all or none: the storage
+/// validates the whole payload (each batch, and producer sequences across them) before it
+/// appends any of it, so a request answered with an error has written nothing.
 fn append_partition(
     store: &Store,
     topic: &str,
@@ -115,8 +117,7 @@ fn append_partition(
             "the request holds no record batch".into(),
         ));
     }
-    let mut first: Option<AppendOutcome> = None;
-    for b in batches {
+    for b in &batches {
         let h = batch::read_header(b).map_err(fail)?;
         if h.is_transactional() || h.is_control() {
             return Err((
@@ -124,24 +125,17 @@ fn append_partition(
                 "transactional and control batches are not supported".into(),
             ));
         }
-        // A slice of the request's buffer: the storage may keep it (read cache) uncopied.
-        let outcome = store
-            .append(topic, partition, records.slice_ref(b))
-            .map_err(|e| {
-                if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
-                    tracing::debug!(topic, partition, error = %e, "append refused");
-                }
-                fail(e)
-            })?;
-        first = Some(match first {
-            None => outcome,
-            Some(f) => AppendOutcome {
-                last_offset: outcome.last_offset,
-                ..f
-            },
-        });
     }
-    first.ok_or_else(|| (code::CORRUPT_MESSAGE, "no batch".into()))
+    // Slices of the request's buffer: the storage may keep them (read cache) uncopied.
+    let batches: Vec<Bytes> = batches.iter().map(|b| records.slice_ref(b)).collect();
+    store
+        .append_batches(topic, partition, &batches)
+        .map_err(|e| {
+            if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
+                tracing::debug!(topic, partition, error = %e, "append refused");
+            }
+            fail(e)
+        })
 }
 
 /// Builds the response in request order from a result per (topic index, partition index).

@@ -12,7 +12,7 @@ use crate::batch::{self, BatchHeader};
 use crate::cache::Batch;
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
-use crate::meta::{BatchIndexRecord, PartitionRecord, SegmentRecord};
+use crate::meta::{BatchIndexRecord, PartitionRecord, ProducerRecord, SegmentRecord};
 use crate::partition::{check_sequence, next_producer_state, Partition, PartitionState, SeqCheck};
 
 /// The result of an append.
@@ -72,71 +72,119 @@ impl Store {
         Ok(())
     }
 
-    /// Appends one v2 record batch to a partition.
-    ///
-    /// Validates it (magic, length, CRC-32C, record count, `max.message.bytes`, producer
-    /// sequence), assigns the next offsets, and writes batch, index entry, segment
-    /// descriptor and producer state in one atomic write. Appends to one partition are ordered; different partitions proceed in
-    /// parallel. The data is written but not yet durable: it becomes visible to readers once
-    /// the high watermark passes `last_offset` (see [`Store::wait_for_high_watermark`]).
-    /// A duplicate of one of the producer's last 5 batches returns the original offsets.
+    /// Appends one v2 record batch to a partition; see [`Store::append_batches`].
     pub fn append(
         &self,
         topic: &str,
         partition: i32,
         batch: impl Into<Bytes>,
     ) -> StorageResult<AppendOutcome> {
-        let batch: Bytes = batch.into();
-        let bytes = &batch[..];
-        let header = batch::validate(bytes)?;
+        self.append_batches(topic, partition, &[batch.into()])
+    }
+
+    /// Appends a partition's whole produce payload: one or more v2 record batches, all or
+    /// (when any is invalid) none, as Kafka does.
+    ///
+    /// First validates every batch (magic, length, CRC-32C, record count,
+    /// `max.message.bytes`) and the producer sequences across all of them, under the
+    /// partition's lock; only then assigns the next offsets and writes each batch with its
+    /// index entry, segment descriptor and producer state in one atomic write. Appends to
+    /// one partition are ordered; different partitions proceed in parallel. The data is
+    /// written but not yet durable: it becomes visible to readers once the high watermark
+    /// passes `last_offset` (see [`Store::wait_for_high_watermark`]). When a batch repeats
+    /// one of its producer's last 5 batches, nothing is written and the original's offsets
+    /// are returned (`duplicate`). The outcome spans from the first batch's base offset to
+    /// the last batch's last offset.
+    pub fn append_batches(
+        &self,
+        topic: &str,
+        partition: i32,
+        batches: &[Bytes],
+    ) -> StorageResult<AppendOutcome> {
+        if batches.is_empty() {
+            return Err(StorageError::InvalidRequest(
+                "the payload holds no record batch".into(),
+            ));
+        }
+        let headers = batches
+            .iter()
+            .map(|b| batch::validate(b))
+            .collect::<StorageResult<Vec<BatchHeader>>>()?;
         let p = self.inner.partition(topic, partition)?;
         let mut state = p.lock();
         if state.deleted {
             return Err(StorageError::UnknownTopic(topic.to_string()));
         }
-        if bytes.len() > state.limits.max_message_bytes {
+        if let Some(b) = batches
+            .iter()
+            .find(|b| b.len() > state.limits.max_message_bytes)
+        {
             return Err(StorageError::MessageTooLarge {
-                size: bytes.len(),
+                size: b.len(),
                 max: state.limits.max_message_bytes,
             });
         }
         let now = now_ms();
-        if header.is_idempotent() {
-            let known = state.producers.get(&header.producer_id);
-            if let SeqCheck::Duplicate {
-                base_offset,
-                last_offset,
-            } = check_sequence(known, &header)?
-            {
-                return Ok(AppendOutcome {
-                    base_offset,
-                    last_offset,
-                    duplicate: true,
-                    log_append_time: None,
-                    log_start_offset: state.log_start,
-                });
-            }
+        if let Some(dup) = check_sequences(&state, &headers, now)? {
+            return Ok(AppendOutcome {
+                log_start_offset: state.log_start,
+                ..dup
+            });
         }
+        let mut outcome: Option<AppendOutcome> = None;
+        for (batch, header) in batches.iter().zip(headers) {
+            let one = self.append_locked(&p, &mut state, batch.clone(), header, now)?;
+            outcome = Some(match outcome {
+                None => one,
+                Some(first) => AppendOutcome {
+                    last_offset: one.last_offset,
+                    ..first
+                },
+            });
+        }
+        let log_start = state.log_start;
+        drop(state);
+        let outcome = outcome.ok_or_else(|| StorageError::InvalidRequest("no batch".into()))?;
+        if self.inner.config.fsync {
+            self.inner.sync.mark(&p);
+        } else {
+            p.publish_hw(outcome.last_offset + 1);
+        }
+        Ok(AppendOutcome {
+            log_start_offset: log_start,
+            ..outcome
+        })
+    }
+
+    /// Writes one validated batch at the partition's next offset; the caller holds the
+    /// partition's lock and has checked the producer sequence.
+    fn append_locked(
+        &self,
+        p: &Partition,
+        state: &mut PartitionState,
+        batch: Bytes,
+        header: BatchHeader,
+        now: i64,
+    ) -> StorageResult<AppendOutcome> {
         let base = state.next_offset;
         // The batch is stored as the producer sent it: its base offset (not covered by the
         // CRC) comes from the key and is patched in by the readers, which copy the bytes
         // anyway. That spares the write path a copy of every byte. LogAppendTime rewrites
         // covered fields, so only then is the batch copied here.
         let stamped = state.limits.log_append_time.then(|| {
-            let mut v = bytes.to_vec();
+            let mut v = batch.to_vec();
             batch::set_log_append_time(&mut v, now);
             v
         });
         let log_append_time = stamped.as_ref().map(|_| now);
-        let bytes = stamped.as_deref().unwrap_or(bytes);
+        let bytes = stamped.as_deref().unwrap_or(&batch[..]);
         let header = BatchHeader {
             base_offset: base,
             first_timestamp: log_append_time.unwrap_or(header.first_timestamp),
             max_timestamp: log_append_time.unwrap_or(header.max_timestamp),
             ..header
         };
-        self.inner
-            .write_batch(&p, &mut state, &header, bytes, now)?;
+        self.inner.write_batch(p, state, &header, bytes, now)?;
         let end = header.last_offset() + 1;
         if let Some(cache) = &self.inner.cache {
             // Under the partition lock, so batches enter in offset order.
@@ -148,19 +196,12 @@ impl Store {
             );
         }
         p.log_end.store(end, Ordering::Release);
-        let log_start = state.log_start;
-        drop(state);
-        if self.inner.config.fsync {
-            self.inner.sync.mark(&p);
-        } else {
-            p.publish_hw(end);
-        }
         Ok(AppendOutcome {
             base_offset: base,
             last_offset: end - 1,
             duplicate: false,
             log_append_time,
-            log_start_offset: log_start,
+            log_start_offset: state.log_start,
         })
     }
 
@@ -331,7 +372,7 @@ impl Inner {
         let roll = state.segments.last().is_none_or(|seg| {
             seg.last_offset + 1 != h.base_offset
                 || seg.bytes + size > state.limits.segment_bytes
-                || now - seg.created_ms >= state.limits.segment_ms
+                || now.saturating_sub(seg.created_ms) >= state.limits.segment_ms
         });
         let mut seg = match (roll, state.segments.last()) {
             (false, Some(active)) => active.clone(),
@@ -390,4 +431,47 @@ impl Inner {
         state.next_offset = h.last_offset() + 1;
         Ok(())
     }
+}
+
+/// Checks the producer sequences of a whole payload against the partition's producer
+/// states, as if each batch were appended in turn (so the second batch of a producer must
+/// continue the first). `Some` when a batch repeats one already written: Kafka then answers
+/// the whole payload with the original's offsets and writes nothing.
+fn check_sequences(
+    state: &PartitionState,
+    headers: &[BatchHeader],
+    now: i64,
+) -> StorageResult<Option<AppendOutcome>> {
+    let mut pending: Vec<(i64, ProducerRecord)> = Vec::new();
+    let mut next = state.next_offset;
+    for h in headers {
+        if h.is_idempotent() {
+            let known = pending
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == h.producer_id)
+                .map(|(_, r)| r)
+                .or_else(|| state.producers.get(&h.producer_id));
+            match check_sequence(known, h)? {
+                SeqCheck::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => {
+                    return Ok(Some(AppendOutcome {
+                        base_offset,
+                        last_offset,
+                        duplicate: true,
+                        log_append_time: None,
+                        log_start_offset: state.log_start,
+                    }))
+                }
+                SeqCheck::Append => {
+                    let after = next_producer_state(known, h, next, now);
+                    pending.push((h.producer_id, after));
+                }
+            }
+        }
+        next = next.saturating_add(i64::from(h.last_offset_delta) + 1);
+    }
+    Ok(None)
 }

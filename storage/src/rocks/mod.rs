@@ -3,6 +3,7 @@
 mod catalog;
 mod groups;
 mod log;
+mod producers;
 pub(crate) mod raw;
 mod read;
 mod syncer;
@@ -53,6 +54,15 @@ struct TopicEntry {
     partitions: Vec<Arc<Partition>>,
 }
 
+/// `[start, end)` of a log-keyed range.
+type KeyRange = ([u8; 16], [u8; 16]);
+
+/// The background compaction worker and its queue.
+struct Compactor {
+    queue: std::sync::mpsc::Sender<Vec<KeyRange>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
 #[derive(Default)]
 struct Catalog {
     topics: HashMap<String, TopicEntry>,
@@ -65,9 +75,12 @@ pub(crate) struct Inner {
     catalog: RwLock<Catalog>,
     next_pid: AtomicU64,
     sync: Arc<syncer::SyncQueue>,
-    /// Background compactions started by topic deletes; joined at close so the database
-    /// is really closed when `close` returns.
-    background: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Serialises catalog changes (create, grow, reconfigure, delete topics); held across
+    /// their synced write, which the catalog lock itself never is.
+    changes: std::sync::Mutex<()>,
+    /// The worker compacting the ranges of deleted topics, started by the first delete;
+    /// joined at close so the database is really closed when `close` returns.
+    compactor: std::sync::Mutex<Option<Compactor>>,
     /// Recently read batches, shared by readers; `None` when configured off.
     cache: Option<ReadCache>,
 }
@@ -176,7 +189,8 @@ impl Store {
             catalog: RwLock::new(Catalog::default()),
             next_pid: AtomicU64::new(0),
             sync: Arc::new(syncer::SyncQueue::default()),
-            background: std::sync::Mutex::new(Vec::new()),
+            changes: std::sync::Mutex::new(()),
+            compactor: std::sync::Mutex::new(None),
         };
         inner.recover()?;
         let inner = Arc::new(inner);
@@ -188,16 +202,17 @@ impl Store {
     /// this store is gone.
     pub fn close(self) {
         self.syncer.stop();
-        let handles = std::mem::take(
-            &mut *self
-                .inner
-                .background
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for h in handles {
-            if h.join().is_err() {
-                tracing::error!("a background compaction panicked");
+        let compactor = self
+            .inner
+            .compactor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(Compactor { queue, handle }) = compactor {
+            // Closing the queue ends the worker once it has compacted what was queued.
+            drop(queue);
+            if handle.join().is_err() {
+                tracing::error!("the background compaction thread panicked");
             }
         }
     }
@@ -308,13 +323,47 @@ impl Inner {
     }
 
     /// Compacts deleted key ranges so their space returns to the file system.
-    fn compact_ranges(&self, ranges: &[([u8; 16], [u8; 16])]) {
+    fn compact_ranges(&self, ranges: &[KeyRange]) {
         for (start, end) in ranges {
             for cf in [CF_LOG, CF_IDX] {
                 self.db
                     .compact_range_cf(self.cf(cf), Some(start), Some(end));
             }
         }
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues key ranges for compaction by the background worker (started on first use).
+    fn compact_in_background(self: &Arc<Self>, ranges: Vec<KeyRange>) -> StorageResult<()> {
+        let mut slot = self.compactor.lock().unwrap_or_else(|e| e.into_inner());
+        let ranges = match slot.as_ref() {
+            Some(c) => match c.queue.send(ranges) {
+                Ok(()) => return Ok(()),
+                // The worker is gone (it panicked): start another.
+                Err(std::sync::mpsc::SendError(r)) => r,
+            },
+            None => ranges,
+        };
+        let (queue, rx) = std::sync::mpsc::channel::<Vec<KeyRange>>();
+        // The worker holds the store weakly: a store dropped without `close` still closes.
+        let inner = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("strata-compact".into())
+            .spawn(move || {
+                while let Ok(ranges) = rx.recv() {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.compact_ranges(&ranges);
+                    }
+                }
+            })
+            .map_err(|e| StorageError::Io(format!("spawn compaction thread: {e}")))?;
+        // A send on a fresh channel whose receiver is alive cannot fail.
+        let _ = queue.send(ranges);
+        *slot = Some(Compactor { queue, handle });
+        Ok(())
     }
 
     fn scan_meta(&self, prefix: &[u8]) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -351,14 +400,19 @@ impl Inner {
                 .push(SegmentRecord::decode(v.as_slice())?);
         }
         let mut producers: HashMap<u64, HashMap<i64, ProducerRecord>> = HashMap::new();
+        let mut expired = Vec::new();
+        let now = now_ms();
         for (k, v) in self.scan_meta(&[Tag::Producer as u8])? {
             let pid = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
             let producer = i64::from_be_bytes(k[9..17].try_into().unwrap_or_default());
-            producers
-                .entry(pid)
-                .or_default()
-                .insert(producer, ProducerRecord::decode(v.as_slice())?);
+            let rec = ProducerRecord::decode(v.as_slice())?;
+            if !producers::live_at_open(&rec, now, self.config.producer_id_expiration_ms) {
+                expired.push((pid, producer));
+                continue;
+            }
+            producers.entry(pid).or_default().insert(producer, rec);
         }
+        self.delete_expired_producers(&expired)?;
         let mut catalog = self.write_catalog();
         for (_, v) in self.scan_meta(&[Tag::Topic as u8])? {
             let rec = TopicRecord::decode(v.as_slice())?;

@@ -1,10 +1,14 @@
 //! Group commit: one thread makes the write-ahead log durable for every append written so
-//! far, then publishes the new high watermarks.
+//! far, then publishes the new high watermarks. Other unsynced writes (offset commits) ask
+//! for a sync with a ticket and wait until the syncer has passed it, so they share fsyncs
+//! with each other and with the appends.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::Inner;
 use crate::error::{StorageError, StorageResult};
@@ -14,10 +18,21 @@ use crate::partition::Partition;
 /// failed partitions stay queued so their waiters are released as soon as a sync succeeds.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
-#[derive(Default)]
 pub(crate) struct SyncQueue {
     state: Mutex<QueueState>,
     wake: Condvar,
+    /// The last ticket (see [`SyncQueue::request`]) whose writes are durable.
+    synced: watch::Sender<u64>,
+}
+
+impl Default for SyncQueue {
+    fn default() -> Self {
+        SyncQueue {
+            state: Mutex::default(),
+            wake: Condvar::default(),
+            synced: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -28,6 +43,9 @@ struct QueueState {
     held: bool,
     /// A sync is running (taken, not yet published).
     busy: bool,
+    /// The last ticket handed out, and the last one a sync has started for.
+    requested: u64,
+    taken: u64,
 }
 
 impl SyncQueue {
@@ -40,14 +58,36 @@ impl SyncQueue {
         }
     }
 
-    /// Waits for work; `None` once stopped with nothing left to sync.
-    fn take(&self) -> Option<Vec<Arc<Partition>>> {
+    /// Asks for a sync of everything written so far; the returned ticket is passed once
+    /// that is durable (see [`SyncQueue::wait`]). `None` once the syncer is stopping: a
+    /// ticket asked for before that is still served by its last rounds.
+    pub fn request(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.stop {
+            return None;
+        }
+        s.requested += 1;
+        self.wake.notify_one();
+        Some(s.requested)
+    }
+
+    /// Waits until the syncer has made the writes before `ticket` durable.
+    pub async fn wait(&self, ticket: u64) -> bool {
+        let mut rx = self.synced.subscribe();
+        let passed = rx.wait_for(|synced| *synced >= ticket).await.is_ok();
+        passed
+    }
+
+    /// Waits for work; `None` once stopped with nothing left to sync. Also returns the
+    /// last ticket requested: a successful sync passes it.
+    fn take(&self) -> Option<(Vec<Arc<Partition>>, u64)> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             // A hold never blocks the last sync at stop.
-            if !s.dirty.is_empty() && (!s.held || s.stop) {
+            if (!s.dirty.is_empty() || s.requested > s.taken) && (!s.held || s.stop) {
                 s.busy = true;
-                return Some(std::mem::take(&mut s.dirty));
+                s.taken = s.requested;
+                return Some((std::mem::take(&mut s.dirty), s.requested));
             }
             if s.stop {
                 return None;
@@ -77,6 +117,8 @@ impl SyncQueue {
 
     fn requeue(&self, parts: Vec<Arc<Partition>>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // The tickets of the failed sync are still owed.
+        s.taken = *self.synced.borrow();
         for p in parts {
             if !p.dirty.swap(true, Ordering::SeqCst) {
                 s.dirty.push(p);
@@ -141,7 +183,7 @@ impl Drop for SyncerGuard {
 }
 
 fn run(inner: &Inner) {
-    while let Some(parts) = inner.sync.take() {
+    while let Some((parts, ticket)) = inner.sync.take() {
         // Clear each flag before reading the log end: an append that finishes after this
         // read re-queues its partition, so nothing written is left unsynced.
         let ends: Vec<i64> = parts
@@ -161,6 +203,11 @@ fn run(inner: &Inner) {
                 for (p, end) in parts.iter().zip(ends) {
                     p.publish_hw(end);
                 }
+                inner.sync.synced.send_if_modified(|synced| {
+                    let newer = ticket > *synced;
+                    *synced = (*synced).max(ticket);
+                    newer
+                });
                 false
             }
             Err(e) => {

@@ -56,7 +56,7 @@ fn main() -> Result<()> {
     cfg.set("linger.ms", "0");
     let producer = Arc::new(recording_producer(&cfg)?);
     let idle = probe(&producer, Duration::from_secs(3), || false)?;
-    report("produce latency, no groups", &idle);
+    strata_tests::print_latencies("produce latency, no groups", &idle);
     let (rss0, threads0) = (
         broker.status_field("VmRSS")?,
         broker.status_field("Threads")?,
@@ -107,12 +107,12 @@ fn main() -> Result<()> {
         took.as_secs_f64(),
         running.joins.load(Ordering::Relaxed)
     );
-    report("produce latency while the groups form", &during);
+    strata_tests::print_latencies("produce latency while the groups form", &during);
     let (pings, fresh) = ping_during
         .join()
         .map_err(|_| anyhow::anyhow!("ping panicked"))??;
-    report("ApiVersions round trip while the groups form", &pings);
-    report("new connection + ApiVersions while the groups form", &fresh);
+    strata_tests::print_latencies("ApiVersions round trip while the groups form", &pings);
+    strata_tests::print_latencies("new connection + ApiVersions while the groups form", &fresh);
     println!(
         "broker: RSS {:.1} -> {:.1} MiB ({:.1} KiB per member, connection included); threads {threads0} -> {threads1}",
         rss0 as f64 / 1024.0,
@@ -201,18 +201,4 @@ fn ping(addr: std::net::SocketAddr, done: impl Fn() -> bool) -> Result<(Vec<f64>
     ms.sort_by(f64::total_cmp);
     fresh.sort_by(f64::total_cmp);
     Ok((ms, fresh))
-}
-
-fn report(what: &str, sorted_ms: &[f64]) {
-    if sorted_ms.is_empty() {
-        return;
-    }
-    let q = |p: f64| sorted_ms[((sorted_ms.len() - 1) as f64 * p) as usize];
-    println!(
-        "{what}: {} messages, p50 {:.2} ms p99 {:.2} ms max {:.2} ms",
-        sorted_ms.len(),
-        q(0.5),
-        q(0.99),
-        q(1.0)
-    );
 }

@@ -317,3 +317,137 @@ fn static_restarts(extra: &[(&str, &str)]) -> Result<()> {
     ensure!(problems.is_empty(), "{}", problems.join("\n"));
     Ok(())
 }
+
+/// A second consumer joins with the `group.instance.id` of a running one: the newer one
+/// takes the instance over, and the older one is fenced (FENCED_INSTANCE_ID on its next
+/// heartbeat), which librdkafka turns into a fatal error in it, as with Kafka. Neither
+/// keeps taking the instance back from the other.
+#[test]
+fn duplicate_static_instance_fences_the_older_consumer() -> Result<()> {
+    /// Far more than a few heartbeat intervals (500 ms): the fence comes with the first
+    /// heartbeat after the newer consumer joined.
+    const FENCE_WITHIN: Duration = Duration::from_secs(20);
+    let (_dir, broker) = start_broker()?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("groups-fence");
+    let group = topic_name("g-fence");
+    create_topic(&bs, &topic, 2)?;
+    let settings = |name: &str| {
+        member_settings(
+            &bs,
+            &group,
+            name,
+            &[
+                ("group.instance.id", "the-instance"),
+                ("session.timeout.ms", "10000"),
+            ],
+        )
+    };
+    let old: BaseConsumer = client_config(&settings("old")).create()?;
+    old.subscribe(&[&topic])?;
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while old.assignment()?.count() == 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the first consumer got no assignment"
+        );
+        let _ = old.poll(Duration::from_millis(100));
+    }
+    let new: BaseConsumer = client_config(&settings("new")).create()?;
+    new.subscribe(&[&topic])?;
+    let deadline = Instant::now() + FENCE_WITHIN;
+    let fatal = loop {
+        let _ = old.poll(Duration::from_millis(50));
+        let _ = new.poll(Duration::from_millis(50));
+        if let Some(f) = old.client().fatal_error() {
+            break f;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the older consumer saw no fatal error within {FENCE_WITHIN:?}; broker log:\n{}",
+            broker.log_tail(3000)
+        );
+    };
+    ensure!(
+        fatal.0 == RDKafkaErrorCode::FencedInstanceId,
+        "fatal error {fatal:?}, expected FencedInstanceId"
+    );
+    // The newer consumer keeps the instance and gets the partitions.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while new.assignment()?.count() != 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the newer consumer did not get both partitions"
+        );
+        let _ = new.poll(Duration::from_millis(100));
+    }
+    for _ in 0..20 {
+        let _ = new.poll(Duration::from_millis(100));
+    }
+    ensure!(
+        new.client().fatal_error().is_none(),
+        "the newer consumer was fenced: {:?}",
+        new.client().fatal_error()
+    );
+    Ok(())
+}
+
+/// Deleting a topic deletes every group's committed offsets for it: a topic recreated with
+/// the same name starts with no committed offsets, so a group reads it from the beginning
+/// (auto.offset.reset=earliest) instead of resuming at an offset of the old topic.
+#[test]
+fn deleting_a_topic_deletes_its_committed_offsets() -> Result<()> {
+    let (_dir, broker) = start_broker()?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("groups-recreated");
+    let group = topic_name("g-recreated");
+    let other = topic_name("groups-kept");
+    create_topic(&bs, &topic, 1)?;
+    create_topic(&bs, &other, 1)?;
+    produce(&bs, &topic, 0..10, 1)?;
+    produce(&bs, &other, 0..10, 1)?;
+    let c: BaseConsumer =
+        client_config(&member_settings(&bs, &group, "committer", &[])).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(7))?;
+    tpl.add_partition_offset(&other, 0, Offset::Offset(4))?;
+    c.commit(&tpl, CommitMode::Sync)?;
+    drop(c);
+    ensure!(
+        committed(&bs, &group, &topic, 1)? == BTreeMap::from([(0, 7)]),
+        "the commit did not land"
+    );
+
+    delete_topic(&bs, &topic)?.map_err(|e| anyhow!("DeleteTopics: {e:?}"))?;
+    create_topic(&bs, &topic, 1)?;
+    produce(&bs, &topic, 0..3, 1)?;
+    let after = committed(&bs, &group, &topic, 1)?;
+    ensure!(
+        after.is_empty(),
+        "the recreated topic has committed offsets {after:?} of the deleted one"
+    );
+    ensure!(
+        committed(&bs, &group, &other, 1)? == BTreeMap::from([(0, 4)]),
+        "the other topic's committed offset must stay"
+    );
+    // A member of the group reads the new topic from its beginning.
+    let member = Member::thread(
+        "reader",
+        member_settings(&bs, &group, "reader", &[]),
+        &topic,
+    )?;
+    let recs = wait_for("the new topic's records", SETTLE_TIMEOUT, || {
+        let r = member.records();
+        if r.len() >= 3 {
+            Ok(r)
+        } else {
+            Err(format!("{} records", r.len()))
+        }
+    })?;
+    let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+    ensure!(
+        offsets == vec![0, 1, 2],
+        "the group read offsets {offsets:?}"
+    );
+    member.stop()
+}

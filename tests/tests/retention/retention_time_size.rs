@@ -352,3 +352,58 @@ fn delete_records_moves_the_low_watermark() -> Result<()> {
     drop(producer);
     broker.shutdown()
 }
+
+/// A batch whose timestamps are i64::MIN+1 (any client can send one) is simply very old:
+/// retention drops it, and it does not stop retention for the topics after it (the age
+/// computation once overflowed there, which panicked the pass in debug builds, every
+/// pass, so later topics were never trimmed).
+#[test]
+fn extreme_client_timestamps_do_not_stop_retention() -> Result<()> {
+    use kafka_protocol::messages::ProduceRequest;
+    use strata_storage::batch::BatchBuilder;
+    use strata_tests::raw;
+    let dir = tempfile::tempdir()?;
+    let broker = start_broker(&dir.path().join("data"), |_| {})?;
+    let bs = broker.bootstrap();
+    // Passes visit topics in name order: the extreme one comes first.
+    let extreme = format!("a-{}", topic_name("extreme-ts"));
+    let later = format!("z-{}", topic_name("after-extreme"));
+    // Segments of one batch each, so the sealed ones can go.
+    let configs = [("retention.ms", "1000"), ("segment.bytes", "1024")];
+    create_with(&bs, &extreme, 1, &configs)?;
+    create_with(&bs, &later, 1, &configs)?;
+    let version = raw::best_version::<ProduceRequest>(broker.addr())?;
+    let mut s = raw::connect(broker.addr())?;
+    let ts = i64::MIN + 1;
+    for (i, topic) in [&extreme, &later].into_iter().enumerate() {
+        for j in 0..3 {
+            let stamp = if topic == &extreme {
+                ts
+            } else {
+                now_ms() - 60_000
+            };
+            let b = BatchBuilder::new(stamp)
+                .record(stamp, None, &[b'x'; 900])
+                .build();
+            let r = raw::produce(&mut s, version, (i * 10 + j) as i32, topic, 0, b)?;
+            ensure!(r.error_code == 0, "produce to {topic}: {r:?}");
+        }
+    }
+    wait_watermarks(
+        &bs,
+        &later,
+        0,
+        RETENTION_WAIT,
+        "retention of the later topic",
+        |lo, _| lo > 0,
+    )?;
+    wait_watermarks(
+        &bs,
+        &extreme,
+        0,
+        RETENTION_WAIT,
+        "retention of the extreme topic",
+        |lo, _| lo > 0,
+    )?;
+    broker.shutdown()
+}

@@ -190,6 +190,29 @@ fn static_member_rejoins_without_rebalance_and_fences_the_old_id() {
         .try_recv()
         .unwrap();
     assert_eq!(dup.error_code, code::FENCED_INSTANCE_ID);
+    // The old instance, still running with its old member id, is fenced on every request
+    // that names its instance id (so librdkafka raises a fatal error in it), and its
+    // requests change nothing.
+    let later = t0 + 3 * SECOND;
+    assert_eq!(
+        g.heartbeat(&old, Some("i1"), 1, later),
+        code::FENCED_INSTANCE_ID
+    );
+    assert_eq!(g.may_commit(&old, Some("i1"), 1), code::FENCED_INSTANCE_ID);
+    let (tx, mut rx) = oneshot::channel();
+    let a = SyncArgs {
+        member_id: old.clone(),
+        instance_id: Some("i1".into()),
+        generation: 1,
+        protocol_type: None,
+        protocol_name: None,
+        assignments: vec![],
+    };
+    g.sync(a, tx, later);
+    assert_eq!(rx.try_recv().unwrap().error_code, code::FENCED_INSTANCE_ID);
+    assert_eq!(g.leave(&old, Some("i1"), later), code::FENCED_INSTANCE_ID);
+    assert_eq!(g.heartbeat(&new_id, Some("i1"), 1, later), code::NONE);
+    assert_eq!(g.state, State::Stable);
 }
 
 #[test]
