@@ -61,7 +61,15 @@ impl Broker {
         tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(
             config.offsets_retention_minutes.saturating_mul(60),
         )));
-        let ctx = Arc::new(Ctx::new(config, store, groups, cluster_id, host, port));
+        let ctx = Arc::new(Ctx::new(
+            config,
+            store,
+            groups,
+            cluster_id,
+            host,
+            port,
+            cancel.clone(),
+        ));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(accept_loop(
             listener,

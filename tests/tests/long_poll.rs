@@ -6,6 +6,7 @@
 //! A broker that answered fetches at once would fail the idle test; one that only answered
 //! at `max_wait_ms` would fail the other two; one that ignored `min_bytes` would fail the last.
 
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -145,4 +146,32 @@ fn min_bytes_holds_the_fetch_until_enough_data_arrived() -> Result<()> {
         "min_bytes reached at {reached:?} (batch {needed}), fetch answered at {took:?}; sends at {sent_at:?}"
     );
     broker.shutdown()
+}
+
+/// SIGTERM while a fetch waits with max_wait_ms = 60 s: the fetch is answered (empty) and the
+/// broker exits promptly, instead of holding the shutdown for the rest of the long poll.
+#[test]
+fn shutdown_answers_waiting_long_polls() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut broker = BrokerProcess::spawn(&dir.path().join("data"), 0, &[])?;
+    let topic = topic_name("shutdown-poll");
+    create_topic(&broker.bootstrap(), &topic, 1)?;
+    let mut s = raw::connect(broker.addr())?;
+    s.write_all(&raw::encode_request(
+        raw::FETCH_VERSION,
+        1,
+        &raw::fetch_request(&topic, 0, 0, 60_000, 1),
+    )?)?;
+    std::thread::sleep(Duration::from_millis(300)); // the fetch is read and waiting
+    let start = Instant::now();
+    let status = broker.terminate()?;
+    let took = start.elapsed();
+    ensure!(status.success(), "broker exited with {status}");
+    ensure!(
+        took < Duration::from_secs(5),
+        "the broker took {took:?} to stop with a 60 s long poll outstanding"
+    );
+    let answer = raw::read_frame(&mut s).context("the waiting fetch was not answered")?;
+    ensure!(!answer.is_empty());
+    Ok(())
 }

@@ -84,9 +84,13 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
             // Waits for a high watermark to move past what the last read saw (not merely
             // past the fetch offset: with data there but fewer than min_bytes, that would
             // return at once, and the loop would re-read without pause until max_wait).
-            wait_for_data(&ctx, &plan, deadline).await;
+            let stopping = tokio::select! {
+                _ = wait_for_data(&ctx, &plan, deadline) => false,
+                _ = ctx.shutdown.cancelled() => true,
+            };
             let pass = read(&ctx, plan.clone(), max_bytes, committed).await;
-            if pass.bytes >= min_bytes.max(1) || pass.any_error || Instant::now() >= deadline {
+            let done = pass.bytes >= min_bytes.max(1) || pass.any_error;
+            if done || stopping || Instant::now() >= deadline {
                 return response(version, &plan, pass);
             }
             note_high_watermarks(&mut plan, &pass);

@@ -51,6 +51,9 @@ pub struct Ctx {
     pub advertised_port: i32,
     /// Bytes of non-Produce requests being decoded and handled (`decoding_max_bytes`).
     pub decoding: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the broker shuts down: requests that wait (long polls) answer with
+    /// what they have instead of holding the shutdown up to their `max_wait_ms`.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Ctx {
@@ -61,12 +64,14 @@ impl Ctx {
         cluster_id: String,
         host: String,
         port: i32,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
         ));
         Ctx {
             decoding,
+            shutdown,
             config,
             store,
             groups,
