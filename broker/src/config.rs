@@ -86,6 +86,11 @@ pub struct Config {
     /// connections; further ones wait their turn. Bounds what decoding can cost in all
     /// (about 40 times this, at worst).
     pub decoding_max_bytes: usize,
+    /// Where sealed segments of topics with `remote.storage.enable=true` are archived:
+    /// `file:///absolute/path`; default `<data_dir>/archive`.
+    pub archive_url: Option<String>,
+    /// How often the archive connector looks for newly sealed segments.
+    pub archive_interval_ms: u64,
     /// An idempotent producer's state on a partition (its last sequences, for duplicate
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
@@ -141,6 +146,11 @@ impl Default for Config {
             // Four of the largest at once (~1.3 GB decoded at worst); ordinary traffic
             // (heartbeats, fetches, commits of a few hundred bytes each) never comes close.
             decoding_max_bytes: 32 * 1024 * 1024,
+            archive_url: None,
+            // Segments seal at segment.bytes / segment.ms (1 GiB / 7 days by default), so a
+            // segment waits at most this long after sealing; a pass that finds nothing new
+            // reads only metadata.
+            archive_interval_ms: 10_000,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
@@ -218,7 +228,7 @@ impl Config {
             group_max_session_timeout_ms, offsets_retention_minutes, fetch_cache_mb,
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
-            non_produce_request_max_bytes, decoding_max_bytes,
+            non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
@@ -287,6 +297,16 @@ impl Config {
                 "max_connections_per_ip and queued_max_request_bytes must be at least 1",
             ));
         }
+        if self.archive_interval_ms == 0 {
+            return Err(bad("archive_interval_ms must be at least 1"));
+        }
+        if let Some(url) = &self.archive_url {
+            if !url.starts_with("file:///") {
+                return Err(bad(format!(
+                    "archive_url {url:?}: only file:///absolute/path archives are supported"
+                )));
+            }
+        }
         if self.non_produce_request_max_bytes == 0 || self.decoding_max_bytes == 0 {
             return Err(bad(
                 "non_produce_request_max_bytes and decoding_max_bytes must be at least 1",
@@ -325,6 +345,15 @@ impl Config {
         Ok(ConnectionLimits {
             per_ip: self.max_connections_per_ip,
             overrides,
+        })
+    }
+
+    /// The archive's URL: `archive_url`, or `<data_dir>/archive` (made absolute).
+    pub fn archive_location(&self) -> String {
+        self.archive_url.clone().unwrap_or_else(|| {
+            let dir = self.data_dir.join("archive");
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            format!("file://{}", dir.display())
         })
     }
 

@@ -71,6 +71,9 @@ impl Broker {
             cancel.clone(),
         ));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
+        let archive = strata_storage::archive::Archive::open(&ctx.config.archive_location())
+            .context("opening the archive")?;
+        tasks.spawn(crate::archive::run(ctx.clone(), archive, cancel.clone()));
         tasks.spawn(accept_loop(
             listener,
             ctx.clone(),

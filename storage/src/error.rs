@@ -41,6 +41,8 @@ pub enum StorageError {
         total: u64,
         limit: usize,
     },
+    #[error("archive: {0}")]
+    Archive(String),
     #[error("storage failure: {0}")]
     Io(String),
 }

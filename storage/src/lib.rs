@@ -25,6 +25,7 @@
 //! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
 //! partition, segment, producer and group-offset records, encoded with prost.
 
+pub mod archive;
 pub mod batch;
 mod cache;
 mod config;
@@ -45,6 +46,6 @@ pub mod raw {
     pub use crate::rocks::raw::RawDb;
 }
 pub use rocks::{
-    AppendOutcome, BatchAt, GroupOffset, PartitionOffsets, ReadOutcome, SegmentInfo, Store,
-    SyncHold, TopicInfo,
+    AppendOutcome, BatchAt, ExportedBatch, GroupOffset, PartitionOffsets, ReadOutcome,
+    SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
 };

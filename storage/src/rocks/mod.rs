@@ -1,6 +1,7 @@
 //! The RocksDB engine: opening, tuning, and the topic catalog.
 
 mod catalog;
+mod export;
 mod groups;
 mod log;
 mod producers;
@@ -27,6 +28,7 @@ use crate::keys::{self, Tag};
 use crate::meta::{PartitionRecord, ProducerRecord, SegmentRecord, TopicRecord};
 use crate::partition::{Partition, PartitionState};
 
+pub use self::export::{ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
 pub use self::read::{BatchAt, ReadOutcome};

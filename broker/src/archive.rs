@@ -1,0 +1,96 @@
+//! The archive connector: copies every sealed segment of topics with
+//! `remote.storage.enable=true` to the archive (`archive_url`), in offset order, one
+//! partition after another. Progress lives in the archive itself (each partition's manifest),
+//! so a restart resumes where the last committed upload ended, with no gap and no duplicate.
+//! A failing store is retried on the next pass, with a warning, while the broker serves on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_storage::archive::{Archive, PartitionRef};
+use strata_storage::{StorageError, TopicInfo};
+use tokio_util::sync::CancellationToken;
+
+use crate::handler::Ctx;
+use crate::topic_config::effective;
+
+/// Runs a pass every `archive_interval_ms` until `cancel`.
+pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
+    let every = Duration::from_millis(ctx.config.archive_interval_ms);
+    // Per (topic id, partition): the offset after the last archived one, once known.
+    let mut next: HashMap<(uuid::Uuid, i32), i64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for topic in ctx.store.topics() {
+            if !archived(&ctx, &topic) {
+                continue;
+            }
+            for partition in 0..topic.partitions {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let p = PartitionRef {
+                    topic: &topic.name,
+                    topic_id: topic.id,
+                    partition,
+                };
+                match archive_partition(&ctx, &archive, p, next.get(&(topic.id, partition))).await {
+                    Ok(n) => {
+                        next.insert((topic.id, partition), n);
+                    }
+                    // Deleted meanwhile.
+                    Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition, archive = archive.url(), error = %e, "archiving failed; retrying on the next pass");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn archived(ctx: &Ctx, topic: &TopicInfo) -> bool {
+    effective(&topic.configs, &ctx.config, "remote.storage.enable").as_deref() == Some("true")
+}
+
+/// Uploads the partition's sealed segments from `known_next` (or the manifest's end) on;
+/// returns the offset after the last one archived.
+async fn archive_partition(
+    ctx: &Arc<Ctx>,
+    archive: &Archive,
+    p: PartitionRef<'_>,
+    known_next: Option<&i64>,
+) -> Result<i64, StorageError> {
+    let mut next = match known_next {
+        Some(&n) => n,
+        None => archive.manifest(p).await?.next_offset(),
+    };
+    let (topic, partition) = (p.topic.to_string(), p.partition);
+    let segments = ctx.blocking(move |s| s.segments(&topic, partition)).await?;
+    for seg in &segments {
+        if !seg.sealed || seg.last_offset < next {
+            continue;
+        }
+        let (topic, partition, base) = (p.topic.to_string(), p.partition, seg.base_offset);
+        let export = ctx
+            .blocking(move |s| s.export_segment(&topic, partition, base))
+            .await?;
+        let started = std::time::Instant::now();
+        let manifest = archive.upload(p, &export).await?;
+        next = manifest.next_offset();
+        tracing::info!(
+            topic = p.topic,
+            partition,
+            base_offset = base,
+            last_offset = seg.last_offset,
+            bytes = export.data.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "archived segment"
+        );
+    }
+    Ok(next)
+}

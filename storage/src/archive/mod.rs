@@ -1,0 +1,264 @@
+//! The archive tier: sealed segments copied to object storage (the `object_store` crate), so
+//! that data outlives local retention.
+//!
+//! ## Layout (stable; tools and restores read it)
+//! Under the archive's root, per partition, `<topic>/<topic id>/<partition>/`:
+//! - `<base offset, 20 digits>.log`: the segment's record batches, byte for byte as consumers
+//!   receive them (base offsets set), one after the other;
+//! - `<base offset, 20 digits>.index`: an [`ArchiveIndex`] (prost): per batch its base and last
+//!   offset, byte position in the `.log` and largest timestamp;
+//! - `manifest`: an [`ArchiveManifest`] (prost): the segments archived, in offset order.
+//!
+//! A segment is uploaded as `.log`, then `.index`, then the manifest naming it: the manifest
+//! is the commit point. An upload cut short (crash, store down) leaves objects the manifest
+//! does not name; the retry writes the same keys again, so nothing is duplicated.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prost::Message;
+
+use crate::error::{StorageError, StorageResult};
+use crate::rocks::SegmentExport;
+
+/// Per batch of an archived segment.
+#[derive(Clone, PartialEq, Message)]
+pub struct IndexEntry {
+    #[prost(int64, tag = "1")]
+    pub base_offset: i64,
+    #[prost(int64, tag = "2")]
+    pub last_offset: i64,
+    #[prost(uint64, tag = "3")]
+    pub position: u64,
+    #[prost(int64, tag = "4")]
+    pub max_timestamp: i64,
+}
+
+/// `<base offset>.index`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ArchiveIndex {
+    #[prost(message, repeated, tag = "1")]
+    pub batches: Vec<IndexEntry>,
+}
+
+/// One archived segment, as the manifest lists it.
+#[derive(Clone, PartialEq, Message)]
+pub struct ArchivedSegment {
+    #[prost(int64, tag = "1")]
+    pub base_offset: i64,
+    #[prost(int64, tag = "2")]
+    pub last_offset: i64,
+    #[prost(uint64, tag = "3")]
+    pub bytes: u64,
+    #[prost(uint32, tag = "4")]
+    pub batches: u32,
+    #[prost(int64, tag = "5")]
+    pub min_timestamp: i64,
+    #[prost(int64, tag = "6")]
+    pub max_timestamp: i64,
+}
+
+/// A partition's `manifest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ArchiveManifest {
+    #[prost(message, repeated, tag = "1")]
+    pub segments: Vec<ArchivedSegment>,
+}
+
+impl ArchiveManifest {
+    /// The offset after the last archived one (0 when nothing is archived).
+    pub fn next_offset(&self) -> i64 {
+        self.segments.last().map_or(0, |s| s.last_offset + 1)
+    }
+}
+
+/// Which partition: the topic's name and id (a topic deleted and created again under the same
+/// name archives elsewhere) and the partition index.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionRef<'a> {
+    pub topic: &'a str,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+}
+
+/// An archive location.
+#[derive(Clone)]
+pub struct Archive {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Archive({})", self.url)
+    }
+}
+
+fn archive_err(what: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Archive(format!("{what}: {e}"))
+}
+
+impl Archive {
+    /// Opens the archive at `url`. Only `file:///absolute/path` is supported (the directory
+    /// is created when missing).
+    pub fn open(url: &str) -> StorageResult<Archive> {
+        let Some(path) = url.strip_prefix("file://") else {
+            return Err(StorageError::InvalidRequest(format!(
+                "archive URL {url:?}: only file:///path archives are supported"
+            )));
+        };
+        if !path.starts_with('/') {
+            return Err(StorageError::InvalidRequest(format!(
+                "archive URL {url:?}: the path must be absolute (file:///...)"
+            )));
+        }
+        std::fs::create_dir_all(path).map_err(|e| archive_err(path, e))?;
+        let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| archive_err(path, e))?;
+        Ok(Archive::with_store(Arc::new(fs), url))
+    }
+
+    /// An archive on any object store (tests use `object_store::memory::InMemory`).
+    pub fn with_store(store: Arc<dyn ObjectStore>, url: &str) -> Archive {
+        Archive {
+            store,
+            url: url.to_string(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn dir(p: PartitionRef<'_>) -> String {
+        format!("{}/{}/{}", p.topic, p.topic_id.simple(), p.partition)
+    }
+
+    /// The key of a segment's `.log` (`ext` "log") or `.index` (`ext` "index").
+    pub fn segment_key(p: PartitionRef<'_>, base_offset: i64, ext: &str) -> Path {
+        Path::from(format!("{}/{base_offset:020}.{ext}", Self::dir(p)))
+    }
+
+    fn manifest_key(p: PartitionRef<'_>) -> Path {
+        Path::from(format!("{}/manifest", Self::dir(p)))
+    }
+
+    /// The partition's manifest; empty when nothing is archived.
+    pub async fn manifest(&self, p: PartitionRef<'_>) -> StorageResult<ArchiveManifest> {
+        let key = Self::manifest_key(p);
+        match self.store.get(&key).await {
+            Ok(r) => {
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| archive_err("read manifest", e))?;
+                ArchiveManifest::decode(bytes).map_err(|e| archive_err("decode manifest", e))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(ArchiveManifest::default()),
+            Err(e) => Err(archive_err("get manifest", e)),
+        }
+    }
+
+    /// Uploads a sealed segment: `.log`, `.index`, then the manifest with it appended. A
+    /// segment the manifest already holds (an earlier attempt got that far) is not added
+    /// again. Returns the manifest as written.
+    pub async fn upload(
+        &self,
+        p: PartitionRef<'_>,
+        seg: &SegmentExport,
+    ) -> StorageResult<ArchiveManifest> {
+        let mut manifest = self.manifest(p).await?;
+        if manifest
+            .segments
+            .iter()
+            .any(|s| s.base_offset == seg.info.base_offset)
+        {
+            return Ok(manifest);
+        }
+        if seg.info.base_offset < manifest.next_offset() {
+            return Err(StorageError::Archive(format!(
+                "segment at {} overlaps the archive, which ends at {}",
+                seg.info.base_offset,
+                manifest.next_offset()
+            )));
+        }
+        let base = seg.info.base_offset;
+        let log = PutPayload::from(Bytes::from(seg.data.clone()));
+        self.store
+            .put(&Self::segment_key(p, base, "log"), log)
+            .await
+            .map_err(|e| archive_err("put segment", e))?;
+        let index = ArchiveIndex {
+            batches: seg
+                .index
+                .iter()
+                .map(|b| IndexEntry {
+                    base_offset: b.base_offset,
+                    last_offset: b.last_offset,
+                    position: b.position,
+                    max_timestamp: b.max_timestamp,
+                })
+                .collect(),
+        };
+        self.store
+            .put(
+                &Self::segment_key(p, base, "index"),
+                PutPayload::from(index.encode_to_vec()),
+            )
+            .await
+            .map_err(|e| archive_err("put index", e))?;
+        manifest.segments.push(ArchivedSegment {
+            base_offset: base,
+            last_offset: seg.info.last_offset,
+            bytes: seg.data.len() as u64,
+            batches: seg.index.len() as u32,
+            min_timestamp: seg.info.min_timestamp,
+            max_timestamp: seg.info.max_timestamp,
+        });
+        self.store
+            .put(
+                &Self::manifest_key(p),
+                PutPayload::from(manifest.encode_to_vec()),
+            )
+            .await
+            .map_err(|e| archive_err("put manifest", e))?;
+        Ok(manifest)
+    }
+
+    async fn get(&self, key: &Path) -> StorageResult<Bytes> {
+        let r = self
+            .store
+            .get(key)
+            .await
+            .map_err(|e| archive_err(&format!("get {key}"), e))?;
+        r.bytes()
+            .await
+            .map_err(|e| archive_err(&format!("read {key}"), e))
+    }
+
+    /// An archived segment's `.log` bytes.
+    pub async fn segment_data(
+        &self,
+        p: PartitionRef<'_>,
+        base_offset: i64,
+    ) -> StorageResult<Bytes> {
+        self.get(&Self::segment_key(p, base_offset, "log")).await
+    }
+
+    /// An archived segment's index.
+    pub async fn segment_index(
+        &self,
+        p: PartitionRef<'_>,
+        base_offset: i64,
+    ) -> StorageResult<ArchiveIndex> {
+        let bytes = self
+            .get(&Self::segment_key(p, base_offset, "index"))
+            .await?;
+        ArchiveIndex::decode(bytes).map_err(|e| archive_err("decode index", e))
+    }
+}
+
+#[cfg(test)]
+mod tests;
