@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::handler::Ctx;
 use crate::topic_config::effective;
 
+/// Whether `remote.storage.enable` is on for a topic with these config overrides.
+pub fn remote_storage(
+    overrides: &std::collections::BTreeMap<String, String>,
+    config: &crate::Config,
+) -> bool {
+    effective(overrides, config, "remote.storage.enable").as_deref() == Some("true")
+}
+
 /// Runs a pass every `archive_interval_ms` until `cancel`.
 pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
     let every = Duration::from_millis(ctx.config.archive_interval_ms);
@@ -41,6 +49,10 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                 match archive_partition(&ctx, &archive, p, next.get(&(topic.id, partition))).await {
                     Ok(n) => {
                         next.insert((topic.id, partition), n);
+                        ctx.archived
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert((topic.id, partition), n);
                     }
                     // Deleted meanwhile.
                     Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}
@@ -53,8 +65,9 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
     }
 }
 
-fn archived(ctx: &Ctx, topic: &TopicInfo) -> bool {
-    effective(&topic.configs, &ctx.config, "remote.storage.enable").as_deref() == Some("true")
+/// Whether sealed segments of `topic` go to the archive (`remote.storage.enable`).
+pub fn archived(ctx: &Ctx, topic: &TopicInfo) -> bool {
+    remote_storage(&topic.configs, &ctx.config)
 }
 
 /// Uploads the partition's sealed segments from `known_next` (or the manifest's end) on;

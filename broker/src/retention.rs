@@ -22,7 +22,17 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
             _ = ctx.retention.notified() => {}
         }
         let c = ctx.clone();
-        match tokio::task::spawn_blocking(move || pass(&c.store, &c.config, now_ms())).await {
+        let c2 = ctx.clone();
+        let archived = move |id: uuid::Uuid, p: i32| {
+            c2.archived
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(id, p))
+                .copied()
+        };
+        match tokio::task::spawn_blocking(move || pass(&c.store, &c.config, now_ms(), &archived))
+            .await
+        {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(segments = n, "retention dropped segments"),
             Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
@@ -45,10 +55,19 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One pass over every partition; returns how many segments were dropped.
-pub fn pass(store: &Store, config: &Config, now: i64) -> Result<usize, StorageError> {
+/// One pass over every partition; returns how many segments were dropped. For topics with
+/// `remote.storage.enable=true`, `archived(topic id, partition)` gives the offset after the
+/// last one archived (`None`: not known yet): nothing past it is dropped, so no record leaves
+/// the local disk before it is in the archive.
+pub fn pass(
+    store: &Store,
+    config: &Config,
+    now: i64,
+    archived: &dyn Fn(uuid::Uuid, i32) -> Option<i64>,
+) -> Result<usize, StorageError> {
     let mut dropped = 0;
     for topic in store.topics() {
+        let remote = crate::archive::remote_storage(&topic.configs, config);
         let retention_ms = effective_i64(&topic.configs, config, "retention.ms").unwrap_or(-1);
         let retention_bytes =
             effective_i64(&topic.configs, config, "retention.bytes").unwrap_or(-1);
@@ -62,13 +81,17 @@ pub fn pass(store: &Store, config: &Config, now: i64) -> Result<usize, StorageEr
                 Err(e) => return Err(e),
             };
             let segments = store.segments(&topic.name, p)?;
-            let keep = first_kept(
+            let mut keep = first_kept(
                 &segments,
                 offsets.high_watermark,
                 retention_ms,
                 retention_bytes,
                 now,
             );
+            if remote {
+                let upto = archived(topic.id, p).unwrap_or(0);
+                keep = keep.min(segments.iter().take_while(|s| s.last_offset < upto).count());
+            }
             let new_start = segments
                 .get(keep)
                 .map_or(offsets.high_watermark, |s| s.base_offset);

@@ -183,3 +183,84 @@ fn sealed_segments_are_archived_in_order_and_resume_after_restart() -> Result<()
     drop(producer);
     broker.shutdown()
 }
+
+/// Retention never drops a segment of an archived topic before it is in the archive: with
+/// the connector not yet run, an expired archived topic keeps everything while a local-only
+/// one is trimmed; once the connector has run, the archived segments go too, and the log
+/// start stays within what the archive holds.
+#[test]
+fn retention_waits_for_the_archive() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let configure = |archive_interval_ms: u64| -> Result<InProcessBroker> {
+        let mut config = test_config(&data)?;
+        config.segment_bytes = SEGMENT_BYTES;
+        config.archive_interval_ms = archive_interval_ms;
+        config.archive_url = Some(url.clone());
+        config.retention_check_interval_ms = 100;
+        InProcessBroker::start(config)
+    };
+    // An hour: the connector does not run while this broker is up.
+    let broker = configure(3_600_000)?;
+    let bs = broker.bootstrap();
+    let (archived, local) = (topic_name("kept"), topic_name("trimmed"));
+    // The test messages are stamped 2023: a minute of retention has long expired them.
+    for (t, remote) in [(&archived, "true"), (&local, "false")] {
+        try_create_topic_with(
+            &bs,
+            t,
+            1,
+            &[("remote.storage.enable", remote), ("retention.ms", "60000")],
+        )?
+        .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
+    }
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &archived, 0..MESSAGES, 1, |_| SIZE)?;
+    produce_and_wait(&producer, &local, 0..MESSAGES, 1, |_| SIZE)?;
+    let log_start = |bs: &str, t: &str| -> Result<i64, String> {
+        watermarks(bs, t).map_err(|e| e.to_string()).map(|w| w[0].0)
+    };
+    wait_until(
+        "retention to trim the local-only topic",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match log_start(&bs, &local)? {
+            0 => Err("log start 0".into()),
+            n => Ok(n),
+        },
+    )?;
+    ensure!(
+        log_start(&bs, &archived).map_err(anyhow::Error::msg)? == 0,
+        "retention dropped segments of an archived topic that were not archived"
+    );
+    drop(producer);
+    broker.shutdown()?;
+
+    let broker = configure(100)?;
+    let bs = broker.bootstrap();
+    let id = topic_id(&bs, &archived)?;
+    let archive = Archive::open(&url)?;
+    let p = PartitionRef {
+        topic: &archived,
+        topic_id: id,
+        partition: 0,
+    };
+    let m = wait_archived(&archive, p, MESSAGES as i64 / 2)?;
+    let start = wait_until(
+        "retention to drop the archived segments",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match log_start(&bs, &archived)? {
+            0 => Err("log start 0".into()),
+            n => Ok(n),
+        },
+    )?;
+    let m2 = wait_archived(&archive, p, m.next_offset())?;
+    ensure!(
+        start <= m2.next_offset(),
+        "log start {start} is past the archive's end {}",
+        m2.next_offset()
+    );
+    broker.shutdown()
+}

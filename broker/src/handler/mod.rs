@@ -54,6 +54,9 @@ pub struct Ctx {
     /// Cancelled when the broker shuts down: requests that wait (long polls) answer with
     /// what they have instead of holding the shutdown up to their `max_wait_ms`.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Per (topic id, partition) of archived topics: the offset after the last one archived,
+    /// as the archive connector last saw it. Retention drops nothing of such a topic beyond it.
+    pub archived: std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i32), i64>>,
 }
 
 impl Ctx {
@@ -72,6 +75,7 @@ impl Ctx {
         Ctx {
             decoding,
             shutdown,
+            archived: Default::default(),
             config,
             store,
             groups,
