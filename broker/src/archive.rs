@@ -107,3 +107,54 @@ async fn archive_partition(
     }
     Ok(next)
 }
+
+/// What the archive holds of a partition at an offset (tiered read).
+pub struct ArchivedRead {
+    /// Whole batches from the one containing the offset.
+    pub records: bytes::Bytes,
+    /// The first offset the archive holds.
+    pub archive_start: i64,
+}
+
+/// Reads whole archived batches of `p` from the one containing `offset`: at most `max_bytes`,
+/// but at least one batch (as Fetch does locally). `None` when the archive does not hold
+/// `offset`. One manifest and one index read, then one ranged read of the segment.
+pub async fn read(
+    archive: &Archive,
+    p: PartitionRef<'_>,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Option<ArchivedRead>, StorageError> {
+    let manifest = archive.manifest(p).await?;
+    let Some(first) = manifest.segments.first() else {
+        return Ok(None);
+    };
+    let archive_start = first.base_offset;
+    let Some(seg) = manifest
+        .segments
+        .iter()
+        .find(|s| s.base_offset <= offset && offset <= s.last_offset)
+    else {
+        return Ok(None);
+    };
+    let index = archive.segment_index(p, seg.base_offset).await?;
+    let Some(i) = index.batches.iter().position(|b| b.last_offset >= offset) else {
+        return Ok(None);
+    };
+    let start = index.batches[i].position;
+    let end_of = |j: usize| index.batches.get(j + 1).map_or(seg.bytes, |b| b.position);
+    let mut end = end_of(i);
+    for j in i + 1..index.batches.len() {
+        if end_of(j) - start > max_bytes as u64 {
+            break;
+        }
+        end = end_of(j);
+    }
+    let records = archive
+        .segment_range(p, seg.base_offset, start..end)
+        .await?;
+    Ok(Some(ArchivedRead {
+        records,
+        archive_start,
+    }))
+}

@@ -61,19 +61,23 @@ impl Broker {
         tasks.spawn(groups.clone().expire_offsets(Duration::from_secs(
             config.offsets_retention_minutes.saturating_mul(60),
         )));
+        let archive = strata_storage::archive::Archive::open(&config.archive_location())
+            .context("opening the archive")?;
         let ctx = Arc::new(Ctx::new(
             config,
             store,
             groups,
             cluster_id,
-            host,
-            port,
+            (host, port),
             cancel.clone(),
+            archive,
         ));
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
-        let archive = strata_storage::archive::Archive::open(&ctx.config.archive_location())
-            .context("opening the archive")?;
-        tasks.spawn(crate::archive::run(ctx.clone(), archive, cancel.clone()));
+        tasks.spawn(crate::archive::run(
+            ctx.clone(),
+            ctx.archive.clone(),
+            cancel.clone(),
+        ));
         tasks.spawn(accept_loop(
             listener,
             ctx.clone(),

@@ -1,7 +1,9 @@
 //! The archive connector (local-directory archive): sealed segments of topics with
 //! `remote.storage.enable=true` appear in the archive under the documented keys, in offset
 //! order with no gap, holding exactly the records consumers read; other topics are not
-//! archived; after a restart the archive continues where it ended, with no duplicate.
+//! archived; after a restart the archive continues where it ended, with no duplicate;
+//! retention waits for the archive; and consumers read offsets below the local log start
+//! from the archive (tiered reads).
 
 use std::time::Duration;
 
@@ -184,6 +186,24 @@ fn sealed_segments_are_archived_in_order_and_resume_after_restart() -> Result<()
     broker.shutdown()
 }
 
+/// The local log start of partition 0: ListOffsets EARLIEST_LOCAL (KIP-405, -4), which,
+/// unlike EARLIEST, does not reach into the archive.
+fn local_log_start(bs: &str, topic: &str) -> Result<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut c = raw::connect(bs.parse()?)?;
+    let req = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
+            ))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-4)])]);
+    let resp = raw::call(&mut c, 9, 1, &req)?;
+    Ok(resp.topics[0].partitions[0].offset)
+}
+
 /// Retention never drops a segment of an archived topic before it is in the archive: with
 /// the connector not yet run, an expired archived topic keeps everything while a local-only
 /// one is trimmed; once the connector has run, the archived segments go too, and the log
@@ -218,9 +238,7 @@ fn retention_waits_for_the_archive() -> Result<()> {
     let producer = small_batch_producer(&bs)?;
     produce_and_wait(&producer, &archived, 0..MESSAGES, 1, |_| SIZE)?;
     produce_and_wait(&producer, &local, 0..MESSAGES, 1, |_| SIZE)?;
-    let log_start = |bs: &str, t: &str| -> Result<i64, String> {
-        watermarks(bs, t).map_err(|e| e.to_string()).map(|w| w[0].0)
-    };
+    let log_start = |bs: &str, t: &str| local_log_start(bs, t).map_err(|e| e.to_string());
     wait_until(
         "retention to trim the local-only topic",
         Duration::from_secs(30),
@@ -262,5 +280,15 @@ fn retention_waits_for_the_archive() -> Result<()> {
         "log start {start} is past the archive's end {}",
         m2.next_offset()
     );
+    // Tiered reads: the earliest offset is the archive's, and librdkafka reading from it gets
+    // every record back, those below the local log start from the archive.
+    let (low, high) = watermarks(&bs, &archived)?[0];
+    ensure!(
+        low == 0 && high == MESSAGES as i64,
+        "watermarks {low}..{high}"
+    );
+    let recs = consume_all(&bs, &archived, CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
+    println!("local log start {start}: offsets 0..{start} read from the archive");
     broker.shutdown()
 }

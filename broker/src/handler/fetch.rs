@@ -147,6 +147,7 @@ fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
 
 /// Reads every wanted partition once, in request order, sharing the response byte budget.
 async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed: bool) -> Pass {
+    let wants = plan.clone();
     let result = ctx
         .blocking(move |store| {
             let mut budget = max_bytes;
@@ -220,7 +221,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             })
         })
         .await;
-    result.unwrap_or_else(|e| {
+    let mut pass = result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "fetch failed");
         Pass {
             parts: Vec::new(),
@@ -229,7 +230,55 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             any_error: true,
             high_watermarks: Vec::new(),
         }
-    })
+    });
+    if pass.any_error {
+        tiered(ctx, &wants, &mut pass, max_bytes).await;
+    }
+    pass
+}
+
+/// Serves partitions asked for below their local log start from the archive, for topics
+/// with `remote.storage.enable=true`: whole archived batches from the one containing the
+/// offset (at least one), and the archive's first offset as the log start.
+async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: usize) {
+    for (t, parts) in plan.iter().zip(pass.parts.iter_mut()) {
+        let Some(info) = t.name.as_deref().and_then(|n| ctx.store.topic(n)) else {
+            continue;
+        };
+        if !crate::archive::remote_storage(&info.configs, &ctx.config) {
+            continue;
+        }
+        for (w, part) in t.parts.iter().zip(parts.iter_mut()) {
+            if part.error_code != code::OFFSET_OUT_OF_RANGE || w.offset >= part.log_start_offset {
+                continue;
+            }
+            let p = strata_storage::archive::PartitionRef {
+                topic: &info.name,
+                topic_id: info.id,
+                partition: w.partition,
+            };
+            let limit = w.max_bytes.min(max_bytes.saturating_sub(pass.bytes));
+            match crate::archive::read(&ctx.archive, p, w.offset, limit).await {
+                Ok(Some(r)) => {
+                    pass.bytes += r.records.len();
+                    let records = record_set(vec![r.records], &mut pass.refs);
+                    *part = std::mem::take(part)
+                        .with_error_code(code::NONE)
+                        .with_log_start_offset(r.archive_start)
+                        .with_records(Some(records));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(topic = %info.name, partition = w.partition, error = %e, "reading the archive failed");
+                }
+            }
+        }
+    }
+    pass.any_error = pass
+        .parts
+        .iter()
+        .flatten()
+        .any(|p| p.error_code != code::NONE);
 }
 
 /// Remembers the high watermark each partition had at the last read.

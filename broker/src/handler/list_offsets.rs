@@ -71,13 +71,14 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> Li
                 .collect::<Vec<_>>())
         })
         .await;
-    let answers = match answers {
+    let mut answers = match answers {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "list offsets failed");
             return ListOffsetsResponse::default();
         }
     };
+    earliest_in_archive(ctx, &req, &mut answers).await;
     let topics = req
         .topics
         .iter()
@@ -159,4 +160,41 @@ fn record_at(
         .clone()
         .find(|r| accept(r.timestamp))
         .map(|r| (r.offset, r.timestamp))
+}
+
+/// For topics with `remote.storage.enable=true`, the earliest offset (EARLIEST) is the
+/// archive's first one when the archive reaches further back than the local log.
+async fn earliest_in_archive(
+    ctx: &Arc<Ctx>,
+    req: &ListOffsetsRequest,
+    answers: &mut [Vec<ListOffsetsPartitionResponse>],
+) {
+    for (t, parts) in req.topics.iter().zip(answers.iter_mut()) {
+        let Some(info) = ctx.store.topic(&t.name) else {
+            continue;
+        };
+        if !crate::archive::remote_storage(&info.configs, &ctx.config) {
+            continue;
+        }
+        for (want, part) in t.partitions.iter().zip(parts.iter_mut()) {
+            if want.timestamp != EARLIEST || part.error_code != code::NONE {
+                continue;
+            }
+            let p = strata_storage::archive::PartitionRef {
+                topic: &info.name,
+                topic_id: info.id,
+                partition: want.partition_index,
+            };
+            match ctx.archive.manifest(p).await {
+                Ok(m) => {
+                    if let Some(first) = m.segments.first() {
+                        part.offset = part.offset.min(first.base_offset);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %info.name, partition = want.partition_index, error = %e, "reading the archive manifest failed");
+                }
+            }
+        }
+    }
 }

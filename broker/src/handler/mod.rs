@@ -57,6 +57,8 @@ pub struct Ctx {
     /// Per (topic id, partition) of archived topics: the offset after the last one archived,
     /// as the archive connector last saw it. Retention drops nothing of such a topic beyond it.
     pub archived: std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i32), i64>>,
+    /// The archive tier (`archive_url`).
+    pub archive: strata_storage::archive::Archive,
 }
 
 impl Ctx {
@@ -65,9 +67,9 @@ impl Ctx {
         store: Store,
         groups: Arc<Coordinator>,
         cluster_id: String,
-        host: String,
-        port: i32,
+        (host, port): (String, i32),
         shutdown: tokio_util::sync::CancellationToken,
+        archive: strata_storage::archive::Archive,
     ) -> Self {
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
@@ -76,6 +78,7 @@ impl Ctx {
             decoding,
             shutdown,
             archived: Default::default(),
+            archive,
             config,
             store,
             groups,

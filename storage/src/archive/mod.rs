@@ -238,6 +238,20 @@ impl Archive {
             .map_err(|e| archive_err(&format!("read {key}"), e))
     }
 
+    /// Bytes `range` of an archived segment's `.log` (one ranged GET).
+    pub async fn segment_range(
+        &self,
+        p: PartitionRef<'_>,
+        base_offset: i64,
+        range: std::ops::Range<u64>,
+    ) -> StorageResult<Bytes> {
+        let key = Self::segment_key(p, base_offset, "log");
+        self.store
+            .get_range(&key, range)
+            .await
+            .map_err(|e| archive_err(&format!("get range of {key}"), e))
+    }
+
     /// An archived segment's `.log` bytes.
     pub async fn segment_data(
         &self,
