@@ -33,6 +33,9 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        if ctx.config.archive_delete_with_topic {
+            delete_deleted(&ctx, &archive).await;
+        }
         for topic in ctx.store.topics() {
             if !archived(&ctx, &topic) {
                 continue;
@@ -60,6 +63,31 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                         tracing::warn!(topic = %topic.name, partition, archive = archive.url(), error = %e, "archiving failed; retrying on the next pass");
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Deletes the archives of topics that no longer exist (deleted, or deleted and created again
+/// under the same name, which gives a new topic id). Done by the connector rather than by
+/// DeleteTopics, so that it also happens for topics deleted while the archive was down.
+async fn delete_deleted(ctx: &Arc<Ctx>, archive: &Archive) {
+    let archived = match archive.topics().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(archive = archive.url(), error = %e, "listing the archive failed");
+            return;
+        }
+    };
+    let live: std::collections::HashSet<uuid::Uuid> =
+        ctx.store.topics().iter().map(|t| t.id).collect();
+    for (topic, id) in archived.into_iter().filter(|(_, id)| !live.contains(id)) {
+        match archive.delete_topic(&topic, id).await {
+            Ok(n) => {
+                tracing::info!(topic, topic_id = %id, objects = n, "deleted the archive of a deleted topic")
+            }
+            Err(e) => {
+                tracing::warn!(topic, topic_id = %id, error = %e, "deleting a deleted topic's archive failed")
             }
         }
     }

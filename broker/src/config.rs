@@ -91,6 +91,9 @@ pub struct Config {
     pub archive_url: Option<String>,
     /// How often the archive connector looks for newly sealed segments.
     pub archive_interval_ms: u64,
+    /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
+    /// `false` keeps it, for restores.
+    pub archive_delete_with_topic: bool,
     /// An idempotent producer's state on a partition (its last sequences, for duplicate
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
@@ -151,6 +154,7 @@ impl Default for Config {
             // segment waits at most this long after sealing; a pass that finds nothing new
             // reads only metadata.
             archive_interval_ms: 10_000,
+            archive_delete_with_topic: true,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
@@ -229,6 +233,7 @@ impl Config {
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
+            archive_delete_with_topic,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)

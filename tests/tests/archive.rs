@@ -292,3 +292,57 @@ fn retention_waits_for_the_archive() -> Result<()> {
     println!("local log start {start}: offsets 0..{start} read from the archive");
     broker.shutdown()
 }
+
+/// Deleting a topic deletes its archive (all partitions' objects), and only its archive.
+#[test]
+fn a_deleted_topics_archive_is_deleted() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let broker = start(&dir.path().join("data"), &url)?;
+    let bs = broker.bootstrap();
+    let (gone, kept) = (topic_name("gone"), topic_name("kept"));
+    let producer = small_batch_producer(&bs)?;
+    let archive = Archive::open(&url)?;
+    let mut ids = Vec::new();
+    for t in [&gone, &kept] {
+        try_create_topic_with(&bs, t, 2, &[("remote.storage.enable", "true")])?
+            .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
+        produce_and_wait(&producer, t, 0..MESSAGES, 2, |_| SIZE)?;
+        let id = topic_id(&bs, t)?;
+        for partition in 0..2 {
+            let p = PartitionRef {
+                topic: t,
+                topic_id: id,
+                partition,
+            };
+            wait_archived(&archive, p, MESSAGES as i64 / 4)?;
+        }
+        ids.push(id);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    ensure!(rt.block_on(archive.topics())?.len() == 2);
+    delete_topic(&bs, &gone)?.map_err(|c| anyhow::anyhow!("delete {gone}: {c:?}"))?;
+    wait_until(
+        "the deleted topic's archive to go",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let left = rt.block_on(archive.topics()).map_err(|e| e.to_string())?;
+            if left.iter().any(|(_, id)| *id == ids[0]) {
+                Err(format!("{left:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    )?;
+    let left = rt.block_on(archive.topics())?;
+    ensure!(left == vec![(kept.clone(), ids[1])], "{left:?}");
+    let p = PartitionRef {
+        topic: &kept,
+        topic_id: ids[1],
+        partition: 1,
+    };
+    ensure!(rt.block_on(archive.manifest(p))?.next_offset() > 0);
+    drop(producer);
+    broker.shutdown()
+}

@@ -238,6 +238,63 @@ impl Archive {
             .map_err(|e| archive_err(&format!("read {key}"), e))
     }
 
+    /// The (topic, topic id) pairs the archive holds data for: `<topic>/<32 hex digits>/`
+    /// prefixes; anything else under the root is not the archive's and is ignored.
+    pub async fn topics(&self) -> StorageResult<Vec<(String, uuid::Uuid)>> {
+        use futures::TryStreamExt;
+        let mut out = Vec::new();
+        let root = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| archive_err("list archive", e))?;
+        for topic in root.common_prefixes {
+            let ids = self
+                .store
+                .list_with_delimiter(Some(&topic))
+                .await
+                .map_err(|e| archive_err("list archive", e))?;
+            for id in ids.common_prefixes {
+                let name = id.filename().unwrap_or_default();
+                let (32, Ok(uuid)) = (name.len(), uuid::Uuid::try_parse(name)) else {
+                    continue;
+                };
+                // A file-system store keeps the empty directories of deleted objects.
+                let any = self
+                    .store
+                    .list(Some(&id))
+                    .try_next()
+                    .await
+                    .map_err(|e| archive_err("list archive", e))?;
+                if any.is_some() {
+                    let topic = topic.filename().unwrap_or_default().to_string();
+                    out.push((topic, uuid));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes everything archived for one topic (all partitions); returns the number of
+    /// objects deleted.
+    pub async fn delete_topic(&self, topic: &str, topic_id: uuid::Uuid) -> StorageResult<usize> {
+        use futures::TryStreamExt;
+        let prefix = Path::from(format!("{topic}/{}", topic_id.simple()));
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| archive_err("list topic archive", e))?;
+        for o in &objects {
+            self.store
+                .delete(&o.location)
+                .await
+                .map_err(|e| archive_err(&format!("delete {}", o.location), e))?;
+        }
+        Ok(objects.len())
+    }
+
     /// Bytes `range` of an archived segment's `.log` (one ranged GET).
     pub async fn segment_range(
         &self,
