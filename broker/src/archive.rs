@@ -4,7 +4,7 @@
 //! so a restart resumes where the last committed upload ended, with no gap and no duplicate.
 //! A failing store is retried on the next pass, with a warning, while the broker serves on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +33,16 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+        let live: HashSet<uuid::Uuid> = ctx.store.topics().iter().map(|t| t.id).collect();
         if ctx.config.archive_delete_with_topic {
-            delete_deleted(&ctx, &archive).await;
+            delete_deleted(&archive, &live).await;
         }
+        // Forget the progress of topics that are gone.
+        next.retain(|(id, _), _| live.contains(id));
+        ctx.archived
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _), _| live.contains(id));
         for topic in ctx.store.topics() {
             if !archived(&ctx, &topic) {
                 continue;
@@ -68,10 +75,10 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
     }
 }
 
-/// Deletes the archives of topics that no longer exist (deleted, or deleted and created again
+/// Deletes the archives of topics not in `live` (deleted, or deleted and created again
 /// under the same name, which gives a new topic id). Done by the connector rather than by
 /// DeleteTopics, so that it also happens for topics deleted while the archive was down.
-async fn delete_deleted(ctx: &Arc<Ctx>, archive: &Archive) {
+async fn delete_deleted(archive: &Archive, live: &HashSet<uuid::Uuid>) {
     let archived = match archive.topics().await {
         Ok(t) => t,
         Err(e) => {
@@ -79,8 +86,6 @@ async fn delete_deleted(ctx: &Arc<Ctx>, archive: &Archive) {
             return;
         }
     };
-    let live: std::collections::HashSet<uuid::Uuid> =
-        ctx.store.topics().iter().map(|t| t.id).collect();
     for (topic, id) in archived.into_iter().filter(|(_, id)| !live.contains(id)) {
         match archive.delete_topic(&topic, id).await {
             Ok(n) => {
@@ -145,13 +150,15 @@ pub struct ArchivedRead {
 }
 
 /// Reads whole archived batches of `p` from the one containing `offset`: at most `max_bytes`,
-/// but at least one batch (as Fetch does locally). `None` when the archive does not hold
-/// `offset`. One manifest and one index read, then one ranged read of the segment.
+/// but at least one batch when `at_least_one` (as Fetch does locally: only for the first
+/// records of a response). `None` when the archive does not hold `offset`. One manifest and
+/// one index read, then (unless nothing fits) one ranged read of the segment.
 pub async fn read(
     archive: &Archive,
     p: PartitionRef<'_>,
     offset: i64,
     max_bytes: usize,
+    at_least_one: bool,
 ) -> Result<Option<ArchivedRead>, StorageError> {
     let manifest = archive.manifest(p).await?;
     let Some(first) = manifest.segments.first() else {
@@ -172,6 +179,12 @@ pub async fn read(
     let start = index.batches[i].position;
     let end_of = |j: usize| index.batches.get(j + 1).map_or(seg.bytes, |b| b.position);
     let mut end = end_of(i);
+    if !at_least_one && end - start > max_bytes as u64 {
+        return Ok(Some(ArchivedRead {
+            records: bytes::Bytes::new(),
+            archive_start,
+        }));
+    }
     for j in i + 1..index.batches.len() {
         if end_of(j) - start > max_bytes as u64 {
             break;

@@ -258,7 +258,8 @@ async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: 
                 partition: w.partition,
             };
             let limit = w.max_bytes.min(max_bytes.saturating_sub(pass.bytes));
-            match crate::archive::read(&ctx.archive, p, w.offset, limit).await {
+            let first = pass.bytes == 0;
+            match crate::archive::read(&ctx.archive, p, w.offset, limit, first).await {
                 Ok(Some(r)) => {
                     pass.bytes += r.records.len();
                     let records = record_set(vec![r.records], &mut pass.refs);

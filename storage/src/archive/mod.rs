@@ -185,7 +185,8 @@ impl Archive {
             )));
         }
         let base = seg.info.base_offset;
-        let log = PutPayload::from(Bytes::from(seg.data.clone()));
+        // A shared handle on the exported bytes, not a copy of the segment.
+        let log = PutPayload::from(seg.data.clone());
         self.store
             .put(&Self::segment_key(p, base, "log"), log)
             .await

@@ -35,7 +35,7 @@ fn export(base: i64, batches: i64) -> SegmentExport {
             created_ms: 0,
             sealed: true,
         },
-        data,
+        data: data.into(),
         index,
     }
 }

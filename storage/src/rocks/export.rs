@@ -21,7 +21,7 @@ pub struct ExportedBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentExport {
     pub info: SegmentInfo,
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub index: Vec<ExportedBatch>,
 }
 
@@ -66,6 +66,10 @@ impl Store {
             it.next();
         }
         it.status()?;
-        Ok(SegmentExport { info, data, index })
+        Ok(SegmentExport {
+            info,
+            data: data.into(),
+            index,
+        })
     }
 }
