@@ -87,13 +87,17 @@ pub struct Config {
     /// (about 40 times this, at worst).
     pub decoding_max_bytes: usize,
     /// Where sealed segments of topics with `remote.storage.enable=true` are archived:
-    /// `file:///absolute/path`; default `<data_dir>/archive`.
+    /// `file:///absolute/path` or `s3://bucket/prefix` (endpoint, region and credentials from
+    /// the standard `AWS_*` environment variables); default `<data_dir>/archive`.
     pub archive_url: Option<String>,
     /// How often the archive connector looks for newly sealed segments.
     pub archive_interval_ms: u64,
     /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
     /// `false` keeps it, for restores.
     pub archive_delete_with_topic: bool,
+    /// Partitions the archive connector uploads at once (each streams one segment at a time,
+    /// in bounded memory: at most about 40 MiB per upload).
+    pub archive_max_concurrent_uploads: usize,
     /// An idempotent producer's state on a partition (its last sequences, for duplicate
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
@@ -155,6 +159,9 @@ impl Default for Config {
             // reads only metadata.
             archive_interval_ms: 10_000,
             archive_delete_with_topic: true,
+            // Enough to keep a link to an object store busy (S3 serves each connection at
+            // tens of MB/s) while bounding the connector's memory to ~128 MiB.
+            archive_max_concurrent_uploads: 4,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
@@ -233,7 +240,7 @@ impl Config {
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
-            archive_delete_with_topic,
+            archive_delete_with_topic, archive_max_concurrent_uploads,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
@@ -306,11 +313,13 @@ impl Config {
             return Err(bad("archive_interval_ms must be at least 1"));
         }
         if let Some(url) = &self.archive_url {
-            if !url.starts_with("file:///") {
-                return Err(bad(format!(
-                    "archive_url {url:?}: only file:///absolute/path archives are supported"
-                )));
-            }
+            strata_storage::archive::Location::parse(url).map_err(|e| match e {
+                strata_storage::StorageError::InvalidRequest(why) => bad(why),
+                e => bad(e.to_string()),
+            })?;
+        }
+        if self.archive_max_concurrent_uploads == 0 {
+            return Err(bad("archive_max_concurrent_uploads must be at least 1"));
         }
         if self.non_produce_request_max_bytes == 0 || self.decoding_max_bytes == 0 {
             return Err(bad(
@@ -461,6 +470,36 @@ mod tests {
         assert!(c.validate().unwrap().ip().is_loopback());
         let c = Config {
             listen: "0.0.0.0:9092".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn archive_urls_are_directories_or_s3_buckets() {
+        let with = |url: &str| Config {
+            archive_url: Some(url.to_string()),
+            ..Config::default()
+        };
+        for ok in [
+            "file:///var/strata",
+            "s3://bucket",
+            "s3://my-bucket/some/prefix/",
+        ] {
+            assert!(with(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "file://relative",
+            "s3://",
+            "s3:///prefix",
+            "s3://Bad_Bucket/x",
+            "http://x/y",
+        ] {
+            let e = with(bad).validate().unwrap_err().to_string();
+            assert!(e.contains("archive URL"), "{bad}: {e}");
+        }
+        let c = Config {
+            archive_max_concurrent_uploads: 0,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -101,6 +101,11 @@ impl Broker {
         self.ctx.groups.live_actors()
     }
 
+    /// What the archive connector has done since the broker started.
+    pub fn archive_stats(&self) -> crate::archive_upload::ArchiveStatsSnapshot {
+        self.ctx.archive_stats.snapshot()
+    }
+
     /// How the storage's read cache has done since the broker started.
     pub fn read_cache_stats(&self) -> strata_storage::CacheStats {
         self.ctx.store.read_cache_stats()

@@ -570,6 +570,50 @@ fn bad_input_is_refused(engine: Engine) {
     assert_eq!((h.first_timestamp, h.max_timestamp), (stamped, stamped));
 }
 
+/// A sealed segment exported in chunks is the whole export cut at batch boundaries: each
+/// chunk at least the chunk size (but the last), positions counted from the segment's start;
+/// an error from the sink stops the export.
+fn chunked_export(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = engine(dir.path());
+    let mut c = no_configs();
+    c.insert("segment.bytes".into(), "4000".into());
+    s.create_topic("t", 1, c).unwrap();
+    for i in 0..40 {
+        append_durable(&s, "t", 0, batch_of(3, i, "chunk"));
+    }
+    let seg = s.segments("t", 0).unwrap()[0].clone();
+    assert!(seg.sealed && seg.batches > 5, "{seg:?}");
+    let whole = s.export_segment("t", 0, seg.base_offset).unwrap();
+    assert_eq!(whole.data.len() as u64, seg.bytes);
+    let mut chunks = Vec::new();
+    let info = s
+        .export_segment_chunks("t", 0, seg.base_offset, 300, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(info, seg);
+    assert!(chunks.len() > 2);
+    let (last, full) = chunks.split_last().unwrap();
+    assert!(full.iter().all(|c| c.data.len() >= 300) && !last.data.is_empty());
+    let data: Vec<u8> = chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+    let index: Vec<_> = chunks.iter().flat_map(|c| c.batches.clone()).collect();
+    assert_eq!(data, whole.data.to_vec());
+    assert_eq!(index, whole.index);
+    let mut calls = 0;
+    let stopped = s.export_segment_chunks("t", 0, seg.base_offset, 300, |_| {
+        calls += 1;
+        Err(StorageError::Archive("stop".into()))
+    });
+    assert!(matches!(stopped, Err(StorageError::Archive(_))) && calls == 1);
+    let active = s.segments("t", 0).unwrap().last().unwrap().base_offset;
+    assert!(matches!(
+        s.export_segment_chunks("t", 0, active, 300, |_| Ok(())),
+        Err(StorageError::InvalidRequest(_))
+    ));
+}
+
 /// `suite!(engines...; [cases...])`: one test module per engine with every case.
 macro_rules! suite {
     ($($engine:ident),* ; $cases:tt) => {
@@ -589,4 +633,5 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
     repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
     topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
+    chunked_export,
 ]);

@@ -261,7 +261,9 @@ impl BrokerProcess {
             .stdout(log.try_clone()?)
             .stderr(log);
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("STRATA_") && key != KEEP_ENV {
+            // The test's own settings only (AWS_*: an S3 archive's endpoint and credentials).
+            let name = key.to_string_lossy();
+            if (name.starts_with("STRATA_") || name.starts_with("AWS_")) && key != KEEP_ENV {
                 cmd.env_remove(key);
             }
         }

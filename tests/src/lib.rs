@@ -2,6 +2,7 @@
 //! that can be SIGTERMed, SIGKILLed and restarted), rdkafka client helpers, raw protocol
 //! helpers, deterministic test messages, and /proc readings for the benchmark.
 
+pub mod archive_util;
 pub mod broker;
 pub mod clients;
 pub mod crashload;
@@ -10,7 +11,11 @@ pub mod hostile;
 pub mod powerfs;
 pub mod procstat;
 pub mod raw;
+pub mod s3;
 
+pub use archive_util::{
+    local_log_start, small_batch_producer, topic_id, wait_archived, wait_archived_for,
+};
 pub use broker::{broker_binary, free_port, test_config, BrokerProcess, InProcessBroker};
 pub use clients::*;
 

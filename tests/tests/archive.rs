@@ -25,48 +25,6 @@ fn start(data: &std::path::Path, archive_url: &str) -> Result<InProcessBroker> {
     InProcessBroker::start(config)
 }
 
-/// A producer whose batches stay well below a segment (librdkafka would otherwise put the
-/// whole test's records in one or two batches, hence one segment).
-fn small_batch_producer(bs: &str) -> Result<RecordingProducer> {
-    let mut cfg = producer_config(bs);
-    cfg.set("batch.size", "4096");
-    recording_producer(&cfg)
-}
-
-fn topic_id(bs: &str, topic: &str) -> Result<uuid::Uuid> {
-    let addr: std::net::SocketAddr = bs.parse()?;
-    let mut c = raw::connect(addr)?;
-    let req = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
-        kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
-            Some(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
-            )),
-        ),
-    ]));
-    let resp = raw::call(&mut c, 12, 1, &req)?;
-    Ok(resp.topics[0].topic_id)
-}
-
-/// Waits until the archive holds offsets below `at_least`.
-fn wait_archived(archive: &Archive, p: PartitionRef<'_>, at_least: i64) -> Result<ArchiveManifest> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    wait_until(
-        "the archive to catch up",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || {
-            let m = rt
-                .block_on(archive.manifest(p))
-                .map_err(|e| e.to_string())?;
-            if m.next_offset() >= at_least {
-                Ok(m)
-            } else {
-                Err(format!("archived up to {}", m.next_offset()))
-            }
-        },
-    )
-}
-
 /// An archived record: offset, key, value.
 type ArchivedRecord = (i64, Option<Bytes>, Option<Bytes>);
 
@@ -184,24 +142,6 @@ fn sealed_segments_are_archived_in_order_and_resume_after_restart() -> Result<()
     );
     drop(producer);
     broker.shutdown()
-}
-
-/// The local log start of partition 0: ListOffsets EARLIEST_LOCAL (KIP-405, -4), which,
-/// unlike EARLIEST, does not reach into the archive.
-fn local_log_start(bs: &str, topic: &str) -> Result<i64> {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    let mut c = raw::connect(bs.parse()?)?;
-    let req = kafka_protocol::messages::ListOffsetsRequest::default()
-        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(kafka_protocol::messages::TopicName(
-                kafka_protocol::protocol::StrBytes::from_string(topic.to_string()),
-            ))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-4)])]);
-    let resp = raw::call(&mut c, 9, 1, &req)?;
-    Ok(resp.topics[0].partitions[0].offset)
 }
 
 /// Retention never drops a segment of an archived topic before it is in the archive: with

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub archived: std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i32), i64>>,
     /// The archive tier (`archive_url`).
     pub archive: strata_storage::archive::Archive,
+    /// The archive connector's counters.
+    pub archive_stats: crate::archive_upload::ArchiveStats,
 }
 
 impl Ctx {
@@ -79,6 +81,7 @@ impl Ctx {
             shutdown,
             archived: Default::default(),
             archive,
+            archive_stats: Default::default(),
             config,
             store,
             groups,

@@ -11,18 +11,27 @@
 //!
 //! A segment is uploaded as `.log`, then `.index`, then the manifest naming it: the manifest
 //! is the commit point. An upload cut short (crash, store down) leaves objects the manifest
-//! does not name; the retry writes the same keys again, so nothing is duplicated.
+//! does not name (or an unfinished multipart upload, aborted when possible); the retry writes
+//! the same keys again, so nothing is duplicated.
+//!
+//! The root is a local directory (`file:///path`) or an S3 bucket and prefix
+//! (`s3://bucket/prefix`): see [`Location`].
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use prost::Message;
 
 use crate::error::{StorageError, StorageResult};
-use crate::rocks::SegmentExport;
+use crate::rocks::{ExportChunk, SegmentExport};
+
+mod location;
+mod upload;
+
+pub use location::Location;
+pub use upload::{SegmentUpload, UploadLimits};
 
 /// Per batch of an archived segment.
 #[derive(Clone, PartialEq, Message)]
@@ -102,24 +111,6 @@ fn archive_err(what: &str, e: impl std::fmt::Display) -> StorageError {
 }
 
 impl Archive {
-    /// Opens the archive at `url`. Only `file:///absolute/path` is supported (the directory
-    /// is created when missing).
-    pub fn open(url: &str) -> StorageResult<Archive> {
-        let Some(path) = url.strip_prefix("file://") else {
-            return Err(StorageError::InvalidRequest(format!(
-                "archive URL {url:?}: only file:///path archives are supported"
-            )));
-        };
-        if !path.starts_with('/') {
-            return Err(StorageError::InvalidRequest(format!(
-                "archive URL {url:?}: the path must be absolute (file:///...)"
-            )));
-        }
-        std::fs::create_dir_all(path).map_err(|e| archive_err(path, e))?;
-        let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| archive_err(path, e))?;
-        Ok(Archive::with_store(Arc::new(fs), url))
-    }
-
     /// An archive on any object store (tests use `object_store::memory::InMemory`).
     pub fn with_store(store: Arc<dyn ObjectStore>, url: &str) -> Archive {
         Archive {
@@ -161,71 +152,29 @@ impl Archive {
         }
     }
 
-    /// Uploads a sealed segment: `.log`, `.index`, then the manifest with it appended. A
-    /// segment the manifest already holds (an earlier attempt got that far) is not added
-    /// again. Returns the manifest as written.
+    /// Uploads a sealed segment held in memory (see [`Archive::begin_upload`] for one that
+    /// arrives in chunks): `.log`, `.index`, then the manifest with it appended. A segment the
+    /// manifest already holds (an earlier attempt got that far) is not added again. Returns
+    /// the manifest as written.
     pub async fn upload(
         &self,
         p: PartitionRef<'_>,
         seg: &SegmentExport,
     ) -> StorageResult<ArchiveManifest> {
-        let mut manifest = self.manifest(p).await?;
-        if manifest
-            .segments
-            .iter()
-            .any(|s| s.base_offset == seg.info.base_offset)
-        {
-            return Ok(manifest);
-        }
-        if seg.info.base_offset < manifest.next_offset() {
-            return Err(StorageError::Archive(format!(
-                "segment at {} overlaps the archive, which ends at {}",
-                seg.info.base_offset,
-                manifest.next_offset()
-            )));
-        }
-        let base = seg.info.base_offset;
-        // A shared handle on the exported bytes, not a copy of the segment.
-        let log = PutPayload::from(seg.data.clone());
-        self.store
-            .put(&Self::segment_key(p, base, "log"), log)
-            .await
-            .map_err(|e| archive_err("put segment", e))?;
-        let index = ArchiveIndex {
-            batches: seg
-                .index
-                .iter()
-                .map(|b| IndexEntry {
-                    base_offset: b.base_offset,
-                    last_offset: b.last_offset,
-                    position: b.position,
-                    max_timestamp: b.max_timestamp,
-                })
-                .collect(),
+        let Some(mut upload) = self
+            .begin_upload(p, seg.info.base_offset, UploadLimits::default())
+            .await?
+        else {
+            return self.manifest(p).await;
         };
-        self.store
-            .put(
-                &Self::segment_key(p, base, "index"),
-                PutPayload::from(index.encode_to_vec()),
-            )
-            .await
-            .map_err(|e| archive_err("put index", e))?;
-        manifest.segments.push(ArchivedSegment {
-            base_offset: base,
-            last_offset: seg.info.last_offset,
-            bytes: seg.data.len() as u64,
-            batches: seg.index.len() as u32,
-            min_timestamp: seg.info.min_timestamp,
-            max_timestamp: seg.info.max_timestamp,
-        });
-        self.store
-            .put(
-                &Self::manifest_key(p),
-                PutPayload::from(manifest.encode_to_vec()),
-            )
-            .await
-            .map_err(|e| archive_err("put manifest", e))?;
-        Ok(manifest)
+        // A shared handle on the exported bytes, not a copy of the segment.
+        upload
+            .write(ExportChunk {
+                data: seg.data.clone(),
+                batches: seg.index.clone(),
+            })
+            .await?;
+        upload.finish(&seg.info).await
     }
 
     async fn get(&self, key: &Path) -> StorageResult<Bytes> {

@@ -84,12 +84,69 @@ async fn uploads_are_idempotent_and_never_overlap() {
 }
 
 #[test]
-fn only_absolute_file_urls_open() {
+fn file_urls_must_be_absolute() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("archive").display());
     let a = Archive::open(&url).unwrap();
     assert_eq!(a.url(), url);
     assert!(dir.path().join("archive").is_dir());
     assert!(Archive::open("file://relative/path").is_err());
-    assert!(Archive::open("s3://bucket/prefix").is_err());
+}
+
+/// A segment larger than a part goes up as a multipart upload, arriving in chunks that do
+/// not line up with the parts; the object is the segment byte for byte, the index the
+/// chunks' entries. An upload abandoned before `finish` leaves nothing the manifest names.
+#[tokio::test]
+async fn chunked_uploads_reassemble_the_segment() {
+    let mem = Arc::new(InMemory::new());
+    let a = Archive::with_store(mem.clone(), "memory://");
+    let seg = export(0, 10);
+    let limits = UploadLimits {
+        part_bytes: 256,
+        parts_in_flight: 2,
+    };
+    let mut up = a.begin_upload(part(), 0, limits).await.unwrap().unwrap();
+    // Chunks of 3 batches (300 bytes): parts of 256 cut through them.
+    for batches in seg.index.chunks(3) {
+        let start = batches[0].position as usize;
+        let end = start + 100 * batches.len();
+        up.write(ExportChunk {
+            data: seg.data.slice(start..end),
+            batches: batches.to_vec(),
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(up.written(), 1000);
+    let m = up.finish(&seg.info).await.unwrap();
+    assert_eq!((m.segments.len(), m.segments[0].bytes), (1, 1000));
+    assert_eq!(a.segment_data(part(), 0).await.unwrap(), seg.data);
+    let idx = a.segment_index(part(), 0).await.unwrap();
+    assert_eq!(idx.batches.len(), 10);
+    assert_eq!(idx.batches[7].position, 700);
+    assert_eq!(idx.batches[7].base_offset, 70);
+
+    // Abandoned half-way: no `.log`, and the manifest still ends at 100.
+    let next = export(100, 10);
+    let mut up = a.begin_upload(part(), 100, limits).await.unwrap().unwrap();
+    up.write(ExportChunk {
+        data: next.data.slice(0..500),
+        batches: next.index[..5].to_vec(),
+    })
+    .await
+    .unwrap();
+    up.abort().await;
+    assert!(a.segment_data(part(), 100).await.is_err());
+    assert_eq!(a.manifest(part()).await.unwrap().next_offset(), 100);
+    // Already archived: nothing to upload.
+    assert!(a.begin_upload(part(), 0, limits).await.unwrap().is_none());
+    // A chunk whose index does not match its bytes is refused.
+    let mut up = a.begin_upload(part(), 100, limits).await.unwrap().unwrap();
+    let bad = up
+        .write(ExportChunk {
+            data: next.data.slice(0..100),
+            batches: next.index[1..2].to_vec(),
+        })
+        .await;
+    assert!(matches!(bad, Err(StorageError::Archive(_))));
 }

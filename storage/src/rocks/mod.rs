@@ -28,7 +28,7 @@ use crate::keys::{self, Tag};
 use crate::meta::{PartitionRecord, ProducerRecord, SegmentRecord, TopicRecord};
 use crate::partition::{Partition, PartitionState};
 
-pub use self::export::{ExportedBatch, SegmentExport};
+pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
 pub use self::read::{BatchAt, ReadOutcome};

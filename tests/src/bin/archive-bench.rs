@@ -1,0 +1,233 @@
+//! Archive benchmark: how fast sealed segments go to the archive (a local directory, and S3
+//! served in-process by s3s-fs over HTTP on 127.0.0.1), and what archiving costs producers.
+//!
+//! ```text
+//! cargo run --profile dev -p strata-tests --bin archive-bench -- --messages 300000 --size 1024
+//! ```
+//!
+//! Options: `--messages N` `--size BYTES` (value size; default 1 KiB) `--partitions P`
+//! `--segment-mb MB` (`segment.bytes`) `--stores dir,s3`.
+//!
+//! Upload: a broker with the connector idle takes the records, then a broker on the same data
+//! directory with the connector on (every 100 ms) uploads every sealed segment; the time from
+//! its start until the manifests hold them all gives MB/s (export from RocksDB + upload).
+//! Produce: librdkafka (acks=all, linger.ms 5) into a fresh broker, once with
+//! `remote.storage.enable=false` and once per store with archiving on while producing.
+//! Brokers are child processes (fsync on); data in temporary directories under `$TMPDIR`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use strata_storage::archive::{Archive, PartitionRef};
+use strata_tests::s3::{S3Server, SECRET_KEY};
+use strata_tests::{
+    produce_and_wait, producer_config, recording_producer, topic_id, try_create_topic_with,
+    BrokerProcess,
+};
+
+struct Args {
+    messages: u64,
+    size: usize,
+    partitions: i32,
+    segment_mb: u64,
+    stores: Vec<String>,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        messages: 300_000,
+        size: 1024,
+        partitions: 4,
+        segment_mb: 32,
+        stores: vec!["dir".into(), "s3".into()],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--messages" => a.messages = value()?.parse()?,
+            "--size" => a.size = value()?.parse()?,
+            "--partitions" => a.partitions = value()?.parse()?,
+            "--segment-mb" => a.segment_mb = value()?.parse()?,
+            "--stores" => a.stores = value()?.split(',').map(str::to_string).collect(),
+            "-h" | "--help" => {
+                println!(
+                    "archive-bench [--messages N] [--size BYTES] [--partitions P] \
+                     [--segment-mb MB] [--stores dir,s3]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other} (try --help)"),
+        }
+    }
+    if a.stores.iter().any(|s| s != "dir" && s != "s3") {
+        bail!("--stores takes dir and/or s3");
+    }
+    Ok(a)
+}
+
+/// An archive location for one run: its URL, the broker's environment for it, and the
+/// in-process S3 server when there is one (it stops when dropped).
+struct Store {
+    url: String,
+    env: Vec<(String, String)>,
+    archive: Archive,
+    _server: Option<S3Server>,
+}
+
+fn store(kind: &str, dir: &Path) -> Result<Store> {
+    if kind == "s3" {
+        let server = S3Server::start(&dir.join("s3"), "bench")?;
+        let url = "s3://bench/strata".to_string();
+        Ok(Store {
+            env: server.env(SECRET_KEY),
+            archive: server.archive(&url)?,
+            url,
+            _server: Some(server),
+        })
+    } else {
+        let url = format!("file://{}", dir.join("archive").display());
+        Ok(Store {
+            archive: Archive::open(&url)?,
+            url,
+            env: Vec::new(),
+            _server: None,
+        })
+    }
+}
+
+fn spawn(a: &Args, data: &Path, archive: Option<(&Store, u64)>) -> Result<BrokerProcess> {
+    let mut env = vec![
+        (
+            "STRATA_SEGMENT_BYTES".to_string(),
+            (a.segment_mb << 20).to_string(),
+        ),
+        ("STRATA_RETENTION_MS".to_string(), "-1".to_string()),
+    ];
+    if let Some((s, interval_ms)) = archive {
+        env.push(("STRATA_ARCHIVE_URL".into(), s.url.clone()));
+        env.push(("STRATA_ARCHIVE_INTERVAL_MS".into(), interval_ms.to_string()));
+        env.extend(s.env.iter().cloned());
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    BrokerProcess::spawn(data, 0, &env)
+}
+
+/// Creates the topic and produces every message; returns the topic and produce MB/s.
+fn produce(a: &Args, broker: &BrokerProcess, remote: bool) -> Result<(String, f64)> {
+    let bs = broker.bootstrap();
+    let topic = strata_tests::topic_name("bench");
+    let remote = if remote { "true" } else { "false" };
+    try_create_topic_with(
+        &bs,
+        &topic,
+        a.partitions,
+        &[("remote.storage.enable", remote)],
+    )?
+    .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    let started = Instant::now();
+    produce_and_wait(&producer, &topic, 0..a.messages, a.partitions, |_| a.size)?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok((topic, (a.messages * a.size as u64) as f64 / 1e6 / secs))
+}
+
+/// `.log` bytes and segments the archive holds for the topic.
+fn archived(a: &Args, archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<(u64, usize)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut bytes, mut segments) = (0, 0);
+    for partition in 0..a.partitions {
+        let p = PartitionRef {
+            topic,
+            topic_id: id,
+            partition,
+        };
+        let m = rt.block_on(archive.manifest(p))?;
+        bytes += m.segments.iter().map(|s| s.bytes).sum::<u64>();
+        segments += m.segments.len();
+    }
+    Ok((bytes, segments))
+}
+
+/// Upload MB/s of every sealed segment, and how many segments that was.
+fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let s = store(kind, dir.path())?;
+    // An hour: the connector stays idle while the records come in.
+    let mut broker = spawn(a, &data, Some((&s, 3_600_000)))?;
+    let (topic, _) = produce(a, &broker, true)?;
+    let id = topic_id(&broker.bootstrap(), &topic)?;
+    broker.terminate()?;
+    let (mut sealed, mut count) = (0, 0);
+    {
+        let store = strata_storage::Store::open(strata_storage::StoreConfig::new(&data))?;
+        for p in 0..a.partitions {
+            for seg in store.segments(&topic, p)?.iter().filter(|s| s.sealed) {
+                sealed += seg.bytes;
+                count += 1;
+            }
+        }
+    }
+    if count == 0 {
+        bail!("no sealed segment: produce more than --segment-mb per partition");
+    }
+    let started = Instant::now();
+    let broker = spawn(a, &data, Some((&s, 100)))?;
+    loop {
+        let (bytes, segments) = archived(a, &s.archive, &topic, id)?;
+        if segments >= count {
+            anyhow::ensure!(bytes == sealed, "archived {bytes} bytes of {sealed}");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("archive incomplete after 30 minutes: {segments} of {count} segments");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(broker);
+    Ok((sealed as f64 / 1e6 / secs, sealed, count))
+}
+
+fn main() -> Result<()> {
+    let a = parse_args()?;
+    println!(
+        "{} messages of {} bytes, {} partitions, segment.bytes {} MiB",
+        a.messages, a.size, a.partitions, a.segment_mb
+    );
+    let mut rows = Vec::new();
+    for kind in &a.stores {
+        let (mbps, bytes, segments) = upload(&a, kind)?;
+        rows.push(format!(
+            "upload    {:<10} {mbps:>9.1} MB/s   ({segments} segments, {:.0} MB)",
+            kind,
+            bytes as f64 / 1e6
+        ));
+    }
+    let dir = tempfile::tempdir()?;
+    let broker = spawn(&a, &dir.path().join("off"), None)?;
+    let (_, off) = produce(&a, &broker, false)?;
+    drop(broker);
+    rows.push(format!("produce   {:<10} {off:>9.1} MB/s", "off"));
+    for kind in &a.stores {
+        let dir = tempfile::tempdir()?;
+        let s = store(kind, dir.path())?;
+        let broker = spawn(&a, &dir.path().join("data"), Some((&s, 100)))?;
+        let (_, on) = produce(&a, &broker, true)?;
+        drop(broker);
+        rows.push(format!(
+            "produce   {:<10} {on:>9.1} MB/s   ({:+.1}% vs off)",
+            format!("on ({kind})"),
+            (on / off - 1.0) * 100.0
+        ));
+    }
+    println!("{:<9} {:<10} {:>14}", "what", "store", "throughput");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}

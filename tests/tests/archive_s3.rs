@@ -1,0 +1,361 @@
+//! The archive on S3 (an in-process s3s-fs server, real HTTP and request signing): librdkafka
+//! replays from offset 0 after local retention dropped the archived segments; large segments
+//! go up as multipart uploads equal to the local export; a store that is down for a while
+//! or refuses the credentials is retried with backoff and reported in the log while the
+//! broker keeps serving, and the archive catches up with no gap and no duplicate.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use strata_storage::archive::{ArchiveManifest, PartitionRef};
+use strata_tests::s3::{S3Server, SECRET_KEY};
+use strata_tests::*;
+
+const BUCKET: &str = "strata";
+/// Small segments (the minimum is 1 KiB), so a few hundred KiB of records seal dozens.
+const SEGMENT_BYTES: u64 = 16 * 1024;
+const MESSAGES: u64 = 600;
+const SIZE: usize = 1000;
+
+/// A broker process archiving to `url` on `s3` with `secret`, and the settings in `extra`.
+fn spawn_broker(
+    data: &Path,
+    s3: &S3Server,
+    url: &str,
+    secret: &str,
+    extra: &[(&str, &str)],
+) -> Result<BrokerProcess> {
+    let segment_bytes = SEGMENT_BYTES.to_string();
+    let mut env: Vec<(String, String)> = s3.env(secret);
+    for (k, v) in [
+        ("STRATA_SEGMENT_BYTES", segment_bytes.as_str()),
+        ("STRATA_ARCHIVE_URL", url),
+        ("STRATA_ARCHIVE_INTERVAL_MS", "100"),
+        ("STRATA_RETENTION_CHECK_INTERVAL_MS", "100"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    BrokerProcess::spawn(data, 0, &env)
+}
+
+/// Creates an archived topic (one partition) with `configs` and returns it with its
+/// archive coordinates.
+fn archived_topic(
+    bs: &str,
+    prefix: &str,
+    configs: &[(&str, &str)],
+) -> Result<(String, uuid::Uuid)> {
+    let topic = topic_name(prefix);
+    let mut all = vec![("remote.storage.enable", "true")];
+    all.extend_from_slice(configs);
+    try_create_topic_with(bs, &topic, 1, &all)?
+        .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
+    let id = topic_id(bs, &topic)?;
+    Ok((topic, id))
+}
+
+/// Checks that the manifest's segments tile the offsets from 0 and that the bucket holds
+/// exactly their `.log` and `.index` objects under `dir` (nothing orphaned, nothing twice).
+fn check_complete(s3: &S3Server, dir: &Path, m: &ArchiveManifest) -> Result<()> {
+    let mut expect = 0;
+    for s in &m.segments {
+        ensure!(
+            s.base_offset == expect,
+            "segment at {} where {expect} was expected",
+            s.base_offset
+        );
+        expect = s.last_offset + 1;
+    }
+    let mut want: BTreeSet<String> = m
+        .segments
+        .iter()
+        .flat_map(|s| ["log", "index"].map(|e| format!("{:020}.{e}", s.base_offset)))
+        .collect();
+    want.insert("manifest".into());
+    let root = s3.bucket_dir(BUCKET).join(dir);
+    let have: BTreeSet<String> = std::fs::read_dir(&root)
+        .with_context(|| format!("read {}", root.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ensure!(have == want, "objects {have:?}, manifest names {want:?}");
+    Ok(())
+}
+
+fn partition_dir(prefix: &str, topic: &str, id: uuid::Uuid) -> std::path::PathBuf {
+    Path::new(prefix)
+        .join(topic)
+        .join(id.simple().to_string())
+        .join("0")
+}
+
+/// Warnings of the archive connector in the broker's log.
+fn archive_warnings(broker: &BrokerProcess) -> usize {
+    broker
+        .log_tail(64 << 20)
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("retrying with backoff"))
+        .count()
+}
+
+#[test]
+fn s3_archive_replays_from_offset_zero_after_local_retention() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s3 = S3Server::start(&dir.path().join("s3"), BUCKET)?;
+    let url = format!("s3://{BUCKET}/cluster/a");
+    let broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
+    let bs = broker.bootstrap();
+    // The test messages are stamped 2023: a minute of retention has long expired them, so
+    // retention drops every segment locally once the archive holds it.
+    let (topic, id) = archived_topic(&bs, "s3-replay", &[("retention.ms", "60000")])?;
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
+    let archive = s3.archive(&url)?;
+    let p = PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    };
+    let m = wait_archived(&archive, p, MESSAGES as i64 / 2)?;
+    let start = wait_until(
+        "retention to drop the archived segments locally",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match local_log_start(&bs, &topic).map_err(|e| e.to_string())? {
+            0 => Err("local log start 0".into()),
+            n => Ok(n),
+        },
+    )?;
+    ensure!(m.next_offset() > 0);
+    // Everything below the local log start is in S3, under the prefix, each segment once.
+    let m = wait_archived(&archive, p, start)?;
+    check_complete(&s3, &partition_dir("cluster/a", &topic, id), &m)?;
+    let (low, high) = watermarks(&bs, &topic)?[0];
+    ensure!(
+        low == 0 && high == MESSAGES as i64,
+        "watermarks {low}..{high}"
+    );
+    // librdkafka from offset 0: offsets below the local log start come from S3.
+    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
+    println!("local log start {start}: offsets 0..{start} read from S3");
+    Ok(())
+}
+
+/// Segments larger than a part (8 MiB) go up as multipart uploads; each archived `.log` is
+/// byte for byte the local export of its segment.
+#[test]
+fn large_segments_are_uploaded_in_parts_equal_to_the_export() -> Result<()> {
+    const BIG: usize = 64 * 1024;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let s3 = S3Server::start(&dir.path().join("s3"), BUCKET)?;
+    let url = format!("s3://{BUCKET}");
+    let segment = (20u64 << 20).to_string();
+    let mut broker = spawn_broker(
+        &data,
+        &s3,
+        &url,
+        SECRET_KEY,
+        &[("STRATA_SEGMENT_BYTES", &segment)],
+    )?;
+    let bs = broker.bootstrap();
+    let (topic, id) = archived_topic(&bs, "s3-multipart", &[])?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    // 45 MiB: two sealed segments of ~20 MiB, each three parts.
+    let n = 720;
+    produce_and_wait(&producer, &topic, 0..n, 1, |_| BIG)?;
+    drop(producer);
+    let archive = s3.archive(&url)?;
+    let p = PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    };
+    let m = wait_until(
+        "two segments archived",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || {
+            let m = block_on(archive.manifest(p)).map_err(|e| e.to_string())?;
+            (m.segments.len() >= 2)
+                .then_some(m.clone())
+                .ok_or(format!("{} segments", m.segments.len()))
+        },
+    )?;
+    ensure!(
+        broker
+            .log_tail(1 << 20)
+            .lines()
+            .any(|l| l.contains("archived segment")
+                && l.contains("multipart")
+                && l.contains("true")),
+        "no multipart upload in the log"
+    );
+    broker.terminate()?;
+    let store = strata_storage::Store::open(strata_storage::StoreConfig::new(&data))?;
+    for s in &m.segments[..2] {
+        ensure!(
+            s.bytes > 8 << 20,
+            "segment {} has {} bytes",
+            s.base_offset,
+            s.bytes
+        );
+        let local = store.export_segment(&topic, 0, s.base_offset)?;
+        let remote = block_on(archive.segment_data(p, s.base_offset))?;
+        ensure!(remote.len() == local.data.len(), "sizes differ");
+        ensure!(
+            remote == local.data,
+            "segment {} differs from its export",
+            s.base_offset
+        );
+        let index = block_on(archive.segment_index(p, s.base_offset))?;
+        let positions: Vec<u64> = index.batches.iter().map(|b| b.position).collect();
+        let expected: Vec<u64> = local.index.iter().map(|b| b.position).collect();
+        ensure!(positions == expected, "index of {}", s.base_offset);
+    }
+    // No multipart upload left behind (s3s-fs keeps parts as `.upload_id-*` files).
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("s3"))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id"))
+        .collect();
+    ensure!(
+        leftovers.is_empty(),
+        "{} parts left behind",
+        leftovers.len()
+    );
+    Ok(())
+}
+
+/// The store goes away: the broker keeps taking and serving records, warns (rate-limited)
+/// and backs off; once the store is back the archive catches up with no gap and no duplicate.
+#[test]
+fn uploads_catch_up_after_the_store_was_down() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut s3 = S3Server::start(&dir.path().join("s3"), BUCKET)?;
+    let url = format!("s3://{BUCKET}/outage");
+    let broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
+    let bs = broker.bootstrap();
+    let (topic, id) = archived_topic(&bs, "s3-outage", &[])?;
+    let archive = s3.archive(&url)?;
+    let p = PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    };
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
+    let before = wait_archived(&archive, p, MESSAGES as i64 / 2)?;
+
+    s3.stop();
+    produce_and_wait(&producer, &topic, MESSAGES..2 * MESSAGES, 1, |_| SIZE)?;
+    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..2 * MESSAGES, 1, |_| SIZE)?;
+    wait_until(
+        "a warning about the store",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || match archive_warnings(&broker) {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let warnings = archive_warnings(&broker);
+    ensure!(
+        warnings <= 2,
+        "{warnings} warnings within seconds: not rate-limited"
+    );
+
+    s3.restart()?;
+    let m = wait_archived_for(
+        &archive,
+        p,
+        3 * MESSAGES as i64 / 2,
+        Duration::from_secs(120),
+    )?;
+    ensure!(
+        m.segments[..before.segments.len()] == before.segments[..],
+        "segments archived before the outage changed"
+    );
+    check_complete(&s3, &partition_dir("outage", &topic, id), &m)?;
+    ensure!(
+        broker.log_tail(64 << 20).contains("archiving works again"),
+        "no recovery line in the log"
+    );
+    Ok(())
+}
+
+/// Credentials the store refuses: reported in the log, retried with backoff (a handful of
+/// requests, not one per pass), and the broker serves on.
+#[test]
+fn refused_credentials_are_reported_and_retried_while_the_broker_serves() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s3 = S3Server::start(&dir.path().join("s3"), BUCKET)?;
+    let url = format!("s3://{BUCKET}/denied");
+    let broker = spawn_broker(&dir.path().join("data"), &s3, &url, "not-the-secret", &[])?;
+    let bs = broker.bootstrap();
+    let (topic, id) = archived_topic(&bs, "s3-denied", &[])?;
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
+    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
+    wait_until(
+        "a warning about the credentials",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || match archive_warnings(&broker) {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        },
+    )?;
+    let log = broker.log_tail(64 << 20);
+    let line = log
+        .lines()
+        .find(|l| l.contains("retrying with backoff"))
+        .unwrap_or_default();
+    ensure!(
+        line.contains("403") || line.contains("Forbidden") || line.contains("Signature"),
+        "{line}"
+    );
+    // Passes run every 100 ms; with backoff (1 s, 2 s, 4 s ...) the store sees a few
+    // attempts in 8 s, not 80 passes' worth.
+    let first = s3.requests();
+    std::thread::sleep(Duration::from_secs(8));
+    let during = s3.requests() - first;
+    ensure!((1..=30).contains(&during), "{during} requests in 8 s");
+    ensure!(
+        archive_warnings(&broker) <= 2,
+        "warnings are not rate-limited"
+    );
+    let archive = s3.archive(&url)?;
+    let m = block_on(archive.manifest(PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    }))?;
+    ensure!(m.segments.is_empty(), "archived with refused credentials");
+    // Still serving.
+    produce_and_wait(&producer, &topic, MESSAGES..MESSAGES + 10, 1, |_| SIZE)?;
+    let (_, high) = watermarks(&bs, &topic)?[0];
+    ensure!(high == MESSAGES as i64 + 10);
+    Ok(())
+}
+
+/// Runs one archive call from a test thread.
+fn block_on<T>(
+    f: impl std::future::Future<Output = strata_storage::StorageResult<T>>,
+) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f)?)
+}
