@@ -79,7 +79,9 @@ pub fn cli_main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // object_store logs every retried request at info: while an archive store is
+                // down that floods the log; the archive connector warns (rate-limited) instead.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn")),
         )
         .init();
     let config = match load_config(cli) {

@@ -582,7 +582,7 @@ fn chunked_export(engine: Engine) {
     for i in 0..40 {
         append_durable(&s, "t", 0, batch_of(3, i, "chunk"));
     }
-    let seg = s.segments("t", 0).unwrap()[0].clone();
+    let seg = s.segments("t", 0).unwrap()[0];
     assert!(seg.sealed && seg.batches > 5, "{seg:?}");
     let whole = s.export_segment("t", 0, seg.base_offset).unwrap();
     assert_eq!(whole.data.len() as u64, seg.bytes);
