@@ -83,3 +83,30 @@ pub fn local_log_start(bs: &str, topic: &str) -> Result<i64> {
     let resp = raw::call(&mut c, 9, 1, &req)?;
     Ok(resp.topics[0].partitions[0].offset)
 }
+
+/// Waits until retention has moved the local log start of partition 0 past 0 (dropped
+/// archived segments locally); returns it.
+pub fn wait_local_log_start_moved(bs: &str, topic: &str) -> Result<i64> {
+    wait_until(
+        "retention to drop archived segments locally",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match local_log_start(bs, topic).map_err(|e| e.to_string())? {
+            0 => Err("local log start 0".into()),
+            n => Ok(n),
+        },
+    )
+}
+
+/// Checks that partition 0 of `topic` starts at offset 0 and ends at `messages`, and that
+/// librdkafka reading it from offset 0 gets test messages `0..messages` (values `size`
+/// bytes) back intact, wherever they are kept.
+pub fn replay_from_zero(bs: &str, topic: &str, messages: u64, size: usize) -> Result<()> {
+    let (low, high) = crate::watermarks(bs, topic)?[0];
+    anyhow::ensure!(
+        low == 0 && high == messages as i64,
+        "watermarks {low}..{high}"
+    );
+    let recs = crate::consume_all(bs, topic, crate::CONSUME_TIMEOUT)?;
+    crate::verify_test_messages(&recs, 0..messages, 1, |_| size)
+}

@@ -14,7 +14,8 @@ pub mod raw;
 pub mod s3;
 
 pub use archive_util::{
-    local_log_start, small_batch_producer, topic_id, wait_archived, wait_archived_for,
+    local_log_start, replay_from_zero, small_batch_producer, topic_id, wait_archived,
+    wait_archived_for, wait_local_log_start_moved,
 };
 pub use broker::{broker_binary, free_port, test_config, BrokerProcess, InProcessBroker};
 pub use clients::*;

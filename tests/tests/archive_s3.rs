@@ -120,6 +120,19 @@ fn partition_dir(prefix: &str, topic: &str, id: uuid::Uuid) -> std::path::PathBu
         .join("0")
 }
 
+/// Waits for the connector's first warning (`what` it is about).
+fn wait_for_warning(broker: &BrokerProcess, what: &str) -> Result<usize> {
+    wait_until(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || match archive_warnings(broker) {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        },
+    )
+}
+
 /// Warnings of the archive connector in the broker's log.
 fn archive_warnings(broker: &BrokerProcess) -> usize {
     broker
@@ -148,27 +161,13 @@ fn s3_archive_replays_from_offset_zero_after_local_retention() -> Result<()> {
         partition: 0,
     };
     let m = wait_archived(&archive, p, MESSAGES as i64 / 2)?;
-    let start = wait_until(
-        "retention to drop the archived segments locally",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || match local_log_start(&bs, &topic).map_err(|e| e.to_string())? {
-            0 => Err("local log start 0".into()),
-            n => Ok(n),
-        },
-    )?;
+    let start = wait_local_log_start_moved(&bs, &topic)?;
     ensure!(m.next_offset() > 0);
     // Everything below the local log start is in S3, under the prefix, each segment once.
     wait_archived(&archive, p, start)?;
     check_complete(&s3, &archive, p, &partition_dir("cluster/a", &topic, id))?;
-    let (low, high) = watermarks(&bs, &topic)?[0];
-    ensure!(
-        low == 0 && high == MESSAGES as i64,
-        "watermarks {low}..{high}"
-    );
     // librdkafka from offset 0: offsets below the local log start come from S3.
-    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
-    verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
+    replay_from_zero(&bs, &topic, MESSAGES, SIZE)?;
     println!("local log start {start}: offsets 0..{start} read from S3");
     Ok(())
 }
@@ -285,15 +284,7 @@ fn uploads_catch_up_after_the_store_was_down() -> Result<()> {
     produce_and_wait(&producer, &topic, MESSAGES..2 * MESSAGES, 1, |_| SIZE)?;
     let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
     verify_test_messages(&recs, 0..2 * MESSAGES, 1, |_| SIZE)?;
-    wait_until(
-        "a warning about the store",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || match archive_warnings(&broker) {
-            0 => Err("none yet".to_string()),
-            n => Ok(n),
-        },
-    )?;
+    wait_for_warning(&broker, "a warning about the store")?;
     std::thread::sleep(Duration::from_secs(3));
     let warnings = archive_warnings(&broker);
     ensure!(
@@ -343,15 +334,7 @@ fn refused_credentials_are_reported_and_retried_while_the_broker_serves() -> Res
     produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
     let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
     verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
-    wait_until(
-        "a warning about the credentials",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || match archive_warnings(&broker) {
-            0 => Err("none yet".to_string()),
-            n => Ok(n),
-        },
-    )?;
+    wait_for_warning(&broker, "a warning about the credentials")?;
     let log = broker.log_tail(64 << 20);
     let line = log
         .lines()

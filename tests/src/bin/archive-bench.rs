@@ -6,7 +6,10 @@
 //! ```
 //!
 //! Options: `--messages N` `--size BYTES` (value size; default 1 KiB) `--partitions P`
-//! `--segment-mb MB` (`segment.bytes`) `--stores dir,s3`.
+//! `--segment-mb MB` (`segment.bytes`) `--stores dir,s3` `--concurrency N`
+//! (`archive_max_concurrent_uploads`, default 4) `--archive-dir DIR` (where the archive
+//! directory and the S3 server's files go, e.g. /dev/shm to keep their writes off the disk
+//! the broker's log syncs to; default: beside the data).
 //!
 //! Upload: a broker with the connector idle takes the records, then a broker on the same data
 //! directory with the connector on (every 100 ms) uploads every sealed segment; the time from
@@ -32,6 +35,9 @@ struct Args {
     partitions: i32,
     segment_mb: u64,
     stores: Vec<String>,
+    concurrency: usize,
+    /// Where archives (and the S3 server's files) go; default: beside the data.
+    archive_dir: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -41,6 +47,8 @@ fn parse_args() -> Result<Args> {
         partitions: 4,
         segment_mb: 32,
         stores: vec!["dir".into(), "s3".into()],
+        concurrency: 4,
+        archive_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,10 +59,12 @@ fn parse_args() -> Result<Args> {
             "--partitions" => a.partitions = value()?.parse()?,
             "--segment-mb" => a.segment_mb = value()?.parse()?,
             "--stores" => a.stores = value()?.split(',').map(str::to_string).collect(),
+            "--concurrency" => a.concurrency = value()?.parse()?,
+            "--archive-dir" => a.archive_dir = Some(value()?.into()),
             "-h" | "--help" => {
                 println!(
                     "archive-bench [--messages N] [--size BYTES] [--partitions P] \
-                     [--segment-mb MB] [--stores dir,s3]"
+                     [--segment-mb MB] [--stores dir,s3] [--concurrency N] [--archive-dir DIR]"
                 );
                 std::process::exit(0);
             }
@@ -74,9 +84,15 @@ struct Store {
     env: Vec<(String, String)>,
     archive: Archive,
     _server: Option<S3Server>,
+    _scratch: Option<tempfile::TempDir>,
 }
 
-fn store(kind: &str, dir: &Path) -> Result<Store> {
+fn store(a: &Args, kind: &str, data_dir: &Path) -> Result<Store> {
+    let scratch = match &a.archive_dir {
+        Some(d) => Some(tempfile::tempdir_in(d)?),
+        None => None,
+    };
+    let dir = scratch.as_ref().map_or(data_dir, |d| d.path());
     if kind == "s3" {
         let server = S3Server::start(&dir.join("s3"), "bench")?;
         let url = "s3://bench/strata".to_string();
@@ -85,6 +101,7 @@ fn store(kind: &str, dir: &Path) -> Result<Store> {
             archive: server.archive(&url)?,
             url,
             _server: Some(server),
+            _scratch: scratch,
         })
     } else {
         let url = format!("file://{}", dir.join("archive").display());
@@ -93,6 +110,7 @@ fn store(kind: &str, dir: &Path) -> Result<Store> {
             url,
             env: Vec::new(),
             _server: None,
+            _scratch: scratch,
         })
     }
 }
@@ -108,6 +126,10 @@ fn spawn(a: &Args, data: &Path, archive: Option<(&Store, u64)>) -> Result<Broker
     if let Some((s, interval_ms)) = archive {
         env.push(("STRATA_ARCHIVE_URL".into(), s.url.clone()));
         env.push(("STRATA_ARCHIVE_INTERVAL_MS".into(), interval_ms.to_string()));
+        env.push((
+            "STRATA_ARCHIVE_MAX_CONCURRENT_UPLOADS".into(),
+            a.concurrency.to_string(),
+        ));
         env.extend(s.env.iter().cloned());
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -156,7 +178,7 @@ fn archived(a: &Args, archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<
 fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
-    let s = store(kind, dir.path())?;
+    let s = store(a, kind, dir.path())?;
     // An hour: the connector stays idle while the records come in.
     let mut broker = spawn(a, &data, Some((&s, 3_600_000)))?;
     let (topic, _) = produce(a, &broker, true)?;
@@ -196,8 +218,8 @@ fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
 fn main() -> Result<()> {
     let a = parse_args()?;
     println!(
-        "{} messages of {} bytes, {} partitions, segment.bytes {} MiB",
-        a.messages, a.size, a.partitions, a.segment_mb
+        "{} messages of {} bytes, {} partitions, segment.bytes {} MiB, {} concurrent uploads",
+        a.messages, a.size, a.partitions, a.segment_mb, a.concurrency
     );
     let mut rows = Vec::new();
     for kind in &a.stores {
@@ -215,7 +237,7 @@ fn main() -> Result<()> {
     rows.push(format!("produce   {:<10} {off:>9.1} MB/s", "off"));
     for kind in &a.stores {
         let dir = tempfile::tempdir()?;
-        let s = store(kind, dir.path())?;
+        let s = store(&a, kind, dir.path())?;
         let broker = spawn(&a, &dir.path().join("data"), Some((&s, 100)))?;
         let (_, on) = produce(&a, &broker, true)?;
         drop(broker);
