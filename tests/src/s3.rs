@@ -26,13 +26,15 @@ pub struct S3Server {
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
     requests: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
 }
 
-/// The S3 service, counting the requests it gets.
+/// The S3 service, counting the requests it gets and answering each after a delay.
 #[derive(Clone)]
 struct Counted {
     inner: s3s::service::S3Service,
     requests: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 type Request = hyper::Request<hyper::body::Incoming>;
@@ -44,7 +46,14 @@ impl hyper::service::Service<Request> for Counted {
 
     fn call(&self, req: Request) -> Self::Future {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        hyper::service::Service::call(&self.inner, req)
+        let answer = hyper::service::Service::call(&self.inner, req);
+        match self.delay_ms.load(Ordering::Relaxed) {
+            0 => answer,
+            ms => Box::pin(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                answer.await
+            }),
+        }
     }
 }
 
@@ -57,6 +66,7 @@ impl S3Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             runtime: None,
             requests: Arc::default(),
+            delay_ms: Arc::default(),
         };
         server.serve()?;
         Ok(server)
@@ -75,6 +85,7 @@ impl S3Server {
             Counted {
                 inner: b.build(),
                 requests: self.requests.clone(),
+                delay_ms: self.delay_ms.clone(),
             }
         };
         // After a stop, the old listener closes in the background: retry its port briefly.
@@ -116,6 +127,12 @@ impl S3Server {
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         self.serve()
+    }
+
+    /// Makes the server wait this long before handling each request (a slow store).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Requests received since the server was first started.
