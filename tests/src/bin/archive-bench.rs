@@ -13,7 +13,8 @@
 //!
 //! Upload: a broker with the connector idle takes the records, then a broker on the same data
 //! directory with the connector on (every 100 ms) uploads every sealed segment; the time from
-//! its start until the manifests hold them all gives MB/s (export from RocksDB + upload).
+//! its start until the manifests hold them all gives MB/s (export from RocksDB + upload);
+//! its peak RSS is printed beside that of the broker that took the records.
 //! Produce: librdkafka (acks=all, linger.ms 5) into a fresh broker, once with
 //! `remote.storage.enable=false` and once per store with archiving on while producing.
 //! Brokers are child processes (fsync on); data in temporary directories under `$TMPDIR`.
@@ -174,8 +175,19 @@ fn archived(a: &Args, archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<
     Ok((bytes, segments))
 }
 
-/// Upload MB/s of every sealed segment, and how many segments that was.
-fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
+/// What the upload phase measured.
+struct Upload {
+    mbps: f64,
+    bytes: u64,
+    segments: usize,
+    /// Peak RSS (MiB) of the broker that took the records (connector idle), and of the one
+    /// that uploaded them.
+    rss_producing: u64,
+    rss_uploading: u64,
+}
+
+/// Uploads every sealed segment of a freshly produced topic.
+fn upload(a: &Args, kind: &str) -> Result<Upload> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let s = store(a, kind, dir.path())?;
@@ -183,6 +195,7 @@ fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
     let mut broker = spawn(a, &data, Some((&s, 3_600_000)))?;
     let (topic, _) = produce(a, &broker, true)?;
     let id = topic_id(&broker.bootstrap(), &topic)?;
+    let rss_producing = broker.peak_rss_kib()? >> 10;
     broker.terminate()?;
     let (mut sealed, mut count) = (0, 0);
     {
@@ -211,8 +224,15 @@ fn upload(a: &Args, kind: &str) -> Result<(f64, u64, usize)> {
         std::thread::sleep(Duration::from_millis(50));
     }
     let secs = started.elapsed().as_secs_f64();
+    let rss_uploading = broker.peak_rss_kib()? >> 10;
     drop(broker);
-    Ok((sealed as f64 / 1e6 / secs, sealed, count))
+    Ok(Upload {
+        mbps: sealed as f64 / 1e6 / secs,
+        bytes: sealed,
+        segments: count,
+        rss_producing,
+        rss_uploading,
+    })
 }
 
 fn main() -> Result<()> {
@@ -223,11 +243,16 @@ fn main() -> Result<()> {
     );
     let mut rows = Vec::new();
     for kind in &a.stores {
-        let (mbps, bytes, segments) = upload(&a, kind)?;
+        let u = upload(&a, kind)?;
         rows.push(format!(
-            "upload    {:<10} {mbps:>9.1} MB/s   ({segments} segments, {:.0} MB)",
+            "upload    {:<10} {:>9.1} MB/s   ({} segments, {:.0} MB; broker peak RSS {} MiB \
+             uploading, {} MiB taking the records)",
             kind,
-            bytes as f64 / 1e6
+            u.mbps,
+            u.segments,
+            u.bytes as f64 / 1e6,
+            u.rss_uploading,
+            u.rss_producing
         ));
     }
     let dir = tempfile::tempdir()?;
