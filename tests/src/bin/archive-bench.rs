@@ -9,14 +9,15 @@
 //! `--segment-mb MB` (`segment.bytes`) `--stores dir,s3` `--concurrency N`
 //! (`archive_max_concurrent_uploads`, default 4) `--archive-dir DIR` (where the archive
 //! directory and the S3 server's files go, e.g. /dev/shm to keep their writes off the disk
-//! the broker's log syncs to; default: beside the data).
+//! the broker's log syncs to; default: beside the data) `--rounds R` (produce rounds, default
+//! 3: each runs off, then on per store; the median is reported).
 //!
 //! Upload: a broker with the connector idle takes the records, then a broker on the same data
 //! directory with the connector on (every 100 ms) uploads every sealed segment; the time from
 //! its start until the manifests hold them all gives MB/s (export from RocksDB + upload);
 //! its peak RSS is printed beside that of the broker that took the records.
-//! Produce: librdkafka (acks=all, linger.ms 5) into a fresh broker, once with
-//! `remote.storage.enable=false` and once per store with archiving on while producing.
+//! Produce: librdkafka (acks=all, linger.ms 5) into a fresh broker, with
+//! `remote.storage.enable=false` and per store with archiving on while producing.
 //! Brokers are child processes (fsync on); data in temporary directories under `$TMPDIR`.
 
 use std::path::Path;
@@ -39,6 +40,8 @@ struct Args {
     concurrency: usize,
     /// Where archives (and the S3 server's files) go; default: beside the data.
     archive_dir: Option<std::path::PathBuf>,
+    /// Produce rounds (each: off, then on per store).
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -50,6 +53,7 @@ fn parse_args() -> Result<Args> {
         stores: vec!["dir".into(), "s3".into()],
         concurrency: 4,
         archive_dir: None,
+        rounds: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -62,10 +66,11 @@ fn parse_args() -> Result<Args> {
             "--stores" => a.stores = value()?.split(',').map(str::to_string).collect(),
             "--concurrency" => a.concurrency = value()?.parse()?,
             "--archive-dir" => a.archive_dir = Some(value()?.into()),
+            "--rounds" => a.rounds = value()?.parse::<usize>()?.max(1),
             "-h" | "--help" => {
                 println!(
                     "archive-bench [--messages N] [--size BYTES] [--partitions P] \
-                     [--segment-mb MB] [--stores dir,s3] [--concurrency N] [--archive-dir DIR]"
+                     [--segment-mb MB] [--stores dir,s3] [--concurrency N] [--archive-dir DIR] [--rounds R]"
                 );
                 std::process::exit(0);
             }
@@ -255,21 +260,38 @@ fn main() -> Result<()> {
             u.rss_producing
         ));
     }
-    let dir = tempfile::tempdir()?;
-    let broker = spawn(&a, &dir.path().join("off"), None)?;
-    let (_, off) = produce(&a, &broker, false)?;
-    drop(broker);
-    rows.push(format!("produce   {:<10} {off:>9.1} MB/s", "off"));
-    for kind in &a.stores {
-        let dir = tempfile::tempdir()?;
-        let s = store(&a, kind, dir.path())?;
-        let broker = spawn(&a, &dir.path().join("data"), Some((&s, 100)))?;
-        let (_, on) = produce(&a, &broker, true)?;
-        drop(broker);
+    // Rounds of off, then on per store, interleaved so that a slower or faster stretch of
+    // the machine affects every variant alike; the median round counts.
+    let variants: Vec<Option<&String>> = std::iter::once(None)
+        .chain(a.stores.iter().map(Some))
+        .collect();
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for _ in 0..a.rounds {
+        for (v, kind) in variants.iter().enumerate() {
+            let dir = tempfile::tempdir()?;
+            let s = kind.map(|k| store(&a, k, dir.path())).transpose()?;
+            let broker = spawn(&a, &dir.path().join("data"), s.as_ref().map(|s| (s, 100)))?;
+            let (_, mbps) = produce(&a, &broker, kind.is_some())?;
+            drop(broker);
+            runs[v].push(mbps);
+        }
+    }
+    let median = |xs: &mut Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let off = median(&mut runs[0]);
+    for (v, kind) in variants.iter().enumerate() {
+        let all: Vec<String> = runs[v].iter().map(|x| format!("{x:.0}")).collect();
+        let mbps = median(&mut runs[v]);
+        let name = kind.map_or("off".to_string(), |k| format!("on ({k})"));
+        let vs = match kind {
+            None => String::new(),
+            Some(_) => format!("{:+.1}% vs off; ", (mbps / off - 1.0) * 100.0),
+        };
         rows.push(format!(
-            "produce   {:<10} {on:>9.1} MB/s   ({:+.1}% vs off)",
-            format!("on ({kind})"),
-            (on / off - 1.0) * 100.0
+            "produce   {name:<10} {mbps:>9.1} MB/s   ({vs}rounds: {})",
+            all.join(", ")
         ));
     }
     println!("{:<9} {:<10} {:>14}", "what", "store", "throughput");
