@@ -39,6 +39,7 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
         }
         // Forget the progress of topics that are gone.
         next.retain(|(id, _), _| live.contains(id));
+        ctx.tier.retain_topics(&ctx.store, &live);
         ctx.archived
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -56,7 +57,19 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                     topic_id: topic.id,
                     partition,
                 };
-                match archive_partition(&ctx, &archive, p, next.get(&(topic.id, partition))).await {
+                let known = next.get(&(topic.id, partition)).copied();
+                let archived = archive_partition(&ctx, &archive, p, known).await;
+                let expired = match archived {
+                    Ok(_) => {
+                        crate::retention::archive_pass(&ctx, &archive, &topic, p, known.is_none())
+                            .await
+                    }
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = expired {
+                    tracing::warn!(topic = %topic.name, partition, archive = archive.url(), error = %e, "archive retention failed; retrying on the next pass");
+                }
+                match archived {
                     Ok(n) => {
                         next.insert((topic.id, partition), n);
                         ctx.archived
@@ -109,11 +122,11 @@ async fn archive_partition(
     ctx: &Arc<Ctx>,
     archive: &Archive,
     p: PartitionRef<'_>,
-    known_next: Option<&i64>,
+    known_next: Option<i64>,
 ) -> Result<i64, StorageError> {
     let mut next = match known_next {
-        Some(&n) => n,
-        None => archive.manifest(p).await?.next_offset(),
+        Some(n) => n,
+        None => ctx.tier.manifest(p).await?.next_offset(),
     };
     let (topic, partition) = (p.topic.to_string(), p.partition);
     let segments = ctx.blocking(move |s| s.segments(&topic, partition)).await?;
@@ -128,6 +141,7 @@ async fn archive_partition(
         let started = std::time::Instant::now();
         let manifest = archive.upload(p, &export).await?;
         next = manifest.next_offset();
+        ctx.tier.set_manifest(p, manifest);
         tracing::info!(
             topic = p.topic,
             partition,
@@ -139,63 +153,4 @@ async fn archive_partition(
         );
     }
     Ok(next)
-}
-
-/// What the archive holds of a partition at an offset (tiered read).
-pub struct ArchivedRead {
-    /// Whole batches from the one containing the offset.
-    pub records: bytes::Bytes,
-    /// The first offset the archive holds.
-    pub archive_start: i64,
-}
-
-/// Reads whole archived batches of `p` from the one containing `offset`: at most `max_bytes`,
-/// but at least one batch when `at_least_one` (as Fetch does locally: only for the first
-/// records of a response). `None` when the archive does not hold `offset`. One manifest and
-/// one index read, then (unless nothing fits) one ranged read of the segment.
-pub async fn read(
-    archive: &Archive,
-    p: PartitionRef<'_>,
-    offset: i64,
-    max_bytes: usize,
-    at_least_one: bool,
-) -> Result<Option<ArchivedRead>, StorageError> {
-    let manifest = archive.manifest(p).await?;
-    let Some(first) = manifest.segments.first() else {
-        return Ok(None);
-    };
-    let archive_start = first.base_offset;
-    let Some(seg) = manifest
-        .segments
-        .iter()
-        .find(|s| s.base_offset <= offset && offset <= s.last_offset)
-    else {
-        return Ok(None);
-    };
-    let index = archive.segment_index(p, seg.base_offset).await?;
-    let Some(i) = index.batches.iter().position(|b| b.last_offset >= offset) else {
-        return Ok(None);
-    };
-    let start = index.batches[i].position;
-    let end_of = |j: usize| index.batches.get(j + 1).map_or(seg.bytes, |b| b.position);
-    let mut end = end_of(i);
-    if !at_least_one && end - start > max_bytes as u64 {
-        return Ok(Some(ArchivedRead {
-            records: bytes::Bytes::new(),
-            archive_start,
-        }));
-    }
-    for j in i + 1..index.batches.len() {
-        if end_of(j) - start > max_bytes as u64 {
-            break;
-        }
-        end = end_of(j);
-    }
-    let records = archive
-        .segment_range(p, seg.base_offset, start..end)
-        .await?;
-    Ok(Some(ArchivedRead {
-        records,
-        archive_start,
-    }))
 }

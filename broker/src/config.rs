@@ -94,6 +94,11 @@ pub struct Config {
     /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
     /// `false` keeps it, for restores.
     pub archive_delete_with_topic: bool,
+    /// Memory for tiered reads: cached archive indexes and read-ahead chunks (MiB).
+    pub archive_read_cache_mb: usize,
+    /// Tiered reads fetch a segment from the archive in ranged reads of about this many
+    /// bytes (whole batches), one ahead of the consumer.
+    pub archive_read_chunk_bytes: usize,
     /// An idempotent producer's state on a partition (its last sequences, for duplicate
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
@@ -155,6 +160,9 @@ impl Default for Config {
             // reads only metadata.
             archive_interval_ms: 10_000,
             archive_delete_with_topic: true,
+            // Sixteen chunks: a few consumers replaying at once each have theirs, and the next.
+            archive_read_cache_mb: 64,
+            archive_read_chunk_bytes: 4 * 1024 * 1024,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
@@ -233,7 +241,7 @@ impl Config {
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
-            archive_delete_with_topic,
+            archive_delete_with_topic, archive_read_cache_mb, archive_read_chunk_bytes,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
@@ -304,6 +312,14 @@ impl Config {
         }
         if self.archive_interval_ms == 0 {
             return Err(bad("archive_interval_ms must be at least 1"));
+        }
+        if self.archive_read_cache_mb == 0
+            || self.archive_read_chunk_bytes < 4096
+            || self.archive_read_chunk_bytes > 1 << 30
+        {
+            return Err(bad(
+                "archive_read_cache_mb must be at least 1 and archive_read_chunk_bytes between 4096 and 1073741824",
+            ));
         }
         if let Some(url) = &self.archive_url {
             if !url.starts_with("file:///") {

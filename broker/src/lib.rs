@@ -16,6 +16,7 @@ pub mod handler;
 pub mod protocol;
 pub mod retention;
 mod server;
+pub mod tier;
 pub mod topic_config;
 
 pub use config::Config;

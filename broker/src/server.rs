@@ -72,6 +72,9 @@ impl Broker {
             cancel.clone(),
             archive,
         ));
+        ctx.tier
+            .load_floors(&ctx.store)
+            .context("loading the archive's DeleteRecords offsets")?;
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(crate::archive::run(
             ctx.clone(),

@@ -259,10 +259,10 @@ async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: 
             };
             let limit = w.max_bytes.min(max_bytes.saturating_sub(pass.bytes));
             let first = pass.bytes == 0;
-            match crate::archive::read(&ctx.archive, p, w.offset, limit, first).await {
+            match ctx.tier.read(p, w.offset, limit, first).await {
                 Ok(Some(r)) => {
-                    pass.bytes += r.records.len();
-                    let records = record_set(vec![r.records], &mut pass.refs);
+                    pass.bytes += r.records.iter().map(Bytes::len).sum::<usize>();
+                    let records = record_set(r.records, &mut pass.refs);
                     *part = std::mem::take(part)
                         .with_error_code(code::NONE)
                         .with_log_start_offset(r.archive_start)

@@ -59,6 +59,8 @@ pub struct Ctx {
     pub archived: std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i32), i64>>,
     /// The archive tier (`archive_url`).
     pub archive: strata_storage::archive::Archive,
+    /// Tiered reads of the archive, through its caches.
+    pub tier: Arc<crate::tier::Tier>,
 }
 
 impl Ctx {
@@ -74,11 +76,17 @@ impl Ctx {
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
         ));
+        let tier = Arc::new(crate::tier::Tier::new(
+            archive.clone(),
+            config.archive_read_cache_mb.saturating_mul(1 << 20),
+            config.archive_read_chunk_bytes,
+        ));
         Ctx {
             decoding,
             shutdown,
             archived: Default::default(),
             archive,
+            tier,
             config,
             store,
             groups,

@@ -66,12 +66,54 @@ pub struct ArchivedSegment {
 pub struct ArchiveManifest {
     #[prost(message, repeated, tag = "1")]
     pub segments: Vec<ArchivedSegment>,
+    /// The offset after the last one ever archived: it stays when retention has deleted
+    /// every archived segment, so the connector does not upload anything twice.
+    #[prost(int64, tag = "2")]
+    pub end_offset: i64,
+    /// Records below this offset are deleted (DeleteRecords), also where a segment holding
+    /// them is still archived because it holds later records too.
+    #[prost(int64, tag = "3")]
+    pub deleted_below: i64,
 }
 
 impl ArchiveManifest {
-    /// The offset after the last archived one (0 when nothing is archived).
+    /// The offset after the last archived one (0 when nothing was ever archived).
     pub fn next_offset(&self) -> i64 {
-        self.segments.last().map_or(0, |s| s.last_offset + 1)
+        self.segments
+            .last()
+            .map_or(0, |s| s.last_offset + 1)
+            .max(self.end_offset)
+    }
+
+    /// The first offset the archive holds (not deleted); `None` when it holds none.
+    pub fn start_offset(&self) -> Option<i64> {
+        self.start_offset_from(self.deleted_below)
+    }
+
+    /// The first offset the archive holds at or after `floor` (not deleted).
+    pub fn start_offset_from(&self, floor: i64) -> Option<i64> {
+        let floor = floor.max(self.deleted_below);
+        let i = self.segments.partition_point(|s| s.last_offset < floor);
+        self.segments.get(i).map(|s| s.base_offset.max(floor))
+    }
+
+    /// The archived segment holding `offset` (none below `deleted_below`).
+    pub fn segment_of(&self, offset: i64) -> Option<&ArchivedSegment> {
+        if offset < self.deleted_below {
+            return None;
+        }
+        let i = self.segments.partition_point(|s| s.last_offset < offset);
+        self.segments.get(i).filter(|s| s.base_offset <= offset)
+    }
+
+    /// How many segments from the front lie wholly below `offset`.
+    pub fn segments_below(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.last_offset < offset)
+    }
+
+    /// Bytes archived.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
     }
 }
 
@@ -218,14 +260,90 @@ impl Archive {
             min_timestamp: seg.info.min_timestamp,
             max_timestamp: seg.info.max_timestamp,
         });
+        manifest.end_offset = manifest.next_offset();
+        self.put_manifest(p, &manifest).await?;
+        Ok(manifest)
+    }
+
+    async fn put_manifest(&self, p: PartitionRef<'_>, m: &ArchiveManifest) -> StorageResult<()> {
         self.store
-            .put(
-                &Self::manifest_key(p),
-                PutPayload::from(manifest.encode_to_vec()),
-            )
+            .put(&Self::manifest_key(p), PutPayload::from(m.encode_to_vec()))
             .await
             .map_err(|e| archive_err("put manifest", e))?;
+        Ok(())
+    }
+
+    /// Deletes the first `count` segments of the partition's archive (retention) and the
+    /// records below `deleted_below` (DeleteRecords; segments wholly below it go too): the
+    /// manifest without them is written first (the commit point: readers stop seeing them),
+    /// then their objects are deleted. A crash in between leaves objects no manifest names,
+    /// which [`Archive::delete_orphans`] removes. Returns the manifest as written.
+    pub async fn expire(
+        &self,
+        p: PartitionRef<'_>,
+        mut manifest: ArchiveManifest,
+        count: usize,
+        deleted_below: i64,
+    ) -> StorageResult<ArchiveManifest> {
+        let deleted_below = deleted_below.max(manifest.deleted_below);
+        let count = count
+            .max(manifest.segments_below(deleted_below))
+            .min(manifest.segments.len());
+        if count == 0 && deleted_below == manifest.deleted_below {
+            return Ok(manifest);
+        }
+        manifest.end_offset = manifest.next_offset();
+        manifest.deleted_below = deleted_below;
+        let gone: Vec<ArchivedSegment> = manifest.segments.drain(..count).collect();
+        self.put_manifest(p, &manifest).await?;
+        for s in &gone {
+            self.delete_segment_objects(p, s.base_offset).await?;
+        }
         Ok(manifest)
+    }
+
+    async fn delete_segment_objects(&self, p: PartitionRef<'_>, base: i64) -> StorageResult<()> {
+        for ext in ["log", "index"] {
+            let key = Self::segment_key(p, base, ext);
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(archive_err(&format!("delete {key}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the segment objects of a partition that lie below the manifest's first
+    /// segment (left by a retention pass cut short); returns how many were deleted.
+    pub async fn delete_orphans(
+        &self,
+        p: PartitionRef<'_>,
+        manifest: &ArchiveManifest,
+    ) -> StorageResult<usize> {
+        use futures::TryStreamExt;
+        let below = manifest.start_offset().unwrap_or(manifest.next_offset());
+        let dir = Path::from(Self::dir(p));
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| archive_err("list partition archive", e))?;
+        let mut deleted = 0;
+        for o in objects {
+            let name = o.location.filename().unwrap_or_default();
+            let base = name
+                .split_once('.')
+                .filter(|(_, ext)| matches!(*ext, "log" | "index"))
+                .and_then(|(b, _)| b.parse::<i64>().ok());
+            if base.is_some_and(|b| b < below) {
+                match self.store.delete(&o.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(archive_err(&format!("delete {}", o.location), e)),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     async fn get(&self, key: &Path) -> StorageResult<Bytes> {
