@@ -80,6 +80,7 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                     // Deleted meanwhile.
                     Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}
                     Err(e) => {
+                        ::metrics::counter!("strata_archive_failures_total").increment(1);
                         tracing::warn!(topic = %topic.name, partition, archive = archive.url(), error = %e, "archiving failed; retrying on the next pass");
                     }
                 }
@@ -141,6 +142,13 @@ async fn archive_partition(
         let started = std::time::Instant::now();
         let manifest = archive.upload(p, &export).await?;
         next = manifest.next_offset();
+        let topic_label = p.topic.to_string();
+        ::metrics::counter!("strata_archive_uploaded_bytes_total", "topic" => topic_label.clone())
+            .increment(export.data.len() as u64);
+        ::metrics::counter!("strata_archive_uploaded_segments_total", "topic" => topic_label)
+            .increment(1);
+        ::metrics::histogram!("strata_archive_upload_seconds")
+            .record(started.elapsed().as_secs_f64());
         ctx.tier.set_manifest(p, manifest);
         tracing::info!(
             topic = p.topic,

@@ -94,6 +94,11 @@ pub struct Config {
     /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
     /// `false` keeps it, for restores.
     pub archive_delete_with_topic: bool,
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`), host:port; empty: none.
+    pub admin_listen: String,
+    /// Whether `/metrics` has per-partition series (offsets, sizes, consumer lag per
+    /// partition); off, only per-topic and per-group ones (bounded cardinality).
+    pub metrics_partition_series: bool,
     /// Memory for tiered reads: cached archive indexes and read-ahead chunks (MiB).
     pub archive_read_cache_mb: usize,
     /// Tiered reads fetch a segment from the archive in ranged reads of about this many
@@ -160,6 +165,8 @@ impl Default for Config {
             // reads only metadata.
             archive_interval_ms: 10_000,
             archive_delete_with_topic: true,
+            admin_listen: "127.0.0.1:9644".into(),
+            metrics_partition_series: true,
             // Sixteen chunks: a few consumers replaying at once each have theirs, and the next.
             archive_read_cache_mb: 64,
             archive_read_chunk_bytes: 4 * 1024 * 1024,
@@ -242,6 +249,7 @@ impl Config {
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
             archive_delete_with_topic, archive_read_cache_mb, archive_read_chunk_bytes,
+            admin_listen, metrics_partition_series,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)

@@ -263,7 +263,9 @@ async fn answer(
     let api_key = request.api_key;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
+    let started = std::time::Instant::now();
     let encode = move |r: handler::Response| {
+        crate::metrics::observe_request(api_key, started, &r.body);
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod handler;
+pub mod metrics;
 pub mod protocol;
 pub mod retention;
 mod server;
@@ -47,6 +48,9 @@ struct Cli {
     /// Data directory. Env: STRATA_DATA_DIR.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Admin HTTP address (/metrics, /health, /ready); "" for none. Env: STRATA_ADMIN_LISTEN.
+    #[arg(long)]
+    admin_listen: Option<String>,
 }
 
 fn load_config(cli: Cli) -> anyhow::Result<Config> {
@@ -60,6 +64,9 @@ fn load_config(cli: Cli) -> anyhow::Result<Config> {
     }
     if let Some(v) = cli.data_dir {
         config.data_dir = v;
+    }
+    if let Some(v) = cli.admin_listen {
+        config.admin_listen = v;
     }
     config.validate()?;
     Ok(config)

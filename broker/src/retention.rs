@@ -113,6 +113,9 @@ pub fn pass(
                 continue;
             }
             store.truncate_before(&topic.name, p, new_start)?;
+            let bytes: u64 = segments[..keep].iter().map(|s| s.bytes).sum();
+            ::metrics::counter!("strata_retention_deleted_bytes_total", "tier" => "local")
+                .increment(bytes);
             store.reclaim_space(&topic.name, p)?;
             dropped += keep;
         }
@@ -219,6 +222,8 @@ pub async fn archive_pass(
     }
     let m = archive.expire(p, (*manifest).clone(), n, floor).await?;
     let gone = manifest.segments.len() - m.segments.len();
+    ::metrics::counter!("strata_retention_deleted_bytes_total", "tier" => "archive")
+        .increment(segments[..gone].iter().map(|s| s.bytes).sum());
     if gone > 0 {
         tracing::info!(
             topic = p.topic,

@@ -22,6 +22,7 @@ const CLUSTER_ID_KEY: &[u8] = b"broker.cluster_id";
 /// A running broker.
 pub struct Broker {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     ctx: Arc<Ctx>,
@@ -47,6 +48,12 @@ impl Broker {
         let cluster_id = cluster_id(&store)?;
         let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        crate::metrics::handle();
+        let admin = crate::metrics::bind_admin(&config.admin_listen).await?;
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        if let Some(a) = admin_addr {
+            tracing::info!(admin = %a, "admin listener (/metrics, /health, /ready)");
+        }
         let (host, port) = config.advertised(addr);
         tracing::info!(?config, "effective configuration");
         tracing::info!(%addr, advertised = %format!("{host}:{port}"), %cluster_id, "listening");
@@ -87,8 +94,19 @@ impl Broker {
             cancel.clone(),
             tasks.clone(),
         ));
+        if let Some(admin) = admin {
+            tasks.spawn(crate::metrics::serve_admin(
+                admin,
+                ctx.clone(),
+                cancel.clone(),
+            ));
+        }
+        ctx.counters
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Broker {
             addr,
+            admin_addr,
             cancel,
             tasks,
             ctx,
@@ -97,6 +115,11 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the admin listener (`/metrics`) accepts, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// How many consumer-group actors are running (groups with members or work pending).
@@ -191,17 +214,25 @@ async fn accept_loop(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
+            ::metrics::counter!("strata_connections_rejected_total", "reason" => "max_connections")
+                .increment(1);
             continue;
         };
         let Some(slot) = PerIp::admit(&per_ip, peer.ip()) else {
             tracing::warn!(%peer, limit = per_ip.limits.limit(peer.ip()), "connection limit for this address reached (max_connections_per_ip); closing new connection");
+            ::metrics::counter!("strata_connections_rejected_total", "reason" => "max_connections_per_ip")
+                .increment(1);
             continue;
         };
+        ::metrics::counter!("strata_connections_accepted_total").increment(1);
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            crate::connection::serve(ctx, stream, peer, cancel).await;
+            use std::sync::atomic::Ordering::Relaxed;
+            ctx.counters.connections_open.fetch_add(1, Relaxed);
+            crate::connection::serve(ctx.clone(), stream, peer, cancel).await;
+            ctx.counters.connections_open.fetch_sub(1, Relaxed);
             drop((permit, slot));
         });
     }

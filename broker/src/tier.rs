@@ -44,6 +44,8 @@ pub struct ArchivedRead {
     pub records: Vec<Bytes>,
     /// The first offset the archive holds.
     pub archive_start: i64,
+    /// The offset after the last batch returned (the offset asked for when none was).
+    pub next_offset: i64,
 }
 
 /// The archive as Fetch and ListOffsets read it.
@@ -263,6 +265,7 @@ impl Tier {
             return Ok(Some(ArchivedRead {
                 records: Vec::new(),
                 archive_start,
+                next_offset: offset,
             }));
         }
         while last + 1 < index.batches.len() && end_of(last + 1) - start <= max_bytes as u64 {
@@ -292,6 +295,7 @@ impl Tier {
         Ok(Some(ArchivedRead {
             records,
             archive_start,
+            next_offset: index.batches[last].last_offset + 1,
         }))
     }
 

@@ -46,6 +46,6 @@ pub mod raw {
     pub use crate::rocks::raw::RawDb;
 }
 pub use rocks::{
-    AppendOutcome, BatchAt, ExportedBatch, GroupOffset, PartitionOffsets, ReadOutcome,
+    AppendOutcome, BatchAt, EngineStats, ExportedBatch, GroupOffset, PartitionOffsets, ReadOutcome,
     SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
 };

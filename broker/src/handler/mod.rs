@@ -61,6 +61,8 @@ pub struct Ctx {
     pub archive: strata_storage::archive::Archive,
     /// Tiered reads of the archive, through its caches.
     pub tier: Arc<crate::tier::Tier>,
+    /// What `/metrics` reads besides the recorder.
+    pub counters: crate::metrics::Counters,
 }
 
 impl Ctx {
@@ -87,6 +89,7 @@ impl Ctx {
             archived: Default::default(),
             archive,
             tier,
+            counters: Default::default(),
             config,
             store,
             groups,
