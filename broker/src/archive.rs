@@ -130,9 +130,19 @@ async fn archive_partition(
         None => ctx.tier.manifest(p).await?.next_offset(),
     };
     let (topic, partition) = (p.topic.to_string(), p.partition);
-    let segments = ctx.blocking(move |s| s.segments(&topic, partition)).await?;
+    let (segments, hw) = ctx
+        .blocking(move |s| {
+            Ok((
+                s.segments(&topic, partition)?,
+                s.offsets(&topic, partition)?.high_watermark,
+            ))
+        })
+        .await?;
     for seg in &segments {
-        if !seg.sealed || seg.last_offset < next {
+        // Only what is durable locally: a sealed segment whose end is not synced yet could
+        // be lost locally by a power cut while the archive kept it (and its offsets would
+        // then be written again).
+        if !seg.sealed || seg.last_offset < next || seg.last_offset >= hw {
             continue;
         }
         let (topic, partition, base) = (p.topic.to_string(), p.partition, seg.base_offset);

@@ -149,6 +149,15 @@ impl InProcessBroker {
             .map_or(0, strata_broker::Broker::live_group_actors)
     }
 
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        let b = self.broker.as_ref()?;
+        b.listener_addrs()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
     /// Where the admin listener (`/metrics`) accepts, if it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.broker.as_ref().and_then(Broker::admin_addr)

@@ -47,8 +47,6 @@ pub struct Ctx {
     /// Wakes the retention task early (after DeleteRecords, to reclaim space promptly).
     pub retention: tokio::sync::Notify,
     pub cluster_id: String,
-    pub advertised_host: String,
-    pub advertised_port: i32,
     /// Bytes of non-Produce requests being decoded and handled (`decoding_max_bytes`).
     pub decoding: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the broker shuts down: requests that wait (long polls) answer with
@@ -71,7 +69,6 @@ impl Ctx {
         store: Store,
         groups: Arc<Coordinator>,
         cluster_id: String,
-        (host, port): (String, i32),
         shutdown: tokio_util::sync::CancellationToken,
         archive: strata_storage::archive::Archive,
     ) -> Self {
@@ -95,8 +92,6 @@ impl Ctx {
             groups,
             retention: tokio::sync::Notify::new(),
             cluster_id,
-            advertised_host: host,
-            advertised_port: port,
         }
     }
 
@@ -128,6 +123,15 @@ impl Ctx {
             .await
             .unwrap_or_else(|e| Err(StorageError::Io(format!("storage task failed: {e}"))))
     }
+}
+
+/// The listener a connection came in on: Metadata, FindCoordinator and DescribeCluster
+/// tell its clients the address advertised for it.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
 }
 
 /// A response body and the record sets it sends by reference (Fetch).
@@ -169,6 +173,7 @@ impl<T: Into<ResponseKind>> From<T> for Reply {
 pub async fn dispatch(
     ctx: &Arc<Ctx>,
     peer: std::net::SocketAddr,
+    listener: &Listener,
     header: &RequestHeader,
     request: RequestKind,
     frame_len: usize,
@@ -176,16 +181,16 @@ pub async fn dispatch(
     let v = header.request_api_version;
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
-        RequestKind::Metadata(r) => metadata::handle(ctx, v, r).await.into(),
+        RequestKind::Metadata(r) => metadata::handle(ctx, listener, v, r).await.into(),
         RequestKind::Produce(r) => produce::handle(ctx, v, r, frame_len).await,
         RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, v, r).await.into(),
         RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
-        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, r).into(),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, listener, r).into(),
         RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, v, r).into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, listener, v, r).into(),
         RequestKind::JoinGroup(r) => join_group::handle(ctx, peer, header, r).await,
         RequestKind::SyncGroup(r) => sync_group::handle(ctx, r).await,
         RequestKind::Heartbeat(r) => heartbeat::handle(ctx, r).await.into(),
