@@ -5,6 +5,7 @@
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
 pub mod archive;
+pub mod archive_tool;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -51,6 +52,17 @@ struct Cli {
     /// Admin HTTP address (/metrics, /health, /ready); "" for none. Env: STRATA_ADMIN_LISTEN.
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Without a command, the broker runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Tools that work on a stopped broker's data rather than run it.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inspect the archive, or restore topics from it.
+    #[command(subcommand)]
+    Archive(archive_tool::ArchiveCommand),
 }
 
 fn load_config(cli: Cli) -> anyhow::Result<Config> {
@@ -81,7 +93,10 @@ const MAX_BLOCKING_THREADS: usize = 32;
 /// The `strata-broker` program: parse flags, environment and file, run until SIGTERM or
 /// SIGINT, then shut down gracefully.
 pub fn cli_main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(Command::Archive(cmd)) = cli.command.take() {
+        return tool_main(cmd);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -111,6 +126,25 @@ pub fn cli_main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `strata-broker archive ...`: output on stdout, warnings and errors on stderr; exit code
+/// 1 on failure.
+fn tool_main(cmd: archive_tool::ArchiveCommand) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match archive_tool::run(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,415 @@
+//! The archive describes itself and outlives the local disk: `strata-broker archive ls`
+//! lists it; after the data dir is lost, `strata-broker archive restore` rebuilds its topics
+//! (same ids, partitions, configs) so that a broker serves every archived record again
+//! (tiered reads) and new writes continue after them; a broker started on an empty data dir
+//! deletes nothing of an archive it finds; corrupt archive objects give clear errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use prost::Message;
+use strata_storage::archive::{Archive, ArchiveManifest, ArchivedSegment, PartitionRef};
+use strata_tests::archived::{archive_tool, small_batch_producer, topic_id, wait_archived};
+use strata_tests::*;
+
+/// Small segments (the minimum is 1 KiB), so a few hundred KiB of records seal dozens.
+const SEGMENT_BYTES: u64 = 16 * 1024;
+const PARTITIONS: i32 = 2;
+const MESSAGES: u64 = 600;
+const SIZE: usize = 1000;
+
+fn start(data: &Path, archive_url: &str) -> Result<InProcessBroker> {
+    let mut config = test_config(data)?;
+    config.segment_bytes = SEGMENT_BYTES;
+    config.archive_interval_ms = 100;
+    config.archive_url = Some(archive_url.to_string());
+    InProcessBroker::start(config)
+}
+
+/// Creates `topic` archived (and kept forever: the test messages are stamped 2023) and
+/// produces messages `0..MESSAGES` to it; returns its id.
+fn archived_topic(bs: &str, topic: &str) -> Result<uuid::Uuid> {
+    try_create_topic_with(
+        bs,
+        topic,
+        PARTITIONS,
+        &[("remote.storage.enable", "true"), ("retention.ms", "-1")],
+    )?
+    .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
+    let producer = small_batch_producer(bs)?;
+    produce_and_wait(&producer, topic, 0..MESSAGES, PARTITIONS, |_| SIZE)?;
+    topic_id(bs, topic)
+}
+
+fn manifests(archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<Vec<ArchiveManifest>> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    (0..PARTITIONS)
+        .map(|partition| {
+            let p = PartitionRef {
+                topic,
+                topic_id: id,
+                partition,
+            };
+            Ok(rt.block_on(archive.manifest(p))?)
+        })
+        .collect()
+}
+
+/// Every file under `dir` with its size, by path relative to `dir`.
+fn files(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                todo.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir)?.display().to_string();
+                out.insert(rel, e.metadata()?.len());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (lost, restored) = (dir.path().join("lost"), dir.path().join("restored"));
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let archive = Archive::open(&url)?;
+    let topic = topic_name("restored");
+
+    let broker = start(&lost, &url)?;
+    let bs = broker.bootstrap();
+    let id = archived_topic(&bs, &topic)?;
+    for partition in 0..PARTITIONS {
+        let p = PartitionRef {
+            topic: &topic,
+            topic_id: id,
+            partition,
+        };
+        wait_archived(&archive, p, MESSAGES as i64 / PARTITIONS as i64 / 2)?;
+    }
+    let before = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    broker.shutdown()?;
+    // What the archive holds once the broker is gone; the disk goes too.
+    let held = manifests(&archive, &topic, id)?;
+    std::fs::remove_dir_all(&lost)?;
+
+    // The listing, as JSON and as a table.
+    let out = archive_tool(&["ls", "--archive-url", &url, "--output", "json"])?;
+    ensure!(out.status.success(), "ls: {}", text(&out.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let t = &listed["topics"][0];
+    ensure!(
+        t["name"] == topic.as_str() && t["id"] == id.to_string(),
+        "{t}"
+    );
+    ensure!(
+        t["described"] == true && t["partition_count"] == PARTITIONS,
+        "{t}"
+    );
+    ensure!(t["configs"]["remote.storage.enable"] == "true", "{t}");
+    for (p, m) in held.iter().enumerate() {
+        let expected = serde_json::json!({
+            "partition": p,
+            "start_offset": 0,
+            "next_offset": m.next_offset(),
+            "segments": m.segments.len(),
+            "bytes": m.segments.iter().map(|s| s.bytes).sum::<u64>(),
+            "min_timestamp": m.segments.iter().map(|s| s.min_timestamp).min(),
+            "max_timestamp": m.segments.iter().map(|s| s.max_timestamp).max(),
+        });
+        ensure!(
+            t["partitions"][p] == expected,
+            "listed {}, expected {expected}",
+            t["partitions"][p]
+        );
+    }
+    let out = archive_tool(&["ls", "--archive-url", &url, "--topic", &topic])?;
+    let table = text(&out.stdout);
+    ensure!(
+        out.status.success() && table.starts_with("TOPIC"),
+        "{table}"
+    );
+    ensure!(table.lines().count() == 1 + PARTITIONS as usize, "{table}");
+    let m = &held[0];
+    let row = [
+        topic.clone(),
+        id.to_string(),
+        "0".into(),
+        "0".into(),
+        m.next_offset().to_string(),
+        m.segments.len().to_string(),
+    ];
+    ensure!(
+        table.lines().any(|l| l
+            .split_whitespace()
+            .take(6)
+            .eq(row.iter().map(String::as_str))),
+        "no row starting {row:?} in\n{table}"
+    );
+
+    // Restore through the binary, then serve.
+    let out = archive_tool(&[
+        "restore",
+        "--data-dir",
+        &restored.display().to_string(),
+        "--archive-url",
+        &url,
+    ])?;
+    ensure!(out.status.success(), "restore: {}", text(&out.stderr));
+    ensure!(text(&out.stdout).contains(&format!("restored topic {topic}")));
+    let broker = start(&restored, &url)?;
+    let bs = broker.bootstrap();
+    ensure!(
+        topic_id(&bs, &topic)? == id,
+        "the restored topic has another id"
+    );
+    let marks = watermarks(&bs, &topic)?;
+    let expected: Vec<(i64, i64)> = held.iter().map(|m| (0, m.next_offset())).collect();
+    ensure!(
+        marks == expected,
+        "watermarks {marks:?}, expected {expected:?}"
+    );
+    let after = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    for (p, m) in held.iter().enumerate() {
+        let p = p as i32;
+        let (got, was) = (&after[&p], &before[&p]);
+        ensure!(
+            got[..] == was[..m.next_offset() as usize],
+            "partition {p}: the records read after the restore differ from those before"
+        );
+    }
+
+    // New writes continue after the archive, and everything reads back from offset 0.
+    let producer = small_batch_producer(&bs)?;
+    let more = MESSAGES..MESSAGES + 100;
+    let reports = produce_and_wait(&producer, &topic, more.clone(), PARTITIONS, |_| SIZE)?;
+    check_delivery_offsets(
+        &reports,
+        PARTITIONS,
+        |p| held[p as usize].next_offset(),
+        MESSAGES,
+    )?;
+    let all = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    for (p, m) in held.iter().enumerate() {
+        let got = &all[&(p as i32)];
+        check_dense(got, 0, m.next_offset() + 50)?;
+        ensure!(got[..m.next_offset() as usize] == before[&(p as i32)][..m.next_offset() as usize]);
+    }
+    drop(producer);
+    broker.shutdown()?;
+
+    // A second restore into the same data dir is refused: the topic exists there.
+    let out = archive_tool(&[
+        "restore",
+        "--data-dir",
+        &restored.display().to_string(),
+        "--archive-url",
+        &url,
+        "--topic",
+        &topic,
+    ])?;
+    ensure!(
+        !out.status.success(),
+        "a restore over an existing topic succeeded"
+    );
+    let err = text(&out.stderr);
+    ensure!(
+        err.contains("already exists") && !err.contains("panicked"),
+        "{err}"
+    );
+    println!(
+        "restored {topic}: archived next offsets {:?}",
+        held.iter()
+            .map(ArchiveManifest::next_offset)
+            .collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// A broker whose data dir is empty (a new machine, a lost disk) finds an archive holding
+/// another broker's topic: it deletes none of it, while the archive of a topic it deletes
+/// itself goes.
+#[test]
+fn a_broker_on_an_empty_data_dir_deletes_nothing_it_did_not_delete() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let archive_dir = dir.path().join("archive");
+    let url = format!("file://{}", archive_dir.display());
+    let archive = Archive::open(&url)?;
+    let theirs = topic_name("theirs");
+    let broker = start(&dir.path().join("first"), &url)?;
+    let their_id = archived_topic(&broker.bootstrap(), &theirs)?;
+    let p = PartitionRef {
+        topic: &theirs,
+        topic_id: their_id,
+        partition: 0,
+    };
+    wait_archived(&archive, p, 1)?;
+    broker.shutdown()?;
+    let held = files(&archive_dir)?;
+
+    let broker = start(&dir.path().join("empty"), &url)?;
+    let bs = broker.bootstrap();
+    let ours = topic_name("ours");
+    let our_id = archived_topic(&bs, &ours)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let mine = |id: uuid::Uuid| -> Result<bool> {
+        Ok(rt.block_on(archive.topics())?.iter().any(|(_, i)| *i == id))
+    };
+    wait_until(
+        "the connector to archive the new broker's topic",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match mine(our_id) {
+            Ok(true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    delete_topic(&bs, &ours)?.map_err(|c| anyhow::anyhow!("delete {ours}: {c:?}"))?;
+    wait_until(
+        "the deleted topic's archive to go",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match mine(our_id) {
+            Ok(false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    // Several more passes (one every 100 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    broker.shutdown()?;
+    let now: BTreeMap<String, u64> = files(&archive_dir)?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&theirs))
+        .collect();
+    ensure!(
+        now == held,
+        "the other broker's archive changed:\nbefore {held:?}\nafter {now:?}"
+    );
+    Ok(())
+}
+
+/// Writes `bytes` as the archive object `key` (a file under the archive's directory).
+fn plant(archive_dir: &Path, key: &str, bytes: &[u8]) -> Result<()> {
+    let path = archive_dir.join(key);
+    std::fs::create_dir_all(path.parent().context("key without a folder")?)?;
+    Ok(std::fs::write(path, bytes)?)
+}
+
+/// Runs the tool and expects a failure whose message contains `want` (no panic).
+fn fails_with(args: &[&str], want: &str) -> Result<()> {
+    let out = archive_tool(args)?;
+    let err = text(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && err.contains(want) && !err.contains("panicked"),
+        "{args:?}: exit {:?}, stderr {err}",
+        out.status.code()
+    );
+    Ok(())
+}
+
+#[test]
+fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let archive_dir = dir.path().join("archive");
+    let url = format!("file://{}", archive_dir.display());
+    let data = dir.path().join("data").display().to_string();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let ls = ["ls", "--archive-url", url.as_str()];
+    let restore = ["restore", "--data-dir", &data, "--archive-url", &url];
+
+    // A manifest that is not one (a length running past its end).
+    plant(
+        &archive_dir,
+        &format!("t/{id}/0/manifest"),
+        &[0x0a, 0xff, 0xff, 0x7f],
+    )?;
+    fails_with(&ls, &format!("t/{id}/0/manifest"))?;
+    fails_with(&restore, "manifest")?;
+    // A manifest whose segments leave a gap.
+    let seg = |base, last| ArchivedSegment {
+        base_offset: base,
+        last_offset: last,
+        bytes: 1,
+        batches: 1,
+        min_timestamp: 0,
+        max_timestamp: 0,
+    };
+    let gap = ArchiveManifest {
+        segments: vec![seg(0, 9), seg(20, 29)],
+    };
+    plant(
+        &archive_dir,
+        &format!("t/{id}/0/manifest"),
+        &gap.encode_to_vec(),
+    )?;
+    fails_with(&ls, "corrupt manifest")?;
+    let fine = ArchiveManifest {
+        segments: vec![seg(0, 9), seg(10, 29)],
+    };
+    plant(
+        &archive_dir,
+        &format!("t/{id}/0/manifest"),
+        &fine.encode_to_vec(),
+    )?;
+    let out = archive_tool(&ls)?;
+    ensure!(out.status.success(), "{}", text(&out.stderr));
+
+    // A descriptor that is not one, then one naming another topic.
+    plant(&archive_dir, &format!("t/{id}/topic"), &[0xff; 8])?;
+    fails_with(&ls, "corrupt descriptor")?;
+    fails_with(&restore, "corrupt descriptor")?;
+    let other = strata_storage::archive::TopicDescriptor {
+        name: "u".into(),
+        id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+        partitions: 1,
+        configs: Default::default(),
+        created_ms: 0,
+    };
+    plant(
+        &archive_dir,
+        &format!("t/{id}/topic"),
+        &other.encode_to_vec(),
+    )?;
+    fails_with(&restore, "corrupt descriptor")?;
+    // A descriptor claiming more partitions than a store holds.
+    let huge = strata_storage::archive::TopicDescriptor {
+        name: "t".into(),
+        id: uuid::Uuid::try_parse(&id)?.as_bytes().to_vec(),
+        partitions: i32::MAX,
+        ..other
+    };
+    plant(
+        &archive_dir,
+        &format!("t/{id}/topic"),
+        &huge.encode_to_vec(),
+    )?;
+    fails_with(&restore, "more than a store holds")?;
+    // Nothing was restored by any of these.
+    ensure!(
+        !Path::new(&data).exists(),
+        "a failed restore created the data dir"
+    );
+    fails_with(
+        &[
+            "restore",
+            "--data-dir",
+            &data,
+            "--archive-url",
+            &url,
+            "--topic",
+            "absent",
+        ],
+        "no topic of that name",
+    )
+}
