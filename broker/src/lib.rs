@@ -97,13 +97,7 @@ pub fn cli_main() -> ExitCode {
     if let Some(Command::Archive(cmd)) = cli.command.take() {
         return tool_main(cmd);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging("info");
     let config = match load_config(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -131,16 +125,21 @@ pub fn cli_main() -> ExitCode {
     }
 }
 
-/// `strata-broker archive ...`: output on stdout, warnings and errors on stderr; exit code
-/// 1 on failure.
-fn tool_main(cmd: archive_tool::ArchiveCommand) -> ExitCode {
+/// Logs to stderr, filtered by `STRATA_LOG` (tracing's filter syntax), else at `default`.
+fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .init();
+}
+
+/// `strata-broker archive ...`: output on stdout, warnings and errors on stderr; exit code
+/// 1 on failure.
+fn tool_main(cmd: archive_tool::ArchiveCommand) -> ExitCode {
+    init_logging("warn");
     match archive_tool::run(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

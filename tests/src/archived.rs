@@ -107,6 +107,33 @@ pub fn archived_records(
     Ok(out)
 }
 
+/// The manifests of partitions `0..partitions` of a topic.
+pub fn manifests(
+    archive: &Archive,
+    topic: &str,
+    id: uuid::Uuid,
+    partitions: i32,
+) -> Result<Vec<ArchiveManifest>> {
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    (0..partitions)
+        .map(|partition| {
+            let p = PartitionRef {
+                topic,
+                topic_id: id,
+                partition,
+            };
+            Ok(rt.block_on(archive.manifest(p))?)
+        })
+        .collect()
+}
+
+/// A temporary directory's archive folder and its `file://` URL.
+pub fn archive_in(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let folder = dir.join("archive");
+    let url = format!("file://{}", folder.display());
+    (folder, url)
+}
+
 /// `strata-broker archive <args>` (the test broker binary), with no `STRATA_*` variable
 /// inherited; its exit status, stdout and stderr.
 pub fn archive_tool(args: &[&str]) -> Result<std::process::Output> {

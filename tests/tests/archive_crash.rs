@@ -8,30 +8,16 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use strata_storage::archive::{Archive, ArchiveManifest, PartitionRef};
-use strata_tests::archived::{archived_records, topic_id};
+use strata_tests::archived::{archive_in, archived_records, manifests, topic_id};
 use strata_tests::crashload::{crash_producer_config, crash_size, record_acks, CrashLoad};
 use strata_tests::*;
 
 const PARTITIONS: i32 = 2;
 /// Kill/restart cycles.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 8;
 /// Acknowledged messages per round before the kill: random, so kills land at different
 /// points of the connector's work (each round seals a few hundred segments).
 const ACKED_PER_ROUND: std::ops::Range<u64> = 2_000..6_000;
-
-fn manifests(archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<Vec<ArchiveManifest>> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    (0..PARTITIONS)
-        .map(|partition| {
-            let p = PartitionRef {
-                topic,
-                topic_id: id,
-                partition,
-            };
-            Ok(rt.block_on(archive.manifest(p))?)
-        })
-        .collect()
-}
 
 /// Checks one partition's folder: the manifest's segments are contiguous from 0, each has
 /// its `.log` (of the size listed) and `.index`, and no other object is there (an upload
@@ -83,8 +69,7 @@ fn check_partition(dir: &Path, m: &ArchiveManifest) -> Result<usize> {
 #[test]
 fn the_archive_is_complete_after_kill9_during_uploads() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let archive_dir = dir.path().join("archive");
-    let url = format!("file://{}", archive_dir.display());
+    let (archive_dir, url) = archive_in(dir.path());
     let env = [
         ("STRATA_ARCHIVE_URL", url.as_str()),
         // The smallest segments allowed: nearly every produce request seals one.
@@ -118,7 +103,7 @@ fn the_archive_is_complete_after_kill9_during_uploads() -> Result<()> {
             load.produce_until_crash(&mut broker, next_id, acks, BrokerProcess::kill9)?;
         next_id = next;
         record_acks(&mut acked, &reports).with_context(|| format!("round {round}"))?;
-        let archived: Vec<i64> = manifests(&archive, &topic, id)?
+        let archived: Vec<i64> = manifests(&archive, &topic, id, PARTITIONS)?
             .iter()
             .map(ArchiveManifest::next_offset)
             .collect();
@@ -141,7 +126,7 @@ fn the_archive_is_complete_after_kill9_during_uploads() -> Result<()> {
         Duration::from_secs(60),
         Duration::from_millis(500),
         || {
-            let now = manifests(&archive, &topic, id).map_err(|e| e.to_string())?;
+            let now = manifests(&archive, &topic, id, PARTITIONS).map_err(|e| e.to_string())?;
             let ends: Vec<i64> = now.iter().map(ArchiveManifest::next_offset).collect();
             if ends == last && ends.iter().all(|&e| e > 0) {
                 Ok(now)

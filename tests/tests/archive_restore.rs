@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use prost::Message;
 use strata_storage::archive::{Archive, ArchiveManifest, ArchivedSegment, PartitionRef};
-use strata_tests::archived::{archive_tool, small_batch_producer, topic_id, wait_archived};
+use strata_tests::archived::{
+    archive_in, archive_tool, manifests, small_batch_producer, topic_id, wait_archived,
+};
 use strata_tests::*;
 
 /// Small segments (the minimum is 1 KiB), so a few hundred KiB of records seal dozens.
@@ -43,20 +45,6 @@ fn archived_topic(bs: &str, topic: &str) -> Result<uuid::Uuid> {
     topic_id(bs, topic)
 }
 
-fn manifests(archive: &Archive, topic: &str, id: uuid::Uuid) -> Result<Vec<ArchiveManifest>> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    (0..PARTITIONS)
-        .map(|partition| {
-            let p = PartitionRef {
-                topic,
-                topic_id: id,
-                partition,
-            };
-            Ok(rt.block_on(archive.manifest(p))?)
-        })
-        .collect()
-}
-
 /// Every file under `dir` with its size, by path relative to `dir`.
 fn files(dir: &Path) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
@@ -83,7 +71,7 @@ fn text(bytes: &[u8]) -> String {
 fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (lost, restored) = (dir.path().join("lost"), dir.path().join("restored"));
-    let url = format!("file://{}", dir.path().join("archive").display());
+    let (_, url) = archive_in(dir.path());
     let archive = Archive::open(&url)?;
     let topic = topic_name("restored");
 
@@ -101,7 +89,7 @@ fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<(
     let before = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
     broker.shutdown()?;
     // What the archive holds once the broker is gone; the disk goes too.
-    let held = manifests(&archive, &topic, id)?;
+    let held = manifests(&archive, &topic, id, PARTITIONS)?;
     std::fs::remove_dir_all(&lost)?;
 
     // The listing, as JSON and as a table.
@@ -159,13 +147,18 @@ fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<(
     );
 
     // Restore through the binary, then serve.
-    let out = archive_tool(&[
-        "restore",
-        "--data-dir",
-        &restored.display().to_string(),
-        "--archive-url",
-        &url,
-    ])?;
+    let restored_dir = restored.display().to_string();
+    let restore = |more: &[&str]| {
+        let args = [
+            "restore",
+            "--data-dir",
+            &restored_dir,
+            "--archive-url",
+            &url,
+        ];
+        archive_tool(&[&args[..], more].concat())
+    };
+    let out = restore(&[])?;
     ensure!(out.status.success(), "restore: {}", text(&out.stderr));
     ensure!(text(&out.stdout).contains(&format!("restored topic {topic}")));
     let broker = start(&restored, &url)?;
@@ -210,15 +203,7 @@ fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<(
     broker.shutdown()?;
 
     // A second restore into the same data dir is refused: the topic exists there.
-    let out = archive_tool(&[
-        "restore",
-        "--data-dir",
-        &restored.display().to_string(),
-        "--archive-url",
-        &url,
-        "--topic",
-        &topic,
-    ])?;
+    let out = restore(&["--topic", &topic])?;
     ensure!(
         !out.status.success(),
         "a restore over an existing topic succeeded"
@@ -243,8 +228,7 @@ fn restore_after_the_data_dir_is_lost_serves_every_archived_record() -> Result<(
 #[test]
 fn a_broker_on_an_empty_data_dir_deletes_nothing_it_did_not_delete() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let archive_dir = dir.path().join("archive");
-    let url = format!("file://{}", archive_dir.display());
+    let (archive_dir, url) = archive_in(dir.path());
     let archive = Archive::open(&url)?;
     let theirs = topic_name("theirs");
     let broker = start(&dir.path().join("first"), &url)?;
@@ -263,28 +247,24 @@ fn a_broker_on_an_empty_data_dir_deletes_nothing_it_did_not_delete() -> Result<(
     let ours = topic_name("ours");
     let our_id = archived_topic(&bs, &ours)?;
     let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let mine = |id: uuid::Uuid| -> Result<bool> {
-        Ok(rt.block_on(archive.topics())?.iter().any(|(_, i)| *i == id))
+    // Waits until the archive holds our topic (`true`) or not.
+    let archived = |want: bool, what: &str| {
+        wait_until(
+            what,
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let held = rt.block_on(archive.topics()).map_err(|e| e.to_string())?;
+                match held.iter().any(|(_, i)| *i == our_id) {
+                    has if has == want => Ok(()),
+                    _ => Err(format!("{held:?}")),
+                }
+            },
+        )
     };
-    wait_until(
-        "the connector to archive the new broker's topic",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || match mine(our_id) {
-            Ok(true) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )?;
+    archived(true, "the connector to archive the new broker's topic")?;
     delete_topic(&bs, &ours)?.map_err(|c| anyhow::anyhow!("delete {ours}: {c:?}"))?;
-    wait_until(
-        "the deleted topic's archive to go",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || match mine(our_id) {
-            Ok(false) => Ok(()),
-            other => Err(format!("{other:?}")),
-        },
-    )?;
+    archived(false, "the deleted topic's archive to go")?;
     // Several more passes (one every 100 ms).
     std::thread::sleep(Duration::from_millis(500));
     broker.shutdown()?;
@@ -321,8 +301,7 @@ fn fails_with(args: &[&str], want: &str) -> Result<()> {
 #[test]
 fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let archive_dir = dir.path().join("archive");
-    let url = format!("file://{}", archive_dir.display());
+    let (archive_dir, url) = archive_in(dir.path());
     let data = dir.path().join("data").display().to_string();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let ls = ["ls", "--archive-url", url.as_str()];
@@ -336,32 +315,30 @@ fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
     )?;
     fails_with(&ls, &format!("t/{id}/0/manifest"))?;
     fails_with(&restore, "manifest")?;
-    // A manifest whose segments leave a gap.
-    let seg = |base, last| ArchivedSegment {
-        base_offset: base,
-        last_offset: last,
-        bytes: 1,
-        batches: 1,
-        min_timestamp: 0,
-        max_timestamp: 0,
+    // A manifest of segments with these offset ranges.
+    let manifest = |ranges: &[(i64, i64)]| {
+        let m = ArchiveManifest {
+            segments: ranges
+                .iter()
+                .map(|&(base_offset, last_offset)| ArchivedSegment {
+                    base_offset,
+                    last_offset,
+                    bytes: 1,
+                    batches: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        plant(
+            &archive_dir,
+            &format!("t/{id}/0/manifest"),
+            &m.encode_to_vec(),
+        )
     };
-    let gap = ArchiveManifest {
-        segments: vec![seg(0, 9), seg(20, 29)],
-    };
-    plant(
-        &archive_dir,
-        &format!("t/{id}/0/manifest"),
-        &gap.encode_to_vec(),
-    )?;
+    // One whose segments leave a gap, then a good one.
+    manifest(&[(0, 9), (20, 29)])?;
     fails_with(&ls, "corrupt manifest")?;
-    let fine = ArchiveManifest {
-        segments: vec![seg(0, 9), seg(10, 29)],
-    };
-    plant(
-        &archive_dir,
-        &format!("t/{id}/0/manifest"),
-        &fine.encode_to_vec(),
-    )?;
+    manifest(&[(0, 9), (10, 29)])?;
     let out = archive_tool(&ls)?;
     ensure!(out.status.success(), "{}", text(&out.stderr));
 
