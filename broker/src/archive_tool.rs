@@ -21,7 +21,7 @@ pub enum ArchiveCommand {
     /// What the archive holds, per topic and partition: offset range, record timestamps,
     /// bytes and segments.
     Ls {
-        /// The archive, e.g. file:///var/lib/strata/archive. Env: STRATA_ARCHIVE_URL.
+        /// The archive, e.g. file:///var/lib/strata/archive.
         #[arg(long, env = "STRATA_ARCHIVE_URL")]
         archive_url: String,
         /// Only this topic.
@@ -33,10 +33,10 @@ pub enum ArchiveCommand {
     /// Recreates topics from the archive in a data dir (new or existing; no broker may be
     /// running on it). Refuses topics that exist there already.
     Restore {
-        /// The data dir to restore into. Env: STRATA_DATA_DIR.
+        /// The data dir to restore into.
         #[arg(long, env = "STRATA_DATA_DIR")]
         data_dir: PathBuf,
-        /// The archive. Env: STRATA_ARCHIVE_URL.
+        /// The archive.
         #[arg(long, env = "STRATA_ARCHIVE_URL")]
         archive_url: String,
         /// A topic to restore (repeat for more); default: every topic the archive holds.
@@ -85,6 +85,17 @@ pub fn run(cmd: ArchiveCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the archive at `url`; a local one must exist (opening would create it: a mistyped
+/// path would look like an empty archive).
+fn open(url: &str) -> anyhow::Result<Archive> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !Path::new(path).is_dir() {
+            bail!("there is no archive at {url} (no such directory)");
+        }
+    }
+    Ok(Archive::open(url)?)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,7 +105,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// What the archive at `url` holds (only topic `topic` when given). Runs its own runtime:
 /// not for use inside one.
 pub fn list(url: &str, topic: Option<&str>) -> anyhow::Result<Vec<ArchivedTopic>> {
-    let archive = Archive::open(url)?;
+    let archive = open(url)?;
     Ok(runtime()?.block_on(archive.list(topic))?)
 }
 
@@ -198,7 +209,7 @@ pub struct Restored {
 /// already in use in the data dir fails the whole restore. Runs its own runtime: not for
 /// use inside one.
 pub fn restore(data_dir: &Path, url: &str, topics: &[String]) -> anyhow::Result<Vec<Restored>> {
-    let archive = Archive::open(url)?;
+    let archive = open(url)?;
     let rt = runtime()?;
     let archived = rt.block_on(archive.topics())?;
     let mut names: Vec<String> = if topics.is_empty() {

@@ -372,6 +372,8 @@ fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
         &huge.encode_to_vec(),
     )?;
     fails_with(&restore, "more than a store holds")?;
+    let missing = format!("file://{}/nowhere", dir.path().display());
+    fails_with(&["ls", "--archive-url", &missing], "no archive at")?;
     // Nothing was restored by any of these.
     ensure!(
         !Path::new(&data).exists(),
@@ -389,4 +391,56 @@ fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
         ],
         "no topic of that name",
     )
+}
+
+/// The connector writes a topic's descriptor when it first archives it and again when its
+/// partitions or configs change.
+#[test]
+fn descriptors_follow_partition_and_config_changes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_, url) = archive_in(dir.path());
+    let archive = Archive::open(&url)?;
+    let broker = start(&dir.path().join("data"), &url)?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("described");
+    try_create_topic_with(&bs, &topic, 1, &[("remote.storage.enable", "true")])?
+        .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
+    let id = topic_id(&bs, &topic)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    let described = |partitions: i32, retention: Option<&str>| {
+        wait_until(
+            "the descriptor",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let d = rt
+                    .block_on(archive.descriptor(&topic, id))
+                    .map_err(|e| e.to_string())?;
+                match &d {
+                    Some(d)
+                        if d.partitions == partitions
+                            && d.configs.get("retention.ms").map(String::as_str) == retention
+                            && d.configs.get("remote.storage.enable").map(String::as_str)
+                                == Some("true")
+                            && d.created_ms > 0 =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!("{d:?}")),
+                }
+            },
+        )
+    };
+    described(1, None)?;
+    create_partitions(&bs, &topic, 3)?.map_err(|c| anyhow::anyhow!("grow {topic}: {c:?}"))?;
+    described(3, None)?;
+    let (code, msg) = raw::alter_topic_configs(
+        broker.addr(),
+        &topic,
+        &[("remote.storage.enable", "true"), ("retention.ms", "-1")],
+        false,
+    )?;
+    ensure!(code == 0, "AlterConfigs: {code} {msg:?}");
+    described(3, Some("-1"))?;
+    broker.shutdown()
 }
