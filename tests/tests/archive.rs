@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use strata_storage::archive::{Archive, ArchiveManifest, PartitionRef};
+use strata_storage::archive::{Archive, PartitionRef};
 use strata_tests::archived::{
     archived_records, small_batch_producer, topic_id, wait_archived, wait_manifest,
 };

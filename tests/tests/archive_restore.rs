@@ -328,6 +328,7 @@ fn corrupt_manifests_and_descriptors_are_clear_errors() -> Result<()> {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         };
         plant(
             &archive_dir,

@@ -36,9 +36,10 @@ pub struct TopicDescriptor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedPartition {
     pub partition: i32,
-    /// First offset archived (equal to `next_offset` when nothing is).
+    /// First offset the archive holds, past retention and DeleteRecords (equal to
+    /// `next_offset` when it holds none).
     pub start_offset: i64,
-    /// The offset after the last one archived (0 when nothing is).
+    /// The offset after the last one ever archived (0 when nothing was).
     pub next_offset: i64,
     /// Smallest and largest record timestamps (-1 when nothing is archived).
     pub min_timestamp: i64,
@@ -75,6 +76,12 @@ impl ArchiveManifest {
     /// Checks that the segments are well formed and contiguous (each starts right after the
     /// previous one); the error says where not.
     pub fn check(&self) -> Result<(), String> {
+        if self.end_offset < 0 || self.deleted_below < 0 {
+            return Err(format!(
+                "negative end ({}) or deletion point ({})",
+                self.end_offset, self.deleted_below
+            ));
+        }
         let mut expect: Option<i64> = None;
         for s in &self.segments {
             if s.base_offset < 0 || s.last_offset < s.base_offset {
@@ -103,7 +110,7 @@ impl ArchiveManifest {
         let ts = |f: fn(&super::ArchivedSegment) -> i64| self.segments.iter().map(f);
         ArchivedPartition {
             partition,
-            start_offset: self.segments.first().map_or(next_offset, |s| s.base_offset),
+            start_offset: self.start_offset().unwrap_or(next_offset),
             next_offset,
             min_timestamp: ts(|s| s.min_timestamp).min().unwrap_or(-1),
             max_timestamp: ts(|s| s.max_timestamp).max().unwrap_or(-1),
