@@ -445,3 +445,48 @@ fn descriptors_follow_partition_and_config_changes() -> Result<()> {
     described(3, Some("-1"))?;
     broker.shutdown()
 }
+
+/// With `archive_delete_with_topic=false`, a topic deleted and created again under the same
+/// name leaves two archives of that name: restore (the library function) picks the newer.
+#[test]
+fn restore_picks_the_newest_topic_of_a_name() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_, url) = archive_in(dir.path());
+    let archive = Archive::open(&url)?;
+    let mut config = test_config(&dir.path().join("data"))?;
+    config.segment_bytes = SEGMENT_BYTES;
+    config.archive_interval_ms = 100;
+    config.archive_url = Some(url.clone());
+    config.archive_delete_with_topic = false;
+    let broker = InProcessBroker::start(config)?;
+    let bs = broker.bootstrap();
+    let topic = topic_name("again");
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let id = archived_topic(&bs, &topic)?;
+        let p = PartitionRef {
+            topic: &topic,
+            topic_id: id,
+            partition: 0,
+        };
+        wait_archived(&archive, p, 1)?;
+        ids.push(id);
+        if round == 0 {
+            delete_topic(&bs, &topic)?.map_err(|c| anyhow::anyhow!("delete {topic}: {c:?}"))?;
+        }
+    }
+    broker.shutdown()?;
+    let held = strata_broker::archive_tool::list(&url, Some(&topic))?;
+    ensure!(held.len() == 2, "{held:?}");
+    let restored = strata_broker::archive_tool::restore(
+        &dir.path().join("restored"),
+        &url,
+        std::slice::from_ref(&topic),
+    )?;
+    ensure!(
+        restored.len() == 1 && restored[0].id == ids[1],
+        "restored {restored:?}, the newer id is {}",
+        ids[1]
+    );
+    Ok(())
+}
