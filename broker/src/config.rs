@@ -100,7 +100,10 @@ pub struct Config {
     /// How often the archive connector looks for newly sealed segments.
     pub archive_interval_ms: u64,
     /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
-    /// `false` keeps it, for restores.
+    /// `false` keeps it, for restores. DeleteTopics records the deleted topic (name and id)
+    /// with the deletion when this is on, and the archive connector deletes exactly the
+    /// recorded archives: archived topics this broker does not know (another broker's, or
+    /// its own after the data dir was lost) are never deleted.
     pub archive_delete_with_topic: bool,
     /// The admin HTTP listener (`/metrics`, `/health`, `/ready`), host:port; empty: none.
     pub admin_listen: String,

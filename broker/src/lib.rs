@@ -5,6 +5,7 @@
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
 pub mod archive;
+pub mod archive_tool;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -51,6 +52,17 @@ struct Cli {
     /// Admin HTTP address (/metrics, /health, /ready); "" for none. Env: STRATA_ADMIN_LISTEN.
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Without a command, the broker runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Tools that work on a stopped broker's data rather than run it.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inspect the archive, or restore topics from it.
+    #[command(subcommand)]
+    Archive(archive_tool::ArchiveCommand),
 }
 
 fn load_config(cli: Cli) -> anyhow::Result<Config> {
@@ -81,14 +93,11 @@ const MAX_BLOCKING_THREADS: usize = 32;
 /// The `strata-broker` program: parse flags, environment and file, run until SIGTERM or
 /// SIGINT, then shut down gracefully.
 pub fn cli_main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let mut cli = Cli::parse();
+    if let Some(Command::Archive(cmd)) = cli.command.take() {
+        return tool_main(cmd);
+    }
+    init_logging("info");
     let config = match load_config(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -111,6 +120,30 @@ pub fn cli_main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `STRATA_LOG` (tracing's filter syntax), else at `default`.
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .init();
+}
+
+/// `strata-broker archive ...`: output on stdout, warnings and errors on stderr; exit code
+/// 1 on failure.
+fn tool_main(cmd: archive_tool::ArchiveCommand) -> ExitCode {
+    init_logging("warn");
+    match archive_tool::run(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -2,6 +2,7 @@
 //! that can be SIGTERMed, SIGKILLed and restarted), rdkafka client helpers, raw protocol
 //! helpers, deterministic test messages, and /proc readings for the benchmark.
 
+pub mod archived;
 pub mod broker;
 pub mod clients;
 pub mod crashload;

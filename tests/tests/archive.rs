@@ -8,8 +8,10 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
-use strata_storage::archive::{Archive, ArchiveManifest, PartitionRef};
+use strata_storage::archive::{Archive, PartitionRef};
+use strata_tests::archived::{
+    archived_records, small_batch_producer, topic_id, wait_archived, wait_manifest,
+};
 use strata_tests::*;
 
 /// Small segments (the minimum is 1 KiB), so a few hundred KiB of records seal dozens.
@@ -25,97 +27,6 @@ fn start(data: &std::path::Path, archive_url: &str) -> Result<InProcessBroker> {
     config.archive_interval_ms = 100;
     config.archive_url = Some(archive_url.to_string());
     InProcessBroker::start(config)
-}
-
-/// A producer whose batches stay well below a segment (librdkafka would otherwise put the
-/// whole test's records in one or two batches, hence one segment).
-fn small_batch_producer(bs: &str) -> Result<RecordingProducer> {
-    let mut cfg = producer_config(bs);
-    cfg.set("batch.size", "4096");
-    recording_producer(&cfg)
-}
-
-fn topic_id(bs: &str, topic: &str) -> Result<uuid::Uuid> {
-    raw::topic_id(bs.parse()?, topic)
-}
-
-/// Waits until the partition's manifest passes `check` (whose error says what it is instead).
-fn wait_manifest(
-    archive: &Archive,
-    p: PartitionRef<'_>,
-    what: &str,
-    check: impl Fn(&ArchiveManifest) -> Result<(), String>,
-) -> Result<ArchiveManifest> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    wait_until(
-        what,
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || {
-            let m = rt
-                .block_on(archive.manifest(p))
-                .map_err(|e| e.to_string())?;
-            check(&m).map(|()| m)
-        },
-    )
-}
-
-/// Waits until the archive holds offsets below `at_least`.
-fn wait_archived(archive: &Archive, p: PartitionRef<'_>, at_least: i64) -> Result<ArchiveManifest> {
-    wait_manifest(archive, p, "the archive to catch up", |m| {
-        if m.next_offset() >= at_least {
-            Ok(())
-        } else {
-            Err(format!("archived up to {}", m.next_offset()))
-        }
-    })
-}
-
-/// An archived record: offset, key, value.
-type ArchivedRecord = (i64, Option<Bytes>, Option<Bytes>);
-
-/// Every record of the archived segments, decoded.
-fn archived_records(
-    archive: &Archive,
-    p: PartitionRef<'_>,
-    m: &ArchiveManifest,
-) -> Result<Vec<ArchivedRecord>> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let mut out = Vec::new();
-    let mut expect_base = m.segments.first().map_or(0, |s| s.base_offset);
-    for s in &m.segments {
-        ensure!(
-            s.base_offset == expect_base,
-            "segment at {} after one ending at {}",
-            s.base_offset,
-            expect_base - 1
-        );
-        expect_base = s.last_offset + 1;
-        let mut data = rt.block_on(archive.segment_data(p, s.base_offset))?;
-        ensure!(
-            data.len() as u64 == s.bytes,
-            "segment {} size",
-            s.base_offset
-        );
-        let index = rt.block_on(archive.segment_index(p, s.base_offset))?;
-        ensure!(index.batches.len() as u32 == s.batches);
-        let total = data.len();
-        for entry in &index.batches {
-            ensure!(
-                total - data.len() == entry.position as usize,
-                "index position {} of batch {}",
-                entry.position,
-                entry.base_offset
-            );
-            let set = strata_broker::codec::decode_batch(&mut data)
-                .with_context(|| format!("batch at {}", entry.base_offset))?;
-            ensure!(set.records.first().map(|r| r.offset) == Some(entry.base_offset));
-            ensure!(set.records.last().map(|r| r.offset) == Some(entry.last_offset));
-            out.extend(set.records.into_iter().map(|r| (r.offset, r.key, r.value)));
-        }
-        ensure!(data.is_empty(), "bytes after the last indexed batch");
-    }
-    Ok(out)
 }
 
 #[test]

@@ -9,6 +9,10 @@
 //!   offset, byte position in the `.log` and largest timestamp;
 //! - `manifest`: an [`ArchiveManifest`] (prost): the segments archived, in offset order.
 //!
+//! and per topic `<topic>/<topic id>/topic`: a [`TopicDescriptor`] (prost: name, id,
+//! partition count, configs, creation time), so the archive describes itself
+//! ([`Archive::list`]) and a topic can be rebuilt from it after the local disk is lost.
+//!
 //! A segment is uploaded as `.log`, then `.index`, then the manifest naming it: the manifest
 //! is the commit point. An upload cut short (crash, store down) leaves objects the manifest
 //! does not name; the retry writes the same keys again, so nothing is duplicated.
@@ -23,6 +27,9 @@ use prost::Message;
 
 use crate::error::{StorageError, StorageResult};
 use crate::rocks::SegmentExport;
+
+mod listing;
+pub use listing::{ArchivedPartition, ArchivedTopic, TopicDescriptor};
 
 /// Per batch of an archived segment.
 #[derive(Clone, PartialEq, Message)]
@@ -395,16 +402,18 @@ impl Archive {
     }
 
     /// Deletes everything archived for one topic (all partitions); returns the number of
-    /// objects deleted.
+    /// objects deleted. The descriptor and the manifests go first, so a deletion cut short
+    /// leaves no listing that names missing segments.
     pub async fn delete_topic(&self, topic: &str, topic_id: uuid::Uuid) -> StorageResult<usize> {
         use futures::TryStreamExt;
         let prefix = Path::from(format!("{topic}/{}", topic_id.simple()));
-        let objects: Vec<_> = self
+        let mut objects: Vec<_> = self
             .store
             .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(|e| archive_err("list topic archive", e))?;
+        objects.sort_by_key(|o| !matches!(o.location.filename(), Some("topic" | "manifest")));
         for o in &objects {
             self.store
                 .delete(&o.location)

@@ -4,7 +4,7 @@ use super::*;
 use crate::rocks::ExportedBatch;
 use crate::SegmentInfo;
 
-fn part() -> PartitionRef<'static> {
+pub(super) fn part() -> PartitionRef<'static> {
     PartitionRef {
         topic: "events",
         topic_id: uuid::Uuid::from_u128(0xabc),
@@ -12,7 +12,7 @@ fn part() -> PartitionRef<'static> {
     }
 }
 
-fn export(base: i64, batches: i64) -> SegmentExport {
+pub(super) fn export(base: i64, batches: i64) -> SegmentExport {
     let mut data = Vec::new();
     let mut index = Vec::new();
     for i in 0..batches {
