@@ -10,6 +10,8 @@
 #   3. cargo test --workspace
 #   4. The cross-client compat suite: a venv with tests/compat/requirements.txt, then
 #      pytest tests/compat against the freshly built strata-broker binary.
+#   5. The compose smoke test (deploy/smoke-test.sh) when a Docker engine is reachable;
+#      skipped, and reported as skipped, otherwise.
 #
 # Honours CARGO_TARGET_DIR. STRATA_VENV overrides the venv location (default
 # tests/compat/.venv); extra arguments are passed to pytest (e.g. `-k kcat`).
@@ -137,6 +139,16 @@ if run_step "python venv ($VENV)" ensure_venv; then
     run_step "pytest tests/compat" "$VENV/bin/python" -m pytest "$ROOT/tests/compat" -q "$@" || true
 else
     record FAIL "pytest tests/compat (not run: no venv)" 0
+fi
+
+smoke() {
+    STRATA_BROKER_BIN="$BROKER_BIN" SMOKE_PYTHON="$VENV/bin/python" "$ROOT/deploy/smoke-test.sh"
+}
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && [[ -x "$VENV/bin/python" ]]; then
+    run_step "compose smoke test (deploy/)" smoke || true
+else
+    echo "no Docker engine (or no venv): the compose smoke test is skipped" >&2
+    record SKIP "compose smoke test (no Docker engine)" 0
 fi
 
 exit "$FAILED"

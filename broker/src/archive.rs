@@ -5,13 +5,18 @@
 //! Several partitions upload at once (`archive_max_concurrent_uploads`), each segment
 //! streamed in bounded memory (see `archive_upload`). A failing partition is retried after
 //! an exponential backoff, with rate-limited warnings, while the broker serves on.
+//!
+//! Each archived topic gets a descriptor (name, id, partitions, configs) when first seen and
+//! whenever its partitions or configs change. A deleted topic's archive is deleted only when
+//! DeleteTopics recorded it (`archive_delete_with_topic`): a topic this broker never knew
+//! (another broker's, or one whose data dir was lost) is never deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use strata_storage::archive::{Archive, PartitionRef, UploadLimits};
+use strata_storage::archive::{Archive, PartitionRef, TopicDescriptor, UploadLimits};
 use strata_storage::{StorageError, TopicInfo};
 use tokio_util::sync::CancellationToken;
 
@@ -43,37 +48,29 @@ struct Progress {
 
 /// Runs a pass every `archive_interval_ms` until `cancel`. A pass uploads the partitions'
 /// new sealed segments, up to `archive_max_concurrent_uploads` partitions at once (each one's
-/// segments in offset order); a partition whose upload failed waits out its backoff.
+/// segments in offset order, then its archive retention); a partition whose upload failed
+/// waits out its backoff.
 pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
     let every = Duration::from_millis(ctx.config.archive_interval_ms);
     let concurrency = ctx.config.archive_max_concurrent_uploads.max(1);
     let mut progress: HashMap<Key, Progress> = HashMap::new();
     let mut warn = WarnLimiter::default();
-    // Set while listing the archive (for deleted topics' archives) fails.
-    let mut list_backoff: Option<Backoff> = None;
+    // Per archived topic: the descriptor the archive is known to hold.
+    let mut described: HashMap<uuid::Uuid, TopicDescriptor> = HashMap::new();
+    // Per archived topic whose descriptor could not be written: when to try again.
+    let mut describe_backoff: HashMap<uuid::Uuid, Backoff> = HashMap::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let live: HashSet<uuid::Uuid> = ctx.store.topics().iter().map(|t| t.id).collect();
-        if ctx.config.archive_delete_with_topic
-            && list_backoff.is_none_or(|b| b.retry_at <= Instant::now())
-        {
-            match delete_deleted(&archive, &live).await {
-                Ok(()) => list_backoff = None,
-                Err(e) => {
-                    let now = Instant::now();
-                    let b = Backoff::after_failure(list_backoff, now);
-                    list_backoff = Some(b);
-                    if let Some(suppressed) = warn.allow(now) {
-                        tracing::warn!(archive = archive.url(), error = %e, failures = b.failures, suppressed, "listing the archive failed; retrying with backoff");
-                    }
-                }
-            }
-        }
+        delete_requested(&ctx, &archive).await;
         // Forget the progress of topics that are gone.
         progress.retain(|(id, _), _| live.contains(id));
+        ctx.tier.retain_topics(&ctx.store, &live);
+        described.retain(|id, _| live.contains(id));
+        describe_backoff.retain(|id, _| live.contains(id));
         ctx.archived
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -84,6 +81,21 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
             if !archived(&ctx, &topic) {
                 continue;
             }
+            let held_back = describe_backoff.get(&topic.id).copied();
+            if held_back.is_none_or(|b| b.retry_at <= now) {
+                match describe(&ctx, &archive, &topic, &mut described).await {
+                    Ok(()) => {
+                        describe_backoff.remove(&topic.id);
+                    }
+                    Err(e) => {
+                        let b = Backoff::after_failure(held_back, now);
+                        describe_backoff.insert(topic.id, b);
+                        if let Some(suppressed) = warn.allow(now) {
+                            tracing::warn!(topic = %topic.name, archive = archive.url(), error = %e, failures = b.failures, suppressed, "writing the topic's archive descriptor failed; retrying with backoff");
+                        }
+                    }
+                }
+            }
             for partition in 0..topic.partitions {
                 let known = progress.get(&(topic.id, partition));
                 if known
@@ -92,24 +104,32 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                 {
                     continue;
                 }
-                work.push((
-                    topic.name.clone(),
-                    topic.id,
-                    partition,
-                    known.and_then(|k| k.next),
-                ));
+                work.push((topic.clone(), partition, known.and_then(|k| k.next)));
             }
         }
         let (ctx_ref, archive_ref) = (&ctx, &archive);
         let mut uploads = futures::stream::iter(work)
-            .map(|(name, id, partition, known)| async move {
+            .map(|(topic, partition, known)| async move {
                 let p = PartitionRef {
-                    topic: &name,
-                    topic_id: id,
+                    topic: &topic.name,
+                    topic_id: topic.id,
                     partition,
                 };
                 let outcome = archive_partition(ctx_ref, archive_ref, p, known).await;
-                (name, (id, partition), outcome)
+                if outcome.result.is_ok() {
+                    let expired = crate::retention::archive_pass(
+                        ctx_ref,
+                        archive_ref,
+                        &topic,
+                        p,
+                        known.is_none(),
+                    )
+                    .await;
+                    if let Err(e) = expired {
+                        tracing::warn!(topic = %topic.name, partition, archive = archive_ref.url(), error = %e, "archive retention failed; retrying on the next pass");
+                    }
+                }
+                (topic.name.clone(), (topic.id, partition), outcome)
             })
             .buffer_unordered(concurrency);
         loop {
@@ -136,6 +156,7 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
                 // Deleted meanwhile.
                 Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {}
                 Err(e) => {
+                    ::metrics::counter!("strata_archive_failures_total").increment(1);
                     ctx.archive_stats.failed();
                     let now = Instant::now();
                     let b = Backoff::after_failure(entry.backoff, now);
@@ -164,21 +185,84 @@ pub async fn run(ctx: Arc<Ctx>, archive: Archive, cancel: CancellationToken) {
     }
 }
 
-/// Deletes the archives of topics not in `live` (deleted, or deleted and created again
-/// under the same name, which gives a new topic id). Done by the connector rather than by
-/// DeleteTopics, so that it also happens for topics deleted while the archive was down.
-async fn delete_deleted(archive: &Archive, live: &HashSet<uuid::Uuid>) -> Result<(), StorageError> {
-    let archived = archive.topics().await?;
-    for (topic, id) in archived.into_iter().filter(|(_, id)| !live.contains(id)) {
+/// KV keys (in the store's metadata) of topics whose archive is to be deleted:
+/// this prefix + the topic id (32 hex digits); the value is the topic's name.
+const DELETE_PREFIX: &[u8] = b"archive.delete.";
+
+/// The record DeleteTopics stores, in the same write as the deletion, when the deleted
+/// topic's archive is to go too (`archive_delete_with_topic`).
+pub fn delete_record(topic: &TopicInfo) -> (Vec<u8>, Vec<u8>) {
+    let mut key = DELETE_PREFIX.to_vec();
+    key.extend_from_slice(topic.id.simple().to_string().as_bytes());
+    (key, topic.name.clone().into_bytes())
+}
+
+/// Deletes the archives DeleteTopics recorded, then their records. Done by the connector
+/// rather than by DeleteTopics, so that it also happens for topics deleted while the archive
+/// was down (a record stays until its archive is gone). Only recorded topics are deleted:
+/// archived topics the broker does not know are someone else's, or a restore's to come.
+async fn delete_requested(ctx: &Arc<Ctx>, archive: &Archive) {
+    let records = match ctx.blocking(|s| s.scan_kv(DELETE_PREFIX)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the archives to delete failed");
+            return;
+        }
+    };
+    for (key, name) in records {
+        let id = key
+            .strip_prefix(DELETE_PREFIX)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| uuid::Uuid::try_parse(hex).ok());
+        let (Some(id), Ok(topic)) = (id, String::from_utf8(name)) else {
+            tracing::warn!(key = ?String::from_utf8_lossy(&key), "dropping a malformed archive-deletion record");
+            forget(ctx, key).await;
+            continue;
+        };
         match archive.delete_topic(&topic, id).await {
             Ok(n) => {
-                tracing::info!(topic, topic_id = %id, objects = n, "deleted the archive of a deleted topic")
+                tracing::info!(topic, topic_id = %id, objects = n, "deleted the archive of a deleted topic");
+                forget(ctx, key).await;
             }
             Err(e) => {
-                tracing::warn!(topic, topic_id = %id, error = %e, "deleting a deleted topic's archive failed")
+                tracing::warn!(topic, topic_id = %id, error = %e, "deleting a deleted topic's archive failed; retrying on the next pass")
             }
         }
     }
+}
+
+/// Drops an archive-deletion record (a failure leaves it for the next pass, which deletes
+/// nothing more).
+async fn forget(ctx: &Arc<Ctx>, key: Vec<u8>) {
+    if let Err(e) = ctx.blocking(move |s| s.delete_kv(&key)).await {
+        tracing::warn!(error = %e, "clearing an archive-deletion record failed");
+    }
+}
+
+/// Writes `topic`'s descriptor unless the archive is known to hold it as it is (checked by
+/// reading it once per broker run, then remembered in `described`). A failure is retried
+/// after a backoff (see `run`).
+async fn describe(
+    ctx: &Ctx,
+    archive: &Archive,
+    topic: &TopicInfo,
+    described: &mut HashMap<uuid::Uuid, TopicDescriptor>,
+) -> Result<(), StorageError> {
+    let want = TopicDescriptor {
+        name: topic.name.clone(),
+        id: topic.id.as_bytes().to_vec(),
+        partitions: topic.partitions,
+        configs: topic.configs.clone(),
+        created_ms: ctx.store.topic_created_ms(&topic.name).unwrap_or(0),
+    };
+    if described.get(&topic.id) == Some(&want) {
+        return Ok(());
+    }
+    let held = archive.descriptor(&topic.name, topic.id).await;
+    if !matches!(&held, Ok(Some(d)) if *d == want) {
+        archive.put_descriptor(&want).await?;
+    }
+    described.insert(topic.id, want);
     Ok(())
 }
 
@@ -222,7 +306,7 @@ async fn upload_partition(
 ) -> Result<(), StorageError> {
     let mut next = match known_next {
         Some(n) => n,
-        None => archive.manifest(p).await?.next_offset(),
+        None => ctx.tier.manifest(p).await?.next_offset(),
     };
     let publish = |next: i64| {
         ctx.archived
@@ -233,19 +317,44 @@ async fn upload_partition(
     out.next = Some(next);
     publish(next);
     let (topic, partition) = (p.topic.to_string(), p.partition);
-    let segments = ctx.blocking(move |s| s.segments(&topic, partition)).await?;
+    let (segments, hw) = ctx
+        .blocking(move |s| {
+            Ok((
+                s.segments(&topic, partition)?,
+                s.offsets(&topic, partition)?.high_watermark,
+            ))
+        })
+        .await?;
+    // Only what is durable locally: a sealed segment whose end is not synced yet could be
+    // lost locally by a power cut while the archive kept it (and its offsets would then be
+    // written again).
     let todo: Vec<_> = segments
         .iter()
-        .filter(|s| s.sealed && s.last_offset >= next)
+        .filter(|s| s.sealed && s.last_offset >= next && s.last_offset < hw)
         .collect();
     out.pending = Some(todo.len() as u64);
     for (done, seg) in todo.iter().enumerate() {
         let started = std::time::Instant::now();
         let base = seg.base_offset;
-        let limits = UploadLimits::default();
-        let (bytes, multipart) = match upload_segment(ctx, archive, p, base, limits).await? {
+        let (bytes, multipart) = match upload_segment(
+            ctx,
+            archive,
+            p,
+            base,
+            UploadLimits::default(),
+        )
+        .await?
+        {
             Some(up) => {
                 next = up.manifest.next_offset();
+                ctx.tier.set_manifest(p, up.manifest);
+                let topic_label = p.topic.to_string();
+                ::metrics::counter!("strata_archive_uploaded_bytes_total", "topic" => topic_label.clone())
+                        .increment(up.bytes);
+                ::metrics::counter!("strata_archive_uploaded_segments_total", "topic" => topic_label)
+                        .increment(1);
+                ::metrics::histogram!("strata_archive_upload_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 (up.bytes, up.multipart)
             }
             // Already archived (the progress known here was behind the manifest's).
@@ -269,63 +378,4 @@ async fn upload_partition(
         );
     }
     Ok(())
-}
-
-/// What the archive holds of a partition at an offset (tiered read).
-pub struct ArchivedRead {
-    /// Whole batches from the one containing the offset.
-    pub records: bytes::Bytes,
-    /// The first offset the archive holds.
-    pub archive_start: i64,
-}
-
-/// Reads whole archived batches of `p` from the one containing `offset`: at most `max_bytes`,
-/// but at least one batch when `at_least_one` (as Fetch does locally: only for the first
-/// records of a response). `None` when the archive does not hold `offset`. One manifest and
-/// one index read, then (unless nothing fits) one ranged read of the segment.
-pub async fn read(
-    archive: &Archive,
-    p: PartitionRef<'_>,
-    offset: i64,
-    max_bytes: usize,
-    at_least_one: bool,
-) -> Result<Option<ArchivedRead>, StorageError> {
-    let manifest = archive.manifest(p).await?;
-    let Some(first) = manifest.segments.first() else {
-        return Ok(None);
-    };
-    let archive_start = first.base_offset;
-    let Some(seg) = manifest
-        .segments
-        .iter()
-        .find(|s| s.base_offset <= offset && offset <= s.last_offset)
-    else {
-        return Ok(None);
-    };
-    let index = archive.segment_index(p, seg.base_offset).await?;
-    let Some(i) = index.batches.iter().position(|b| b.last_offset >= offset) else {
-        return Ok(None);
-    };
-    let start = index.batches[i].position;
-    let end_of = |j: usize| index.batches.get(j + 1).map_or(seg.bytes, |b| b.position);
-    let mut end = end_of(i);
-    if !at_least_one && end - start > max_bytes as u64 {
-        return Ok(Some(ArchivedRead {
-            records: bytes::Bytes::new(),
-            archive_start,
-        }));
-    }
-    for j in i + 1..index.batches.len() {
-        if end_of(j) - start > max_bytes as u64 {
-            break;
-        }
-        end = end_of(j);
-    }
-    let records = archive
-        .segment_range(p, seg.base_offset, start..end)
-        .await?;
-    Ok(Some(ArchivedRead {
-        records,
-        archive_start,
-    }))
 }

@@ -16,6 +16,14 @@ pub struct Config {
     pub listen: String,
     /// `host:port` clients are told to connect to (Metadata); defaults to `listen`.
     pub advertise: Option<String>,
+    /// Named listeners, Kafka style: `NAME://host:port,NAME2://host:port`. When set, they
+    /// replace `listen` / `advertise`: the broker accepts on each, and tells each client the
+    /// address advertised for the listener it connected to (e.g. one for clients on the
+    /// host, one for clients inside a Docker network).
+    pub listeners: String,
+    /// `NAME://host:port` per listener: the address clients of that listener are told;
+    /// defaults to the address it binds (required when that is 0.0.0.0 or ::).
+    pub advertised_listeners: String,
     /// Where the log lives.
     pub data_dir: PathBuf,
     /// This broker's node id in Metadata responses.
@@ -93,11 +101,24 @@ pub struct Config {
     /// How often the archive connector looks for newly sealed segments.
     pub archive_interval_ms: u64,
     /// Whether a deleted topic's archive is deleted too (as Kafka's tiered storage does);
-    /// `false` keeps it, for restores.
+    /// `false` keeps it, for restores. DeleteTopics records the deleted topic (name and id)
+    /// with the deletion when this is on, and the archive connector deletes exactly the
+    /// recorded archives: archived topics this broker does not know (another broker's, or
+    /// its own after the data dir was lost) are never deleted.
     pub archive_delete_with_topic: bool,
     /// Partitions the archive connector uploads at once (each streams one segment at a time,
     /// in bounded memory: at most about 40 MiB per upload).
     pub archive_max_concurrent_uploads: usize,
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`), host:port; empty: none.
+    pub admin_listen: String,
+    /// Whether `/metrics` has per-partition series (offsets, sizes, consumer lag per
+    /// partition); off, only per-topic and per-group ones (bounded cardinality).
+    pub metrics_partition_series: bool,
+    /// Memory for tiered reads: cached archive indexes and read-ahead chunks (MiB).
+    pub archive_read_cache_mb: usize,
+    /// Tiered reads fetch a segment from the archive in ranged reads of about this many
+    /// bytes (whole batches), one ahead of the consumer.
+    pub archive_read_chunk_bytes: usize,
     /// An idempotent producer's state on a partition (its last sequences, for duplicate
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
@@ -109,6 +130,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:9092".into(),
             advertise: None,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
             data_dir: PathBuf::from("./data"),
             node_id: 1,
             num_partitions: 1,
@@ -162,6 +185,11 @@ impl Default for Config {
             // Enough to keep a link to an object store busy (S3 serves each connection at
             // tens of MB/s) while bounding the connector's memory to ~128 MiB.
             archive_max_concurrent_uploads: 4,
+            admin_listen: "127.0.0.1:9644".into(),
+            metrics_partition_series: true,
+            // Sixteen chunks: a few consumers replaying at once each have theirs, and the next.
+            archive_read_cache_mb: 64,
+            archive_read_chunk_bytes: 4 * 1024 * 1024,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
@@ -240,22 +268,17 @@ impl Config {
             fetch_max_bytes, connections_max_idle_ms, max_connections_per_ip,
             max_connections_per_ip_overrides, queued_max_request_bytes, max_partitions,
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
-            archive_delete_with_topic, archive_max_concurrent_uploads,
+            archive_delete_with_topic, archive_max_concurrent_uploads, archive_read_cache_mb, archive_read_chunk_bytes,
+            admin_listen, metrics_partition_series, listeners, advertised_listeners,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
     }
 
-    /// Checks every value and resolves the listen address.
+    /// Checks every value and resolves the (first) listen address.
     pub fn validate(&self) -> Result<SocketAddr, ConfigError> {
-        let listen = resolve(&self.listen)?;
-        if let Some(a) = &self.advertise {
-            split_host_port(a)?;
-        } else if listen.ip().is_unspecified() {
-            return Err(bad(format!(
-                "listen {listen} accepts on every interface; set advertise to the host:port clients should use"
-            )));
-        }
+        let listeners = self.listener_specs()?;
+        let listen = listeners[0].bind;
         if self.num_partitions < 1 {
             return Err(bad("num_partitions must be at least 1"));
         }
@@ -311,6 +334,14 @@ impl Config {
         }
         if self.archive_interval_ms == 0 {
             return Err(bad("archive_interval_ms must be at least 1"));
+        }
+        if self.archive_read_cache_mb == 0
+            || self.archive_read_chunk_bytes < 4096
+            || self.archive_read_chunk_bytes > 1 << 30
+        {
+            return Err(bad(
+                "archive_read_cache_mb must be at least 1 and archive_read_chunk_bytes between 4096 and 1073741824",
+            ));
         }
         if let Some(url) = &self.archive_url {
             strata_storage::archive::Location::parse(url).map_err(|e| match e {
@@ -381,13 +412,87 @@ impl Config {
         }
     }
 
+    /// The listeners: `listeners` / `advertised_listeners` when set, else one named
+    /// PLAINTEXT from `listen` / `advertise`.
+    pub fn listener_specs(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
+        let mut specs = Vec::new();
+        if self.listeners.trim().is_empty() {
+            specs.push(ListenerSpec {
+                name: "PLAINTEXT".into(),
+                bind: resolve(&self.listen)?,
+                advertise: self.advertise.as_deref().map(split_host_port).transpose()?,
+            });
+        } else {
+            for (name, addr) in named_list("listeners", &self.listeners)? {
+                if specs.iter().any(|s: &ListenerSpec| s.name == name) {
+                    return Err(bad(format!("listeners: {name} is named twice")));
+                }
+                specs.push(ListenerSpec {
+                    name,
+                    bind: resolve(&addr)?,
+                    advertise: None,
+                });
+            }
+            for (name, addr) in named_list("advertised_listeners", &self.advertised_listeners)? {
+                let spec = specs.iter_mut().find(|s| s.name == name).ok_or_else(|| {
+                    bad(format!(
+                        "advertised_listeners names {name}, which is not in listeners"
+                    ))
+                })?;
+                spec.advertise = Some(split_host_port(&addr)?);
+            }
+        }
+        for s in &specs {
+            if s.advertise.is_none() && s.bind.ip().is_unspecified() {
+                return Err(bad(format!(
+                    "listener {} ({}) accepts on every interface; advertise the host:port its clients should use (advertise, or advertised_listeners)",
+                    s.name, s.bind
+                )));
+            }
+        }
+        Ok(specs)
+    }
+}
+
+/// One listener: its name, where it binds, and what it advertises (`None`: the bound
+/// address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub advertise: Option<(String, u16)>,
+}
+
+impl ListenerSpec {
     /// The host and port advertised to clients, given the address actually bound.
     pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
-        match self.advertise.as_deref().map(split_host_port) {
-            Some(Ok((h, p))) => (h, i32::from(p)),
-            _ => (bound.ip().to_string(), i32::from(bound.port())),
+        match &self.advertise {
+            Some((h, p)) => (h.clone(), i32::from(*p)),
+            None => (bound.ip().to_string(), i32::from(bound.port())),
         }
     }
+}
+
+/// Parses `NAME://host:port,...` (names: letters, digits, `_`, `-`).
+fn named_list(what: &str, s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(|item| {
+            let (name, addr) = item
+                .split_once("://")
+                .ok_or_else(|| bad(format!("{what}: {item:?} is not NAME://host:port")))?;
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(bad(format!("{what}: {name:?} is not a listener name")));
+            }
+            split_host_port(addr)?;
+            Ok((name.to_ascii_uppercase(), addr.to_string()))
+        })
+        .collect()
 }
 
 /// How many connections each address may hold.
@@ -503,5 +608,37 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn named_listeners_each_advertise_their_own_address() {
+        let c = Config {
+            listeners: "HOST://0.0.0.0:9092, internal://127.0.0.1:29092".into(),
+            advertised_listeners: "HOST://localhost:9092,INTERNAL://strata:29092".into(),
+            ..Config::default()
+        };
+        let specs = c.listener_specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[1].name, "INTERNAL");
+        let bound = "127.0.0.1:29092".parse().unwrap();
+        assert_eq!(specs[1].advertised(bound), ("strata".to_string(), 29092));
+        assert_eq!(c.validate().unwrap().port(), 9092);
+        // Hostile or careless values are refused with the reason.
+        for (listeners, advertised, why) in [
+            ("HOST://0.0.0.0:9092", "", "every interface"),
+            ("A://127.0.0.1:1,A://127.0.0.1:2", "", "twice"),
+            ("127.0.0.1:9092", "", "NAME://"),
+            ("A://127.0.0.1:1", "B://x:1", "not in listeners"),
+            ("A B://127.0.0.1:1", "", "listener name"),
+            ("A://127.0.0.1:99999", "", "port"),
+        ] {
+            let c = Config {
+                listeners: listeners.into(),
+                advertised_listeners: advertised.into(),
+                ..Config::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{listeners} / {advertised}: {e}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProtocolError;
-use crate::handler::{self, Ctx, Reply};
+use crate::handler::{self, Ctx, Listener, Reply};
 use crate::protocol::{self, Decoded};
 
 /// Requests read ahead of their responses per connection. librdkafka keeps at most 5
@@ -133,7 +133,13 @@ async fn write_parts(
     Ok(())
 }
 
-pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    cancel: CancellationToken,
+) {
     let (rd, mut wr) = stream.into_split();
     let mut frames = FramedRead::new(
         rd,
@@ -198,7 +204,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
                 Err(_) => break,
             },
         };
-        match answer(&ctx, peer, frame, permit).await {
+        match answer(&ctx, peer, &listener, frame, permit).await {
             Ok(None) => {}
             Ok(Some(out)) => {
                 if tx.send(out).await.is_err() {
@@ -222,6 +228,7 @@ pub async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, cancel: C
 async fn answer(
     ctx: &Arc<Ctx>,
     peer: SocketAddr,
+    listener: &Listener,
     frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
@@ -263,11 +270,22 @@ async fn answer(
     let api_key = request.api_key;
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
+    let started = std::time::Instant::now();
     let encode = move |r: handler::Response| {
+        crate::metrics::observe_request(api_key, started, &r.body);
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(
-        match handler::dispatch(ctx, peer, &request.header, request.body, frame.len()).await {
+        match handler::dispatch(
+            ctx,
+            peer,
+            listener,
+            &request.header,
+            request.body,
+            frame.len(),
+        )
+        .await
+        {
             Reply::None => None,
             Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
             Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),

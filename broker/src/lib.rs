@@ -5,6 +5,7 @@
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
 pub mod archive;
+pub mod archive_tool;
 pub mod archive_upload;
 pub mod codec;
 pub mod config;
@@ -14,9 +15,11 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod handler;
+pub mod metrics;
 pub mod protocol;
 pub mod retention;
 mod server;
+pub mod tier;
 pub mod topic_config;
 
 pub use config::Config;
@@ -47,6 +50,20 @@ struct Cli {
     /// Data directory. Env: STRATA_DATA_DIR.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Admin HTTP address (/metrics, /health, /ready); "" for none. Env: STRATA_ADMIN_LISTEN.
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Without a command, the broker runs.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Tools that work on a stopped broker's data rather than run it.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Inspect the archive, or restore topics from it.
+    #[command(subcommand)]
+    Archive(archive_tool::ArchiveCommand),
 }
 
 fn load_config(cli: Cli) -> anyhow::Result<Config> {
@@ -61,6 +78,9 @@ fn load_config(cli: Cli) -> anyhow::Result<Config> {
     if let Some(v) = cli.data_dir {
         config.data_dir = v;
     }
+    if let Some(v) = cli.admin_listen {
+        config.admin_listen = v;
+    }
     config.validate()?;
     Ok(config)
 }
@@ -74,16 +94,13 @@ const MAX_BLOCKING_THREADS: usize = 32;
 /// The `strata-broker` program: parse flags, environment and file, run until SIGTERM or
 /// SIGINT, then shut down gracefully.
 pub fn cli_main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                // object_store logs every retried request at info: while an archive store is
-                // down that floods the log; the archive connector warns (rate-limited) instead.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn")),
-        )
-        .init();
+    let mut cli = Cli::parse();
+    if let Some(Command::Archive(cmd)) = cli.command.take() {
+        return tool_main(cmd);
+    }
+    // object_store logs every retried request at info: while an archive store is down that
+    // floods the log; the archive connector warns (rate-limited) instead.
+    init_logging("info,object_store=warn");
     let config = match load_config(cli) {
         Ok(c) => c,
         Err(e) => {
@@ -106,6 +123,30 @@ pub fn cli_main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `STRATA_LOG` (tracing's filter syntax), else at `default`.
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .init();
+}
+
+/// `strata-broker archive ...`: output on stdout, warnings and errors on stderr; exit code
+/// 1 on failure.
+fn tool_main(cmd: archive_tool::ArchiveCommand) -> ExitCode {
+    init_logging("warn");
+    match archive_tool::run(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

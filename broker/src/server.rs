@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConnectionLimits};
 use crate::group::Coordinator;
-use crate::handler::Ctx;
+use crate::handler::{Ctx, Listener};
 use std::time::Duration;
 
 /// KV key of the cluster id, generated on first start and kept with the data.
@@ -22,6 +22,9 @@ const CLUSTER_ID_KEY: &[u8] = b"broker.cluster_id";
 /// A running broker.
 pub struct Broker {
     addr: SocketAddr,
+    /// Every listener's name and bound address, in `listeners` order.
+    listener_addrs: Vec<(String, SocketAddr)>,
+    admin_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     tasks: TaskTracker,
     ctx: Arc<Ctx>,
@@ -31,7 +34,8 @@ impl Broker {
     /// Validates `config`, opens the store, binds the listener and starts serving on the
     /// current tokio runtime.
     pub async fn start(config: Config) -> anyhow::Result<Broker> {
-        let listen = config.validate()?;
+        config.validate()?;
+        let specs = config.listener_specs()?;
         let mut store_config = StoreConfig::new(config.data_dir.clone());
         store_config.fsync = config.fsync;
         store_config.max_message_bytes = config.message_max_bytes;
@@ -45,11 +49,39 @@ impl Broker {
             .await?
             .with_context(|| format!("opening the log in {}", config.data_dir.display()))?;
         let cluster_id = cluster_id(&store)?;
-        let listener = bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        let (host, port) = config.advertised(addr);
+        let mut listeners = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let l = bind(spec.bind)
+                .with_context(|| format!("cannot listen on {} ({})", spec.bind, spec.name))?;
+            let bound = l.local_addr()?;
+            let (host, port) = spec.advertised(bound);
+            let info = Arc::new(Listener {
+                name: spec.name.clone(),
+                advertised_host: host,
+                advertised_port: port,
+            });
+            listeners.push((l, info, bound));
+        }
+        let addr = listeners[0].2;
+        let listener_addrs = listeners
+            .iter()
+            .map(|(_, info, bound)| (info.name.clone(), *bound))
+            .collect();
+        crate::metrics::handle();
+        let admin = crate::metrics::bind_admin(&config.admin_listen).await?;
+        let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+        if let Some(a) = admin_addr {
+            tracing::info!(admin = %a, "admin listener (/metrics, /health, /ready)");
+        }
         tracing::info!(?config, "effective configuration");
-        tracing::info!(%addr, advertised = %format!("{host}:{port}"), %cluster_id, "listening");
+        for (i, (_, info, bound)) in listeners.iter().enumerate() {
+            let advertised = format!("{}:{}", info.advertised_host, info.advertised_port);
+            if i == 0 {
+                tracing::info!(addr = %bound, %advertised, listener = %info.name, %cluster_id, "listening");
+            } else {
+                tracing::info!(bound = %bound, %advertised, listener = %info.name, "also accepting");
+            }
+        }
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let groups = Arc::new(Coordinator::new(
@@ -68,24 +100,49 @@ impl Broker {
             store,
             groups,
             cluster_id,
-            (host, port),
             cancel.clone(),
             archive,
         ));
+        ctx.tier
+            .load_floors(&ctx.store)
+            .context("loading the archive's DeleteRecords offsets")?;
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(crate::archive::run(
             ctx.clone(),
             ctx.archive.clone(),
             cancel.clone(),
         ));
-        tasks.spawn(accept_loop(
-            listener,
-            ctx.clone(),
-            cancel.clone(),
-            tasks.clone(),
-        ));
+        // Connection limits count every listener's connections together.
+        let limits = Arc::new(Limits {
+            permits: Arc::new(Semaphore::new(ctx.config.max_connections)),
+            per_ip: Arc::new(PerIp::new(
+                ctx.config.connection_limits().unwrap_or_default(),
+            )),
+        });
+        for (listener, info, _) in listeners {
+            tasks.spawn(accept_loop(
+                listener,
+                info,
+                ctx.clone(),
+                limits.clone(),
+                cancel.clone(),
+                tasks.clone(),
+            ));
+        }
+        if let Some(admin) = admin {
+            tasks.spawn(crate::metrics::serve_admin(
+                admin,
+                ctx.clone(),
+                cancel.clone(),
+            ));
+        }
+        ctx.counters
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Broker {
             addr,
+            listener_addrs,
+            admin_addr,
             cancel,
             tasks,
             ctx,
@@ -94,6 +151,16 @@ impl Broker {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listener_addrs
+    }
+
+    /// Where the admin listener (`/metrics`) accepts, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// How many consumer-group actors are running (groups with members or work pending).
@@ -167,16 +234,22 @@ fn cluster_id(store: &Store) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The connection limits all listeners share.
+struct Limits {
+    permits: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
+    info: Arc<Listener>,
     ctx: Arc<Ctx>,
+    limits: Arc<Limits>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
-    let per_ip = Arc::new(PerIp::new(
-        ctx.config.connection_limits().unwrap_or_default(),
-    ));
+    let (permits, per_ip) = (&limits.permits, &limits.per_ip);
+    let name = info.name.clone();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -193,17 +266,27 @@ async fn accept_loop(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
+            ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "max_connections")
+                .increment(1);
             continue;
         };
-        let Some(slot) = PerIp::admit(&per_ip, peer.ip()) else {
+        let Some(slot) = PerIp::admit(per_ip, peer.ip()) else {
             tracing::warn!(%peer, limit = per_ip.limits.limit(peer.ip()), "connection limit for this address reached (max_connections_per_ip); closing new connection");
+            ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "max_connections_per_ip")
+                .increment(1);
             continue;
         };
+        ::metrics::counter!("strata_connections_accepted_total", "listener" => name.clone())
+            .increment(1);
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let cancel = cancel.clone();
+        let info = info.clone();
         tasks.spawn(async move {
-            crate::connection::serve(ctx, stream, peer, cancel).await;
+            use std::sync::atomic::Ordering::Relaxed;
+            ctx.counters.connections_open.fetch_add(1, Relaxed);
+            crate::connection::serve(ctx.clone(), stream, peer, info, cancel).await;
+            ctx.counters.connections_open.fetch_sub(1, Relaxed);
             drop((permit, slot));
         });
     }

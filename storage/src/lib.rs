@@ -46,6 +46,6 @@ pub mod raw {
     pub use crate::rocks::raw::RawDb;
 }
 pub use rocks::{
-    AppendOutcome, BatchAt, ExportChunk, ExportedBatch, GroupOffset, PartitionOffsets, ReadOutcome,
-    SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
+    AppendOutcome, BatchAt, EngineStats, ExportChunk, ExportedBatch, GroupOffset, PartitionOffsets,
+    ReadOutcome, SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
 };

@@ -140,3 +140,46 @@ fn idle_producer_states_expire() {
         Err(StorageError::OutOfOrderSequence { expected: 51, .. })
     ));
 }
+
+/// A topic restored from an archive keeps the id and configs it is given; each partition's
+/// log starts empty at its start offset (log start = high watermark), new batches continue
+/// there, and all of it survives a reopen. Names and ids in use are refused.
+#[test]
+fn restored_topics_start_at_the_given_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let id = uuid::Uuid::new_v4();
+    let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+    let info = s
+        .restore_topic("t", id, &[120, 0, 7], configs.clone(), 1_700_000_000_000)
+        .unwrap();
+    assert_eq!((info.id, info.partitions, &info.configs), (id, 3, &configs));
+    assert_eq!(s.topic_created_ms("t"), Some(1_700_000_000_000));
+    let o = s.offsets("t", 0).unwrap();
+    assert_eq!((o.log_start, o.high_watermark, o.log_end), (120, 120, 120));
+    let a = s.append("t", 0, sequenced(-1, -1, 3)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (120, 122));
+    assert!(matches!(
+        s.restore_topic("t", uuid::Uuid::new_v4(), &[0], BTreeMap::new(), 0),
+        Err(StorageError::TopicExists(_))
+    ));
+    assert!(matches!(
+        s.restore_topic("u", id, &[0], BTreeMap::new(), 0),
+        Err(StorageError::InvalidRequest(_))
+    ));
+    assert!(s
+        .restore_topic("u", uuid::Uuid::new_v4(), &[-1], BTreeMap::new(), 0)
+        .is_err());
+    assert!(s
+        .restore_topic("u", uuid::Uuid::new_v4(), &[], BTreeMap::new(), 0)
+        .is_err());
+    s.close();
+
+    let s = open(dir.path());
+    assert_eq!(s.topic("t").unwrap().id, id);
+    let o = s.offsets("t", 0).unwrap();
+    assert_eq!((o.log_start, o.log_end), (120, 123));
+    let o = s.offsets("t", 2).unwrap();
+    assert_eq!((o.log_start, o.high_watermark), (7, 7));
+    s.close();
+}

@@ -72,6 +72,8 @@ class BrokerProcess:
         # A restarted broker is running again: teardown must stop it.
         self.exit_code = None
         env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+        # Brokers run side by side: each its own admin port unless the test sets one.
+        env["STRATA_ADMIN_LISTEN"] = "127.0.0.1:0"
         env.update(self.extra_env)
         env.setdefault("RUST_LOG", "info")
         env.setdefault("NO_COLOR", "1")  # plain logs in failure reports

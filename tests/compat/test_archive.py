@@ -86,7 +86,8 @@ def test_python_clients_replay_from_the_archive(broker_factory, topic, store, re
                    STRATA_ARCHIVE_URL=f"s3://{BUCKET}/{PREFIX}")
     b = broker_factory("tiered", env=env)
     create_topic(b.bootstrap, topic, 1,
-                 configs={"remote.storage.enable": "true", "retention.ms": "60000"})
+                 configs={"remote.storage.enable": "true", "retention.ms": "-1",
+                          "local.retention.ms": "60000"})
     # Small batches, so that the records fill many segments.
     out = produce_records(b.bootstrap, topic,
                           [(0, b"k%d" % i, value(i), BASE_TS + i) for i in range(N)],
@@ -106,6 +107,9 @@ def test_python_clients_replay_from_the_archive(broker_factory, topic, store, re
     kp.assign([tp])
     kp.seek_to_beginning(tp)
     got = kp_poll(kp, N)
+    # Timestamp lookups reach into the archive (offsets 0..local log start are only there).
+    found = kp.offsets_for_times({tp: BASE_TS + 7})[tp]
+    assert (found.offset, found.timestamp) == (7, BASE_TS + 7), found
     kp.close()
     assert [r.offset for r in got] == list(range(N)), [r.offset for r in got[:5]]
     assert all(r.value == value(r.offset) and r.key == b"k%d" % r.offset for r in got)
@@ -113,7 +117,9 @@ def test_python_clients_replay_from_the_archive(broker_factory, topic, store, re
 
     c = make_consumer(b.bootstrap, CapturingLogger("tiered"))
     got, errors = consume_all(c, [CkTopicPartition(topic, 0, OFFSET_BEGINNING)], N)
+    [at] = c.offsets_for_times([CkTopicPartition(topic, 0, BASE_TS + 3)], timeout=10)
     c.close()
+    assert at.offset == 3, at
     assert not errors, errors
     msgs = got.get(0, [])
     assert [m.offset() for m in msgs] == list(range(N)), [m.offset() for m in msgs[:5]]

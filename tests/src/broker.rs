@@ -37,6 +37,8 @@ pub fn free_port() -> Result<u16> {
 pub fn test_config(data_dir: &Path) -> Result<Config> {
     Ok(Config {
         listen: "127.0.0.1:0".into(),
+        // Tests run brokers side by side: each its own admin port.
+        admin_listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         ..Config::default()
     })
@@ -145,6 +147,20 @@ impl InProcessBroker {
         self.broker
             .as_ref()
             .map_or(0, strata_broker::Broker::live_group_actors)
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        let b = self.broker.as_ref()?;
+        b.listener_addrs()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Where the admin listener (`/metrics`) accepts, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.broker.as_ref().and_then(Broker::admin_addr)
     }
 
     /// The `bootstrap.servers` value for clients.
@@ -267,6 +283,8 @@ impl BrokerProcess {
                 cmd.env_remove(key);
             }
         }
+        // Brokers run side by side in tests: each its own admin port unless a test says.
+        cmd.env("STRATA_ADMIN_LISTEN", "127.0.0.1:0");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }

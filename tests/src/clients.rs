@@ -238,16 +238,16 @@ pub fn recording_producer(config: &ClientConfig) -> Result<RecordingProducer> {
 }
 
 /// Sends `record`, waiting while librdkafka's local queue is full.
-pub fn send(
-    producer: &RecordingProducer,
-    mut record: BaseRecord<'_, [u8], [u8], Box<(u64, Instant)>>,
+pub fn send<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
 ) -> Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(Duration::from_micros(200));
             }
             Err((e, _)) => return Err(e).context("send"),
         }

@@ -2,7 +2,7 @@
 //! that can be SIGTERMed, SIGKILLed and restarted), rdkafka client helpers, raw protocol
 //! helpers, deterministic test messages, and /proc readings for the benchmark.
 
-pub mod archive_util;
+pub mod archived;
 pub mod broker;
 pub mod clients;
 pub mod crashload;
@@ -13,10 +13,6 @@ pub mod procstat;
 pub mod raw;
 pub mod s3;
 
-pub use archive_util::{
-    local_log_start, replay_from_zero, small_batch_producer, topic_id, wait_archived,
-    wait_archived_for, wait_local_log_start_moved,
-};
 pub use broker::{broker_binary, free_port, test_config, BrokerProcess, InProcessBroker};
 pub use clients::*;
 

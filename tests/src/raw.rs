@@ -400,3 +400,45 @@ pub fn alter_topic_configs(
         r.error_message.as_ref().map(|m| m.to_string()),
     ))
 }
+
+/// ListOffsets (v1) for one partition at `timestamp` (or a special one: -1 latest, -2
+/// earliest, -4 earliest on local disk): the offset answered.
+pub fn list_offset(addr: SocketAddr, topic: &str, partition: i32, timestamp: i64) -> Result<i64> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut c = connect(addr)?;
+    let req = kafka_protocol::messages::ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                topic.to_string(),
+            )))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp)])]);
+    let resp = call(&mut c, 9, 1, &req)?;
+    let p = &resp.topics[0].partitions[0];
+    if p.error_code != 0 {
+        bail!(
+            "ListOffsets {topic}/{partition} at {timestamp}: error {}",
+            p.error_code
+        );
+    }
+    Ok(p.offset)
+}
+
+/// A topic's id, from Metadata (v12).
+pub fn topic_id(addr: SocketAddr, topic: &str) -> Result<uuid::Uuid> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let mut c = connect(addr)?;
+    let req = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(kafka_protocol::messages::TopicName(
+            StrBytes::from_string(topic.to_string()),
+        ))),
+    ]));
+    let resp = call(&mut c, 12, 1, &req)?;
+    let t = resp.topics.first().context("Metadata without topics")?;
+    if t.error_code != 0 {
+        bail!("Metadata {topic}: error {}", t.error_code);
+    }
+    Ok(t.topic_id)
+}

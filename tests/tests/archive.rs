@@ -8,14 +8,18 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
-use strata_storage::archive::{Archive, ArchiveManifest, PartitionRef};
+use strata_storage::archive::{Archive, PartitionRef};
+use strata_tests::archived::{
+    archived_records, small_batch_producer, topic_id, wait_archived, wait_manifest,
+};
 use strata_tests::*;
 
 /// Small segments (the minimum is 1 KiB), so a few hundred KiB of records seal dozens.
 const SEGMENT_BYTES: u64 = 16 * 1024;
 const MESSAGES: u64 = 600;
 const SIZE: usize = 1000;
+/// The test records are stamped 2023, long past the default retention.ms (7 days).
+const KEEP_FOREVER: (&str, &str) = ("retention.ms", "-1");
 
 fn start(data: &std::path::Path, archive_url: &str) -> Result<InProcessBroker> {
     let mut config = test_config(data)?;
@@ -23,53 +27,6 @@ fn start(data: &std::path::Path, archive_url: &str) -> Result<InProcessBroker> {
     config.archive_interval_ms = 100;
     config.archive_url = Some(archive_url.to_string());
     InProcessBroker::start(config)
-}
-
-/// An archived record: offset, key, value.
-type ArchivedRecord = (i64, Option<Bytes>, Option<Bytes>);
-
-/// Every record of the archived segments, decoded.
-fn archived_records(
-    archive: &Archive,
-    p: PartitionRef<'_>,
-    m: &ArchiveManifest,
-) -> Result<Vec<ArchivedRecord>> {
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    let mut out = Vec::new();
-    let mut expect_base = m.segments.first().map_or(0, |s| s.base_offset);
-    for s in &m.segments {
-        ensure!(
-            s.base_offset == expect_base,
-            "segment at {} after one ending at {}",
-            s.base_offset,
-            expect_base - 1
-        );
-        expect_base = s.last_offset + 1;
-        let mut data = rt.block_on(archive.segment_data(p, s.base_offset))?;
-        ensure!(
-            data.len() as u64 == s.bytes,
-            "segment {} size",
-            s.base_offset
-        );
-        let index = rt.block_on(archive.segment_index(p, s.base_offset))?;
-        ensure!(index.batches.len() as u32 == s.batches);
-        let total = data.len();
-        for entry in &index.batches {
-            ensure!(
-                total - data.len() == entry.position as usize,
-                "index position {} of batch {}",
-                entry.position,
-                entry.base_offset
-            );
-            let set = strata_broker::codec::decode_batch(&mut data)
-                .with_context(|| format!("batch at {}", entry.base_offset))?;
-            ensure!(set.records.first().map(|r| r.offset) == Some(entry.base_offset));
-            ensure!(set.records.last().map(|r| r.offset) == Some(entry.last_offset));
-            out.extend(set.records.into_iter().map(|r| (r.offset, r.key, r.value)));
-        }
-        ensure!(data.is_empty(), "bytes after the last indexed batch");
-    }
-    Ok(out)
 }
 
 #[test]
@@ -82,8 +39,15 @@ fn sealed_segments_are_archived_in_order_and_resume_after_restart() -> Result<()
     let bs = broker.bootstrap();
     let topic = topic_name("archived");
     let plain = topic_name("local-only");
-    try_create_topic_with(&bs, &topic, 1, &[("remote.storage.enable", "true")])?
-        .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
+    // The test records are stamped 2023: the default retention.ms (7 days) would delete
+    // them from the archive as soon as they arrive.
+    try_create_topic_with(
+        &bs,
+        &topic,
+        1,
+        &[("remote.storage.enable", "true"), KEEP_FOREVER],
+    )?
+    .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
     create_topic(&bs, &plain, 1)?;
     let id = topic_id(&bs, &topic)?;
     let producer = small_batch_producer(&bs)?;
@@ -144,6 +108,12 @@ fn sealed_segments_are_archived_in_order_and_resume_after_restart() -> Result<()
     broker.shutdown()
 }
 
+/// The local log start of partition 0: ListOffsets EARLIEST_LOCAL (KIP-405, -4), which,
+/// unlike EARLIEST, does not reach into the archive.
+fn local_log_start(bs: &str, topic: &str) -> Result<i64> {
+    raw::list_offset(bs.parse()?, topic, 0, -4)
+}
+
 /// Retention never drops a segment of an archived topic before it is in the archive: with
 /// the connector not yet run, an expired archived topic keeps everything while a local-only
 /// one is trimmed; once the connector has run, the archived segments go too, and the log
@@ -165,15 +135,28 @@ fn retention_waits_for_the_archive() -> Result<()> {
     let broker = configure(3_600_000)?;
     let bs = broker.bootstrap();
     let (archived, local) = (topic_name("kept"), topic_name("trimmed"));
-    // The test messages are stamped 2023: a minute of retention has long expired them.
-    for (t, remote) in [(&archived, "true"), (&local, "false")] {
-        try_create_topic_with(
-            &bs,
-            t,
-            1,
-            &[("remote.storage.enable", remote), ("retention.ms", "60000")],
-        )?
-        .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
+    // The test messages are stamped 2023: a minute of (local) retention has long expired
+    // them. The archived topic keeps its whole log forever; its local copy for a minute.
+    let topics = [
+        (
+            &archived,
+            vec![
+                ("remote.storage.enable", "true"),
+                ("retention.ms", "-1"),
+                ("local.retention.ms", "60000"),
+            ],
+        ),
+        (
+            &local,
+            vec![
+                ("remote.storage.enable", "false"),
+                ("retention.ms", "60000"),
+            ],
+        ),
+    ];
+    for (t, configs) in &topics {
+        try_create_topic_with(&bs, t, 1, configs)?
+            .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
     }
     let producer = small_batch_producer(&bs)?;
     produce_and_wait(&producer, &archived, 0..MESSAGES, 1, |_| SIZE)?;
@@ -230,6 +213,205 @@ fn retention_waits_for_the_archive() -> Result<()> {
     let recs = consume_all(&bs, &archived, CONSUME_TIMEOUT)?;
     verify_test_messages(&recs, 0..MESSAGES, 1, |_| SIZE)?;
     println!("local log start {start}: offsets 0..{start} read from the archive");
+    // Timestamp lookups (librdkafka's offsets_for_times) find archived records too, and the
+    // local ones as before.
+    for at in [3, start / 2, start + 1] {
+        let found = offset_for_time(&bs, &archived, BASE_TIMESTAMP + at)?;
+        ensure!(found == at, "offsets_for_times({at}) gave {found}");
+    }
+    // DeleteRecords below the local log start reaches into the archive: the records below it
+    // are gone for readers at once, and the connector deletes the archived segments wholly
+    // below it.
+    let cut = start / 2 + 1;
+    ensure!(
+        delete_records(&bs, &archived, cut)? == cut,
+        "DeleteRecords low watermark"
+    );
+    ensure!(
+        watermarks(&bs, &archived)?[0].0 == cut,
+        "earliest offset after DeleteRecords"
+    );
+    let recs = consume_all(&bs, &archived, CONSUME_TIMEOUT)?;
+    check_dense(&recs[&0], cut, MESSAGES as i64)?;
+    ensure!(
+        offset_for_time(&bs, &archived, BASE_TIMESTAMP + 3)? == cut,
+        "lookup below the cut"
+    );
+    let m = wait_manifest(
+        &archive,
+        p,
+        "the connector to delete the archived segments below the cut",
+        |m| match m.segments.first() {
+            Some(s) if s.last_offset >= cut && m.deleted_below == cut => Ok(()),
+            other => Err(format!(
+                "first segment {other:?}, deleted below {}",
+                m.deleted_below
+            )),
+        },
+    )?;
+    ensure!(m.segments[0].base_offset <= cut);
+    broker.shutdown()
+}
+
+/// DeleteRecords (librdkafka's admin API) below `offset` on partition 0; the low watermark.
+fn delete_records(bs: &str, topic: &str, offset: i64) -> Result<i64> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let admin = admin(bs)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(offset))?;
+    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
+    let out = futures::executor::block_on(admin.delete_records(&tpl, &opts))?;
+    let e = out.elements().into_iter().next().context("no result")?;
+    e.error()?;
+    match e.offset() {
+        rdkafka::Offset::Offset(o) => Ok(o),
+        other => anyhow::bail!("low watermark {other:?}"),
+    }
+}
+
+/// librdkafka's `offsets_for_times` for partition 0: the first offset at or after `ts`.
+fn offset_for_time(bs: &str, topic: &str, ts: i64) -> Result<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = consumer_config(bs).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(ts))?;
+    let found = consumer.offsets_for_times(tpl, CALL_TIMEOUT)?;
+    match found.find_partition(topic, 0).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) => Ok(o),
+        other => anyhow::bail!("offsets_for_times gave {other:?}"),
+    }
+}
+
+/// `retention.ms` / `retention.bytes` bound the whole log, archive included: with
+/// `retention.bytes` the archive keeps the newest segments that fit beside the local ones
+/// not yet archived, and consumers read from the archive's new start; with `retention.ms`
+/// long past, the archived segments go entirely and the log starts at the local start.
+#[test]
+fn retention_bounds_the_whole_log_archive_included() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!("file://{}", dir.path().join("archive").display());
+    let mut config = test_config(&dir.path().join("data"))?;
+    config.segment_bytes = SEGMENT_BYTES;
+    config.archive_interval_ms = 100;
+    config.archive_url = Some(url.clone());
+    config.retention_check_interval_ms = 100;
+    let broker = InProcessBroker::start(config)?;
+    let bs = broker.bootstrap();
+    let (by_size, by_time) = (topic_name("by-size"), topic_name("by-time"));
+    let limit = 4 * SEGMENT_BYTES;
+    let limit_s = limit.to_string();
+    let topics = [
+        (
+            &by_size,
+            vec![
+                ("remote.storage.enable", "true"),
+                ("retention.ms", "-1"),
+                ("retention.bytes", limit_s.as_str()),
+                ("local.retention.bytes", "0"),
+            ],
+        ),
+        // Stamped 2023: a minute has long passed.
+        (
+            &by_time,
+            vec![("remote.storage.enable", "true"), ("retention.ms", "60000")],
+        ),
+    ];
+    for (t, configs) in &topics {
+        try_create_topic_with(&bs, t, 1, configs)?
+            .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
+    }
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &by_size, 0..MESSAGES, 1, |_| SIZE)?;
+    produce_and_wait(&producer, &by_time, 0..MESSAGES, 1, |_| SIZE)?;
+    drop(producer);
+    let archive = Archive::open(&url)?;
+
+    let id = topic_id(&bs, &by_size)?;
+    let p = PartitionRef {
+        topic: &by_size,
+        topic_id: id,
+        partition: 0,
+    };
+    let m = wait_manifest(
+        &archive,
+        p,
+        "retention.bytes to trim the archive",
+        |m| match m.start_offset() {
+            Some(s) if s > 0 && m.bytes() <= limit => Ok(()),
+            _ => Err(format!(
+                "archive {:?}..{}, {} bytes",
+                m.start_offset(),
+                m.next_offset(),
+                m.bytes()
+            )),
+        },
+    )?;
+    let start = m.start_offset().unwrap_or_default();
+    ensure!(
+        m.bytes() + SEGMENT_BYTES * 2 > limit,
+        "retention.bytes deleted too much: {} bytes left",
+        m.bytes()
+    );
+    ensure!(
+        watermarks(&bs, &by_size)?[0].0 <= start,
+        "earliest offset past the archive's start {start}"
+    );
+    let recs = consume_all(&bs, &by_size, CONSUME_TIMEOUT)?;
+    let got = &recs[&0];
+    ensure!(
+        !got.is_empty() && got[0].offset <= start,
+        "first offset read {:?}",
+        got.first().map(|r| r.offset)
+    );
+    let first = got[0].offset;
+    check_dense(got, first, MESSAGES as i64)?;
+    for rec in got {
+        TestMessage::new(rec.offset as u64, SIZE).check(rec)?;
+    }
+    // The deleted segments' objects are gone.
+    let below = std::fs::read_dir(
+        dir.path()
+            .join("archive")
+            .join(&by_size)
+            .join(id.simple().to_string())
+            .join("0"),
+    )?
+    .filter_map(|e| e.ok())
+    .filter_map(|e| {
+        e.file_name()
+            .to_str()?
+            .split('.')
+            .next()?
+            .parse::<i64>()
+            .ok()
+    })
+    .filter(|&base| base < start)
+    .count();
+    ensure!(
+        below == 0,
+        "{below} objects below the archive start {start} remain"
+    );
+
+    let id = topic_id(&bs, &by_time)?;
+    let p = PartitionRef {
+        topic: &by_time,
+        topic_id: id,
+        partition: 0,
+    };
+    let m = wait_manifest(&archive, p, "retention.ms to empty the archive", |m| {
+        if m.segments.is_empty() && m.next_offset() > 0 {
+            Ok(())
+        } else {
+            Err(format!("{} segments", m.segments.len()))
+        }
+    })?;
+    let (low, high) = watermarks(&bs, &by_time)?[0];
+    ensure!(
+        low >= m.next_offset() && high == MESSAGES as i64,
+        "watermarks {low}..{high}, archive ended at {}",
+        m.next_offset()
+    );
     broker.shutdown()
 }
 
@@ -245,8 +427,13 @@ fn a_deleted_topics_archive_is_deleted() -> Result<()> {
     let archive = Archive::open(&url)?;
     let mut ids = Vec::new();
     for t in [&gone, &kept] {
-        try_create_topic_with(&bs, t, 2, &[("remote.storage.enable", "true")])?
-            .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
+        try_create_topic_with(
+            &bs,
+            t,
+            2,
+            &[("remote.storage.enable", "true"), KEEP_FOREVER],
+        )?
+        .map_err(|c| anyhow::anyhow!("create {t}: {c:?}"))?;
         produce_and_wait(&producer, t, 0..MESSAGES, 2, |_| SIZE)?;
         let id = topic_id(&bs, t)?;
         for partition in 0..2 {

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use strata_storage::archive::{Archive, ArchiveManifest, PartitionRef};
+use strata_tests::archived::{
+    replay_from_zero, small_batch_producer, topic_id, wait_archived, wait_archived_for,
+    wait_local_log_start_moved, wait_manifest_for,
+};
 use strata_tests::s3::{S3Server, SECRET_KEY};
 use strata_tests::*;
 
@@ -149,9 +153,13 @@ fn s3_archive_replays_from_offset_zero_after_local_retention() -> Result<()> {
     let url = format!("s3://{BUCKET}/cluster/a");
     let broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
     let bs = broker.bootstrap();
-    // The test messages are stamped 2023: a minute of retention has long expired them, so
-    // retention drops every segment locally once the archive holds it.
-    let (topic, id) = archived_topic(&bs, "s3-replay", &[("retention.ms", "60000")])?;
+    // The test messages are stamped 2023: a minute of local retention has long expired them,
+    // so every segment goes from local disk once the archive holds it; the archive keeps all.
+    let (topic, id) = archived_topic(
+        &bs,
+        "s3-replay",
+        &[("retention.ms", "-1"), ("local.retention.ms", "60000")],
+    )?;
     let producer = small_batch_producer(&bs)?;
     produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
     let archive = s3.archive(&url)?;
@@ -204,6 +212,15 @@ fn check_equals_export(
     Ok(())
 }
 
+/// Waits until the archive holds two segments of `p`.
+fn two_segments(archive: &Archive, p: PartitionRef<'_>, what: &str) -> Result<ArchiveManifest> {
+    let timeout = Duration::from_secs(120);
+    wait_manifest_for(archive, p, what, timeout, |m| match m.segments.len() {
+        0 | 1 => Err(format!("{} segments", m.segments.len())),
+        _ => Ok(()),
+    })
+}
+
 /// Segments larger than a part (8 MiB) go up as multipart uploads; each archived `.log` is
 /// byte for byte the local export of its segment.
 #[test]
@@ -235,17 +252,7 @@ fn large_segments_are_uploaded_in_parts_equal_to_the_export() -> Result<()> {
         topic_id: id,
         partition: 0,
     };
-    let m = wait_until(
-        "two segments archived",
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        || {
-            let m = block_on(archive.manifest(p)).map_err(|e| e.to_string())?;
-            (m.segments.len() >= 2)
-                .then_some(m.clone())
-                .ok_or(format!("{} segments", m.segments.len()))
-        },
-    )?;
+    let m = two_segments(&archive, p, "two segments archived")?;
     ensure!(
         broker
             .log_tail(1 << 20)
@@ -459,17 +466,7 @@ fn a_broker_killed_mid_upload_resumes_without_gap_or_duplicate() -> Result<()> {
 
     s3.set_delay(Duration::ZERO);
     let mut broker = spawn("100")?;
-    let m = wait_until(
-        "two segments archived after the restart",
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        || {
-            let m = block_on(archive.manifest(p)).map_err(|e| e.to_string())?;
-            (m.segments.len() >= 2)
-                .then_some(m.clone())
-                .ok_or(format!("{} segments", m.segments.len()))
-        },
-    )?;
+    let m = two_segments(&archive, p, "two segments archived after the restart")?;
     broker.terminate()?;
     ensure!(
         m.segments[..before.segments.len()] == before.segments[..],

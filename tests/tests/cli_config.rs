@@ -43,6 +43,8 @@ impl Cli {
                 cmd.env_remove(key);
             }
         }
+        // Brokers run side by side: each its own admin port unless the test sets one.
+        cmd.env("STRATA_ADMIN_LISTEN", "127.0.0.1:0");
         cmd.envs(env.iter().copied());
         Ok(Cli {
             child: cmd.spawn().context("spawn strata-test-broker")?,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::Producer;
@@ -236,5 +236,38 @@ fn list_offsets_watermarks_and_times() -> Result<()> {
             ts - BASE_TIMESTAMP
         );
     }
+    broker.shutdown()
+}
+
+/// Named listeners: each tells its clients the address advertised for it (a client inside a
+/// Docker network and one on the host get different answers), and clients of either can
+/// produce and consume.
+#[test]
+fn each_listener_advertises_its_own_address() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| {
+        c.listeners = "CLIENT://127.0.0.1:0,INTERNAL://127.0.0.1:0".into();
+        c.advertised_listeners = "INTERNAL://strata.internal:29092".into();
+    })?;
+    let client = broker.listener_addr("CLIENT").context("CLIENT listener")?;
+    let internal = broker
+        .listener_addr("INTERNAL")
+        .context("INTERNAL listener")?;
+    let brokers = |addr: std::net::SocketAddr| -> Result<Vec<(String, i32)>> {
+        let mut c = raw::connect(addr)?;
+        let req = kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![]));
+        let resp = raw::call(&mut c, 12, 1, &req)?;
+        Ok(resp
+            .brokers
+            .iter()
+            .map(|b| (b.host.to_string(), b.port))
+            .collect())
+    };
+    ensure!(brokers(internal)? == vec![("strata.internal".to_string(), 29092)]);
+    ensure!(brokers(client)? == vec![("127.0.0.1".to_string(), i32::from(client.port()))]);
+    // A real client on the CLIENT listener follows its advertised address.
+    let bs = client.to_string();
+    let topic = topic_name("listeners");
+    create_topic(&bs, &topic, 1)?;
+    ensure!(produce_n(&bs, &topic, 5)? == vec![0, 1, 2, 3, 4]);
     broker.shutdown()
 }

@@ -45,7 +45,17 @@ pub async fn handle(
             continue;
         };
         let topic = info.name.clone();
-        let r = match ctx.blocking(move |s| s.delete_topic(&topic)).await {
+        // Recorded in the deletion's own write, so the archive goes exactly when the topic
+        // did, even across a crash (the connector deletes it and clears the record).
+        let record = ctx
+            .config
+            .archive_delete_with_topic
+            .then(|| crate::archive::delete_record(&info));
+        let deleted = ctx.blocking(move |s| {
+            let kv = record.as_ref().map(|(k, v)| (k.as_slice(), v.as_slice()));
+            s.delete_topic_with_kv(&topic, kv)
+        });
+        let r = match deleted.await {
             Ok(_) => {
                 tracing::info!(topic = %info.name, "deleted topic");
                 result.with_error_code(code::NONE)

@@ -5,14 +5,18 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Listener};
 use crate::error::code;
 
 /// DescribeCluster endpoint type 1: brokers (2 would be controllers, asked only of KRaft
 /// controllers).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
-pub fn handle(ctx: &Arc<Ctx>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(
+    ctx: &Arc<Ctx>,
+    listener: &Listener,
+    req: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS && req.endpoint_type != 0 {
         return DescribeClusterResponse::default()
             .with_error_code(code::UNSUPPORTED_VERSION)
@@ -21,8 +25,8 @@ pub fn handle(ctx: &Arc<Ctx>, req: DescribeClusterRequest) -> DescribeClusterRes
     }
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(ctx.node_id()))
-        .with_host(str_bytes(ctx.advertised_host.clone()))
-        .with_port(ctx.advertised_port);
+        .with_host(str_bytes(listener.advertised_host.clone()))
+        .with_port(listener.advertised_port);
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_id(str_bytes(ctx.cluster_id.clone()))

@@ -184,6 +184,8 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                             if let Some(hw) = hws.last_mut() {
                                 *hw = r.high_watermark;
                             }
+                            let sent = (r.next_offset - w.offset).max(0) as u64;
+                            crate::metrics::fetched(name, r.records.len(), sent);
                             total += r.records.len();
                             budget = budget.saturating_sub(r.records.len());
                             parts.push(
@@ -259,10 +261,14 @@ async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: 
             };
             let limit = w.max_bytes.min(max_bytes.saturating_sub(pass.bytes));
             let first = pass.bytes == 0;
-            match crate::archive::read(&ctx.archive, p, w.offset, limit, first).await {
+            match ctx.tier.read(p, w.offset, limit, first).await {
                 Ok(Some(r)) => {
-                    pass.bytes += r.records.len();
-                    let records = record_set(vec![r.records], &mut pass.refs);
+                    let bytes = r.records.iter().map(Bytes::len).sum::<usize>();
+                    pass.bytes += bytes;
+                    let sent = (r.next_offset - w.offset).max(0) as u64;
+                    crate::metrics::fetched(&info.name, bytes, sent);
+                    ::metrics::counter!("strata_archive_read_bytes_total").increment(bytes as u64);
+                    let records = record_set(r.records, &mut pass.refs);
                     *part = std::mem::take(part)
                         .with_error_code(code::NONE)
                         .with_log_start_offset(r.archive_start)

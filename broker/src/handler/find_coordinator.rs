@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Listener};
 use crate::error::code;
 
 /// Key type 0: consumer group (1 would be a transactional id).
@@ -16,6 +16,7 @@ const KEY_TYPE_GROUP: i8 = 0;
 
 pub fn handle(
     ctx: &Arc<Ctx>,
+    listener: &Listener,
     version: i16,
     req: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -27,8 +28,8 @@ pub fn handle(
     let (node, host, port) = if error == code::NONE {
         (
             ctx.node_id(),
-            ctx.advertised_host.clone(),
-            ctx.advertised_port,
+            listener.advertised_host.clone(),
+            listener.advertised_port,
         )
     } else {
         (-1, String::new(), -1)

@@ -78,7 +78,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> Li
             return ListOffsetsResponse::default();
         }
     };
-    earliest_in_archive(ctx, &req, &mut answers).await;
+    in_archive(ctx, &req, &mut answers).await;
     let topics = req
         .topics
         .iter()
@@ -162,9 +162,11 @@ fn record_at(
         .map(|r| (r.offset, r.timestamp))
 }
 
-/// For topics with `remote.storage.enable=true`, the earliest offset (EARLIEST) is the
-/// archive's first one when the archive reaches further back than the local log.
-async fn earliest_in_archive(
+/// For topics with `remote.storage.enable=true`, offsets the archive holds below the local
+/// log start count too: EARLIEST is the archive's first offset when it reaches further back,
+/// and a timestamp lookup searches the archive's batches below the local log start first
+/// (the answer is the first record at or after the time, in offset order).
+async fn in_archive(
     ctx: &Arc<Ctx>,
     req: &ListOffsetsRequest,
     answers: &mut [Vec<ListOffsetsPartitionResponse>],
@@ -177,7 +179,8 @@ async fn earliest_in_archive(
             continue;
         }
         for (want, part) in t.partitions.iter().zip(parts.iter_mut()) {
-            if want.timestamp != EARLIEST || part.error_code != code::NONE {
+            if !(want.timestamp == EARLIEST || want.timestamp >= 0) || part.error_code != code::NONE
+            {
                 continue;
             }
             let p = strata_storage::archive::PartitionRef {
@@ -185,16 +188,35 @@ async fn earliest_in_archive(
                 topic_id: info.id,
                 partition: want.partition_index,
             };
-            match ctx.archive.manifest(p).await {
-                Ok(m) => {
-                    if let Some(first) = m.segments.first() {
-                        part.offset = part.offset.min(first.base_offset);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %info.name, partition = want.partition_index, error = %e, "reading the archive manifest failed");
-                }
+            if let Err(e) = archive_answer(ctx, p, want.timestamp, part).await {
+                tracing::warn!(topic = %info.name, partition = want.partition_index, error = %e, "reading the archive failed");
             }
         }
     }
+}
+
+async fn archive_answer(
+    ctx: &Arc<Ctx>,
+    p: strata_storage::archive::PartitionRef<'_>,
+    ts: i64,
+    part: &mut ListOffsetsPartitionResponse,
+) -> Result<(), StorageError> {
+    let Some(archive_start) = ctx.tier.start(p).await? else {
+        return Ok(());
+    };
+    if ts == EARLIEST {
+        part.offset = part.offset.min(archive_start);
+        return Ok(());
+    }
+    let local_start = ctx.store.offsets(p.topic, p.partition)?.log_start;
+    if archive_start >= local_start {
+        return Ok(());
+    }
+    if let Some(b) = ctx.tier.find_by_timestamp(p, ts, local_start).await? {
+        if let Some((offset, timestamp)) = record_at(&b, archive_start, |t| t >= ts, false) {
+            part.offset = offset;
+            part.timestamp = timestamp;
+        }
+    }
+    Ok(())
 }

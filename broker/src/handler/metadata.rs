@@ -11,15 +11,20 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use strata_storage::{StorageError, TopicInfo};
 use uuid::Uuid;
 
-use super::{str_bytes, validate_topic_name, Ctx};
+use super::{str_bytes, validate_topic_name, Ctx, Listener};
 use crate::error::{code, storage_code};
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    listener: &Listener,
+    version: i16,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let node = BrokerId(ctx.node_id());
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
-        .with_host(str_bytes(ctx.advertised_host.clone()))
-        .with_port(ctx.advertised_port);
+        .with_host(str_bytes(listener.advertised_host.clone()))
+        .with_port(listener.advertised_port);
     // v0 asks for every topic with an empty list; v1+ with a null list.
     let requested = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),

@@ -47,8 +47,6 @@ pub struct Ctx {
     /// Wakes the retention task early (after DeleteRecords, to reclaim space promptly).
     pub retention: tokio::sync::Notify,
     pub cluster_id: String,
-    pub advertised_host: String,
-    pub advertised_port: i32,
     /// Bytes of non-Produce requests being decoded and handled (`decoding_max_bytes`).
     pub decoding: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the broker shuts down: requests that wait (long polls) answer with
@@ -59,6 +57,10 @@ pub struct Ctx {
     pub archived: std::sync::Mutex<std::collections::HashMap<(uuid::Uuid, i32), i64>>,
     /// The archive tier (`archive_url`).
     pub archive: strata_storage::archive::Archive,
+    /// Tiered reads of the archive, through its caches.
+    pub tier: Arc<crate::tier::Tier>,
+    /// What `/metrics` reads besides the recorder.
+    pub counters: crate::metrics::Counters,
     /// The archive connector's counters.
     pub archive_stats: crate::archive_upload::ArchiveStats,
 }
@@ -69,26 +71,30 @@ impl Ctx {
         store: Store,
         groups: Arc<Coordinator>,
         cluster_id: String,
-        (host, port): (String, i32),
         shutdown: tokio_util::sync::CancellationToken,
         archive: strata_storage::archive::Archive,
     ) -> Self {
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
         ));
+        let tier = Arc::new(crate::tier::Tier::new(
+            archive.clone(),
+            config.archive_read_cache_mb.saturating_mul(1 << 20),
+            config.archive_read_chunk_bytes,
+        ));
         Ctx {
             decoding,
             shutdown,
             archived: Default::default(),
             archive,
+            tier,
+            counters: Default::default(),
             archive_stats: Default::default(),
             config,
             store,
             groups,
             retention: tokio::sync::Notify::new(),
             cluster_id,
-            advertised_host: host,
-            advertised_port: port,
         }
     }
 
@@ -120,6 +126,15 @@ impl Ctx {
             .await
             .unwrap_or_else(|e| Err(StorageError::Io(format!("storage task failed: {e}"))))
     }
+}
+
+/// The listener a connection came in on: Metadata, FindCoordinator and DescribeCluster
+/// tell its clients the address advertised for it.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
 }
 
 /// A response body and the record sets it sends by reference (Fetch).
@@ -161,6 +176,7 @@ impl<T: Into<ResponseKind>> From<T> for Reply {
 pub async fn dispatch(
     ctx: &Arc<Ctx>,
     peer: std::net::SocketAddr,
+    listener: &Listener,
     header: &RequestHeader,
     request: RequestKind,
     frame_len: usize,
@@ -168,16 +184,16 @@ pub async fn dispatch(
     let v = header.request_api_version;
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
-        RequestKind::Metadata(r) => metadata::handle(ctx, v, r).await.into(),
+        RequestKind::Metadata(r) => metadata::handle(ctx, listener, v, r).await.into(),
         RequestKind::Produce(r) => produce::handle(ctx, v, r, frame_len).await,
         RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, v, r).await.into(),
         RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
-        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, r).into(),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, listener, r).into(),
         RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, v, r).into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, listener, v, r).into(),
         RequestKind::JoinGroup(r) => join_group::handle(ctx, peer, header, r).await,
         RequestKind::SyncGroup(r) => sync_group::handle(ctx, r).await,
         RequestKind::Heartbeat(r) => heartbeat::handle(ctx, r).await.into(),

@@ -57,6 +57,14 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len
         })
         .collect();
     keep_cache_honest(ctx, &req, &results, frame_len);
+    for (topic, results) in req.topic_data.iter().zip(&results) {
+        for (part, result) in topic.partition_data.iter().zip(results) {
+            if let Some(o) = result.as_ref().ok().filter(|o| !o.duplicate) {
+                let bytes = part.records.as_ref().map_or(0, Bytes::len);
+                crate::metrics::produced(&topic.name, bytes, o.last_offset - o.base_offset + 1);
+            }
+        }
+    }
     if acks == 0 {
         return Reply::None;
     }
@@ -65,6 +73,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len
     }
     let ctx = ctx.clone();
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_DURABILITY_WAIT);
+    let appended = std::time::Instant::now();
     Reply::Later(Box::pin(async move {
         let mut results = results;
         for (t, topic) in req.topic_data.iter().enumerate() {
@@ -88,6 +97,8 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len
                 }
             }
         }
+        ::metrics::histogram!("strata_produce_durable_seconds")
+            .record(appended.elapsed().as_secs_f64());
         Response::from(respond(version, &req, |t, p| results[t][p].clone()))
     }))
 }

@@ -9,6 +9,10 @@
 //!   offset, byte position in the `.log` and largest timestamp;
 //! - `manifest`: an [`ArchiveManifest`] (prost): the segments archived, in offset order.
 //!
+//! and per topic `<topic>/<topic id>/topic`: a [`TopicDescriptor`] (prost: name, id,
+//! partition count, configs, creation time), so the archive describes itself
+//! ([`Archive::list`]) and a topic can be rebuilt from it after the local disk is lost.
+//!
 //! A segment is uploaded as `.log`, then `.index`, then the manifest naming it: the manifest
 //! is the commit point. An upload cut short (crash, store down) leaves objects the manifest
 //! does not name (or an unfinished multipart upload, aborted when possible); the retry writes
@@ -21,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prost::Message;
 
 use crate::error::{StorageError, StorageResult};
@@ -32,6 +36,9 @@ mod upload;
 
 pub use location::Location;
 pub use upload::{SegmentUpload, UploadLimits};
+
+mod listing;
+pub use listing::{ArchivedPartition, ArchivedTopic, TopicDescriptor};
 
 /// Per batch of an archived segment.
 #[derive(Clone, PartialEq, Message)]
@@ -75,12 +82,54 @@ pub struct ArchivedSegment {
 pub struct ArchiveManifest {
     #[prost(message, repeated, tag = "1")]
     pub segments: Vec<ArchivedSegment>,
+    /// The offset after the last one ever archived: it stays when retention has deleted
+    /// every archived segment, so the connector does not upload anything twice.
+    #[prost(int64, tag = "2")]
+    pub end_offset: i64,
+    /// Records below this offset are deleted (DeleteRecords), also where a segment holding
+    /// them is still archived because it holds later records too.
+    #[prost(int64, tag = "3")]
+    pub deleted_below: i64,
 }
 
 impl ArchiveManifest {
-    /// The offset after the last archived one (0 when nothing is archived).
+    /// The offset after the last archived one (0 when nothing was ever archived).
     pub fn next_offset(&self) -> i64 {
-        self.segments.last().map_or(0, |s| s.last_offset + 1)
+        self.segments
+            .last()
+            .map_or(0, |s| s.last_offset + 1)
+            .max(self.end_offset)
+    }
+
+    /// The first offset the archive holds (not deleted); `None` when it holds none.
+    pub fn start_offset(&self) -> Option<i64> {
+        self.start_offset_from(self.deleted_below)
+    }
+
+    /// The first offset the archive holds at or after `floor` (not deleted).
+    pub fn start_offset_from(&self, floor: i64) -> Option<i64> {
+        let floor = floor.max(self.deleted_below);
+        let i = self.segments.partition_point(|s| s.last_offset < floor);
+        self.segments.get(i).map(|s| s.base_offset.max(floor))
+    }
+
+    /// The archived segment holding `offset` (none below `deleted_below`).
+    pub fn segment_of(&self, offset: i64) -> Option<&ArchivedSegment> {
+        if offset < self.deleted_below {
+            return None;
+        }
+        let i = self.segments.partition_point(|s| s.last_offset < offset);
+        self.segments.get(i).filter(|s| s.base_offset <= offset)
+    }
+
+    /// How many segments from the front lie wholly below `offset`.
+    pub fn segments_below(&self, offset: i64) -> usize {
+        self.segments.partition_point(|s| s.last_offset < offset)
+    }
+
+    /// Bytes archived.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
     }
 }
 
@@ -177,6 +226,95 @@ impl Archive {
         upload.finish(&seg.info).await
     }
 
+    async fn put_manifest(&self, p: PartitionRef<'_>, m: &ArchiveManifest) -> StorageResult<()> {
+        self.put_manifest_in(&Self::dir(p), m).await
+    }
+
+    /// Writes the manifest of the partition whose objects are under `dir`.
+    async fn put_manifest_in(&self, dir: &str, m: &ArchiveManifest) -> StorageResult<()> {
+        self.store
+            .put(
+                &Path::from(format!("{dir}/manifest")),
+                PutPayload::from(m.encode_to_vec()),
+            )
+            .await
+            .map_err(|e| archive_err("put manifest", e))?;
+        Ok(())
+    }
+
+    /// Deletes the first `count` segments of the partition's archive (retention) and the
+    /// records below `deleted_below` (DeleteRecords; segments wholly below it go too): the
+    /// manifest without them is written first (the commit point: readers stop seeing them),
+    /// then their objects are deleted. A crash in between leaves objects no manifest names,
+    /// which [`Archive::delete_orphans`] removes. Returns the manifest as written.
+    pub async fn expire(
+        &self,
+        p: PartitionRef<'_>,
+        mut manifest: ArchiveManifest,
+        count: usize,
+        deleted_below: i64,
+    ) -> StorageResult<ArchiveManifest> {
+        let deleted_below = deleted_below.max(manifest.deleted_below);
+        let count = count
+            .max(manifest.segments_below(deleted_below))
+            .min(manifest.segments.len());
+        if count == 0 && deleted_below == manifest.deleted_below {
+            return Ok(manifest);
+        }
+        manifest.end_offset = manifest.next_offset();
+        manifest.deleted_below = deleted_below;
+        let gone: Vec<ArchivedSegment> = manifest.segments.drain(..count).collect();
+        self.put_manifest(p, &manifest).await?;
+        for s in &gone {
+            self.delete_segment_objects(p, s.base_offset).await?;
+        }
+        Ok(manifest)
+    }
+
+    async fn delete_segment_objects(&self, p: PartitionRef<'_>, base: i64) -> StorageResult<()> {
+        for ext in ["log", "index"] {
+            let key = Self::segment_key(p, base, ext);
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(archive_err(&format!("delete {key}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the segment objects of a partition that lie below the manifest's first
+    /// segment (left by a retention pass cut short); returns how many were deleted.
+    pub async fn delete_orphans(
+        &self,
+        p: PartitionRef<'_>,
+        manifest: &ArchiveManifest,
+    ) -> StorageResult<usize> {
+        use futures::TryStreamExt;
+        let below = manifest.start_offset().unwrap_or(manifest.next_offset());
+        let dir = Path::from(Self::dir(p));
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| archive_err("list partition archive", e))?;
+        let mut deleted = 0;
+        for o in objects {
+            let name = o.location.filename().unwrap_or_default();
+            let base = name
+                .split_once('.')
+                .filter(|(_, ext)| matches!(*ext, "log" | "index"))
+                .and_then(|(b, _)| b.parse::<i64>().ok());
+            if base.is_some_and(|b| b < below) {
+                match self.store.delete(&o.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(archive_err(&format!("delete {}", o.location), e)),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     async fn get(&self, key: &Path) -> StorageResult<Bytes> {
         let r = self
             .store
@@ -226,16 +364,18 @@ impl Archive {
     }
 
     /// Deletes everything archived for one topic (all partitions); returns the number of
-    /// objects deleted.
+    /// objects deleted. The descriptor and the manifests go first, so a deletion cut short
+    /// leaves no listing that names missing segments.
     pub async fn delete_topic(&self, topic: &str, topic_id: uuid::Uuid) -> StorageResult<usize> {
         use futures::TryStreamExt;
         let prefix = Path::from(format!("{topic}/{}", topic_id.simple()));
-        let objects: Vec<_> = self
+        let mut objects: Vec<_> = self
             .store
             .list(Some(&prefix))
             .try_collect()
             .await
             .map_err(|e| archive_err("list topic archive", e))?;
+        objects.sort_by_key(|o| !matches!(o.location.filename(), Some("topic" | "manifest")));
         for o in &objects {
             self.store
                 .delete(&o.location)

@@ -4,7 +4,7 @@ use super::*;
 use crate::rocks::ExportedBatch;
 use crate::SegmentInfo;
 
-fn part() -> PartitionRef<'static> {
+pub(super) fn part() -> PartitionRef<'static> {
     PartitionRef {
         topic: "events",
         topic_id: uuid::Uuid::from_u128(0xabc),
@@ -12,7 +12,7 @@ fn part() -> PartitionRef<'static> {
     }
 }
 
-fn export(base: i64, batches: i64) -> SegmentExport {
+pub(super) fn export(base: i64, batches: i64) -> SegmentExport {
     let mut data = Vec::new();
     let mut index = Vec::new();
     for i in 0..batches {
@@ -149,4 +149,77 @@ async fn chunked_uploads_reassemble_the_segment() {
         })
         .await;
     assert!(matches!(bad, Err(StorageError::Archive(_))));
+}
+
+/// Retention deletes archived segments from the front: the manifest no longer names them,
+/// their objects are gone, and the archive's end stays where it was even when every
+/// segment went, so nothing is uploaded twice.
+#[tokio::test]
+async fn expiry_drops_oldest_segments_and_keeps_the_end() {
+    let mem = Arc::new(InMemory::new());
+    let a = Archive::with_store(mem.clone(), "memory://");
+    a.upload(part(), &export(0, 3)).await.unwrap();
+    a.upload(part(), &export(30, 2)).await.unwrap();
+    let m = a.upload(part(), &export(50, 1)).await.unwrap();
+    assert_eq!(m.segment_of(35).map(|s| s.base_offset), Some(30));
+    assert_eq!(m.segment_of(60), None);
+    let m = a.expire(part(), m, 2, 0).await.unwrap();
+    assert_eq!(m.start_offset(), Some(50));
+    assert_eq!(m.next_offset(), 60);
+    assert_eq!(a.manifest(part()).await.unwrap(), m);
+    for base in [0, 30] {
+        assert!(mem
+            .head(&Archive::segment_key(part(), base, "log"))
+            .await
+            .is_err());
+    }
+    let m = a.expire(part(), m, 5, 0).await.unwrap();
+    assert_eq!((m.start_offset(), m.next_offset()), (None, 60));
+    assert!(matches!(
+        a.upload(part(), &export(40, 1)).await,
+        Err(StorageError::Archive(_))
+    ));
+    a.upload(part(), &export(60, 1)).await.unwrap();
+}
+
+/// Objects a cut-short expiry left behind (below the manifest's first segment) are found and
+/// deleted; the segments the manifest names stay.
+#[tokio::test]
+async fn orphans_below_the_manifest_are_deleted() {
+    let mem = Arc::new(InMemory::new());
+    let a = Archive::with_store(mem.clone(), "memory://");
+    a.upload(part(), &export(0, 3)).await.unwrap();
+    let m = a.upload(part(), &export(30, 2)).await.unwrap();
+    // The manifest written, the objects not yet deleted.
+    let mut cut = m.clone();
+    cut.segments.remove(0);
+    a.put_manifest(part(), &cut).await.unwrap();
+    assert_eq!(a.delete_orphans(part(), &cut).await.unwrap(), 2);
+    assert_eq!(a.delete_orphans(part(), &cut).await.unwrap(), 0);
+    assert_eq!(a.segment_data(part(), 30).await.unwrap().len(), 200);
+}
+
+/// DeleteRecords in the archive: records below the offset are gone from reads at once, the
+/// segments wholly below it are deleted, and the one holding it stays for its later records.
+#[tokio::test]
+async fn deleted_records_are_cut_from_the_archive() {
+    let mem = Arc::new(InMemory::new());
+    let a = Archive::with_store(mem.clone(), "memory://");
+    a.upload(part(), &export(0, 3)).await.unwrap();
+    let m = a.upload(part(), &export(30, 2)).await.unwrap();
+    let m = a.expire(part(), m, 0, 35).await.unwrap();
+    assert_eq!(m.segments.len(), 1);
+    assert_eq!(m.start_offset(), Some(35));
+    assert!(m.segment_of(34).is_none());
+    assert_eq!(m.segment_of(35).map(|s| s.base_offset), Some(30));
+    assert_eq!(m.start_offset_from(40), Some(40));
+    assert_eq!(m.start_offset_from(50), None);
+    assert_eq!(a.manifest(part()).await.unwrap(), m);
+    assert!(mem
+        .head(&Archive::segment_key(part(), 0, "log"))
+        .await
+        .is_err());
+    // Retention never moves the deletion point back.
+    let m = a.expire(part(), m, 0, 10).await.unwrap();
+    assert_eq!(m.deleted_below, 35);
 }

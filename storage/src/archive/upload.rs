@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use prost::Message;
 
 use super::{archive_err, Archive, ArchiveManifest, ArchivedSegment, IndexEntry, PartitionRef};
 use crate::error::{StorageError, StorageResult};
@@ -232,12 +231,8 @@ impl SegmentUpload {
             min_timestamp: info.min_timestamp,
             max_timestamp: info.max_timestamp,
         });
-        let key = object_store::path::Path::from(format!("{}/manifest", self.dir));
-        self.archive
-            .store
-            .put(&key, PutPayload::from(manifest.encode_to_vec()))
-            .await
-            .map_err(|e| archive_err("put manifest", e))?;
+        manifest.end_offset = manifest.next_offset();
+        self.archive.put_manifest_in(&self.dir, &manifest).await?;
         Ok(manifest)
     }
 

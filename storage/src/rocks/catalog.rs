@@ -20,7 +20,7 @@ use crate::config::TopicLimits;
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
 use crate::meta::{PartitionRecord, TopicRecord};
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionState};
 
 impl Store {
     /// Creates a topic with `partitions` empty partitions, atomically and durably.
@@ -29,6 +29,55 @@ impl Store {
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
+    ) -> StorageResult<TopicInfo> {
+        self.create(name, None, partitions, None, configs, now_ms())
+    }
+
+    /// Creates a topic again from what an archive holds of it (restore after the local disk
+    /// was lost): with its old `id` (so that archive keys and the connector's progress carry
+    /// on), `created_ms`, `configs`, and one partition per entry of `start_offsets`, whose
+    /// log starts empty at that offset (log start = next offset = high watermark), so new
+    /// writes continue after what the archive holds and no offset is used twice. Atomic and
+    /// durable, like [`Store::create_topic`]; refused when the name or the id is in use.
+    pub fn restore_topic(
+        &self,
+        name: &str,
+        id: Uuid,
+        start_offsets: &[i64],
+        configs: BTreeMap<String, String>,
+        created_ms: i64,
+    ) -> StorageResult<TopicInfo> {
+        if id.is_nil() {
+            return Err(StorageError::InvalidRequest("nil topic id".into()));
+        }
+        if let Some(bad) = start_offsets.iter().find(|&&o| o < 0) {
+            return Err(StorageError::InvalidRequest(format!(
+                "negative start offset {bad}"
+            )));
+        }
+        let partitions = i32::try_from(start_offsets.len()).map_err(|_| {
+            StorageError::InvalidRequest(format!("{} partitions", start_offsets.len()))
+        })?;
+        self.create(
+            name,
+            Some(id),
+            partitions,
+            Some(start_offsets),
+            configs,
+            created_ms,
+        )
+    }
+
+    /// [`Store::create_topic`] and [`Store::restore_topic`]: a new id unless `id` is given;
+    /// partition `i` starts at `start_offsets[i]` (0 without them).
+    fn create(
+        &self,
+        name: &str,
+        id: Option<Uuid>,
+        partitions: i32,
+        start_offsets: Option<&[i64]>,
+        configs: BTreeMap<String, String>,
+        created_ms: i64,
     ) -> StorageResult<TopicInfo> {
         if name.is_empty() {
             return Err(StorageError::InvalidRequest("empty topic name".into()));
@@ -46,13 +95,23 @@ impl Store {
                 return Err(StorageError::TopicExists(name.to_string()));
             }
             check_partition_limit(&catalog, partitions as u64, inner.config.max_partitions)?;
-            let mut id = Uuid::new_v4();
-            while catalog.by_id.contains_key(&id) || id.is_nil() {
-                id = Uuid::new_v4();
+            match id {
+                Some(id) if catalog.by_id.contains_key(&id) => {
+                    return Err(StorageError::InvalidRequest(format!(
+                        "topic id {id} is in use by topic {}",
+                        catalog.by_id[&id]
+                    )));
+                }
+                Some(id) => id,
+                None => {
+                    let mut id = Uuid::new_v4();
+                    while catalog.by_id.contains_key(&id) || id.is_nil() {
+                        id = Uuid::new_v4();
+                    }
+                    id
+                }
             }
-            id
         };
-        let created_ms = now_ms();
         let limits = TopicLimits::from_configs(&configs, &inner.config);
         let mut batch = WriteBatch::default();
         let pids = inner.allocate_pids(&mut batch, partitions as u64);
@@ -68,7 +127,7 @@ impl Store {
             keys::topic_key(name),
             record.encode_to_vec(),
         );
-        let parts = inner.new_partitions(&mut batch, name, 0, &pids, limits);
+        let parts = inner.new_partitions(&mut batch, name, 0, &pids, start_offsets, limits);
         inner.write_synced(batch)?;
         let info = TopicInfo {
             name: name.to_string(),
@@ -120,7 +179,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let pids = inner.allocate_pids(&mut batch, (total - current) as u64);
         let limits = TopicLimits::from_configs(&configs, &inner.config);
-        let parts = inner.new_partitions(&mut batch, name, current, &pids, limits);
+        let parts = inner.new_partitions(&mut batch, name, current, &pids, None, limits);
         all.extend(&pids);
         let record = TopicRecord {
             partition_ids: all,
@@ -182,6 +241,17 @@ impl Store {
     /// space is reclaimed by a background compaction of the deleted ranges (one worker
     /// thread for all deletes). Blocks: scans the committed offsets and fsyncs.
     pub fn delete_topic(&self, name: &str) -> StorageResult<TopicInfo> {
+        self.delete_topic_with_kv(name, None)
+    }
+
+    /// [`Store::delete_topic`], also storing `kv` (a `(key, value)` as [`Store::put_kv`]
+    /// does) in the same atomic synced write: a record of work the deletion leaves to do
+    /// (its archive to delete) that exists exactly when the deletion happened.
+    pub fn delete_topic_with_kv(
+        &self,
+        name: &str,
+        kv: Option<(&[u8], &[u8])>,
+    ) -> StorageResult<TopicInfo> {
         let inner = &self.inner;
         let _change = inner.lock_changes();
         let (info, partitions) = {
@@ -194,6 +264,9 @@ impl Store {
         };
         let mut batch = WriteBatch::default();
         batch.delete_cf(inner.cf(CF_META), keys::topic_key(name));
+        if let Some((key, value)) = kv {
+            batch.put_cf(inner.cf(CF_META), keys::kv_key(key), value);
+        }
         // Appends racing the delete fail from here on and write nothing.
         for p in &partitions {
             p.lock().deleted = true;
@@ -244,6 +317,15 @@ impl Store {
             .topics
             .get(name)
             .map(|t| t.info.clone())
+    }
+
+    /// When the topic was created (ms since the epoch), as recorded at creation.
+    pub fn topic_created_ms(&self, name: &str) -> Option<i64> {
+        self.inner
+            .read_catalog()
+            .topics
+            .get(name)
+            .map(|t| t.created_ms)
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<TopicInfo> {
@@ -300,29 +382,31 @@ impl Inner {
         topic: &str,
         first_index: i32,
         pids: &[u64],
+        start_offsets: Option<&[i64]>,
         limits: TopicLimits,
     ) -> Vec<Arc<Partition>> {
         pids.iter()
             .enumerate()
             .map(|(i, &pid)| {
                 let index = first_index + i as i32;
+                let start = start_offsets.and_then(|s| s.get(i)).copied().unwrap_or(0);
                 let rec = PartitionRecord {
                     topic: topic.to_string(),
                     index,
-                    log_start_offset: 0,
-                    next_offset_floor: 0,
+                    log_start_offset: start,
+                    next_offset_floor: start,
                 };
                 batch.put_cf(
                     self.cf(CF_META),
                     keys::partition_key(pid),
                     rec.encode_to_vec(),
                 );
-                Arc::new(Partition::new(
-                    pid,
-                    topic.to_string(),
-                    index,
-                    empty_state(limits),
-                ))
+                let state = PartitionState {
+                    next_offset: start,
+                    log_start: start,
+                    ..empty_state(limits)
+                };
+                Arc::new(Partition::new(pid, topic.to_string(), index, state))
             })
             .collect()
     }

@@ -87,6 +87,23 @@ pub(crate) struct Inner {
     cache: Option<ReadCache>,
 }
 
+/// RocksDB's state ([`Store::engine_stats`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    /// Bytes compaction estimates it has to rewrite.
+    pub pending_compaction_bytes: u64,
+    pub running_compactions: u64,
+    /// Writes are stopped (a write stall) right now.
+    pub write_stopped: bool,
+    /// Writes are being slowed to this many bytes/s right now (0: not slowed).
+    pub delayed_write_rate: u64,
+    pub memtable_bytes: u64,
+    /// SST and blob files in use.
+    pub live_data_bytes: u64,
+    /// Write-ahead log files on disk.
+    pub wal_bytes: u64,
+}
+
 /// The durable log store. Cheap to clone; the database closes (after a final sync) when the
 /// last clone is dropped or [`Store::close`] is called.
 #[derive(Clone)]
@@ -224,6 +241,46 @@ impl Store {
     #[doc(hidden)]
     pub fn hold_syncer(&self) -> SyncHold {
         self.inner.sync.hold()
+    }
+
+    /// What RocksDB reports of its state, for metrics.
+    pub fn engine_stats(&self) -> EngineStats {
+        let db = &self.inner.db;
+        let int = |name: &str| {
+            [CF_LOG, CF_IDX, CF_META]
+                .iter()
+                .filter_map(|cf| self.inner.db.cf_handle(cf))
+                .filter_map(|cf| db.property_int_value_cf(cf, name).ok().flatten())
+                .sum::<u64>()
+        };
+        // Write-ahead log files: `<number>.log` in the database directory.
+        let wal_bytes = std::fs::read_dir(&self.inner.config.dir)
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        EngineStats {
+            pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes"),
+            running_compactions: db
+                .property_int_value("rocksdb.num-running-compactions")
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            write_stopped: int("rocksdb.is-write-stopped") > 0,
+            delayed_write_rate: db
+                .property_int_value("rocksdb.actual-delayed-write-rate")
+                .ok()
+                .flatten()
+                .unwrap_or(0),
+            memtable_bytes: int("rocksdb.cur-size-all-mem-tables"),
+            live_data_bytes: int("rocksdb.live-sst-files-size")
+                + int("rocksdb.live-blob-file-size"),
+            wal_bytes,
+        }
     }
 
     /// Stores a small broker value (group state, counters) durably under `key`.

@@ -193,11 +193,15 @@ fn run(inner: &Inner) {
                 p.log_end()
             })
             .collect();
+        let started = std::time::Instant::now();
         let result = if inner.config.fsync {
             inner.db.flush_wal(true)
         } else {
             Ok(())
         };
+        // One group commit: how many partitions it made durable, and what the sync cost.
+        metrics::histogram!("strata_group_commit_partitions").record(parts.len() as f64);
+        metrics::histogram!("strata_wal_sync_seconds").record(started.elapsed().as_secs_f64());
         let failed = match result {
             Ok(()) => {
                 for (p, end) in parts.iter().zip(ends) {

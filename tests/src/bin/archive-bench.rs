@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use strata_storage::archive::{Archive, PartitionRef};
+use strata_tests::archived::topic_id;
 use strata_tests::s3::{S3Server, SECRET_KEY};
 use strata_tests::{
-    produce_and_wait, producer_config, recording_producer, topic_id, try_create_topic_with,
-    BrokerProcess,
+    produce_and_wait, producer_config, recording_producer, try_create_topic_with, BrokerProcess,
 };
 
 struct Args {

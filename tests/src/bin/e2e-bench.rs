@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use strata_tests::broker::{free_port, BrokerProcess};
@@ -158,19 +157,10 @@ fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
         }
         let sent = start.elapsed().as_nanos() as usize;
         let p = (i % a.partitions as u64) as i32;
-        let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, sent)
+        let rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, sent)
             .partition(p)
             .payload(&value[..]);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => return Err(e).context("send"),
-            }
-        }
+        strata_tests::send(&producer, rec)?;
     }
     producer.flush(Duration::from_secs(600))?;
     let ctx = producer.context();

@@ -1,0 +1,209 @@
+//! The admin listener and `/metrics`, scraped as Prometheus would: health and readiness,
+//! counts of what librdkafka produced and consumed, partition offsets, consumer lag that goes
+//! to zero when the group catches up, and an error counter that moves when a request is
+//! refused. Brokers in one process share the metrics recorder: every check uses its own topic
+//! and group, and counters are compared before and after.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use strata_tests::*;
+
+/// One HTTP request to the admin listener: (status line, body).
+fn http(addr: SocketAddr, request: &str) -> Result<(String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").context("no header end")?;
+    Ok((
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    ))
+}
+
+fn get(addr: SocketAddr, path: &str) -> Result<(String, String)> {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: strata\r\n\r\n"),
+    )
+}
+
+/// Parsed exposition: series name -> [(labels, value)].
+type Scrape = BTreeMap<String, Vec<(BTreeMap<String, String>, f64)>>;
+
+fn scrape(addr: SocketAddr) -> Result<Scrape> {
+    let (status, body) = get(addr, "/metrics")?;
+    ensure!(status.contains("200"), "/metrics: {status}");
+    let mut out = Scrape::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').context("no value")?;
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                Some((k.to_string(), v.trim_matches('"').to_string()))
+            })
+            .collect();
+        out.entry(name.to_string())
+            .or_default()
+            .push((labels, value.parse().unwrap_or(f64::NAN)));
+    }
+    Ok(out)
+}
+
+/// The value of `name` with (at least) these labels; 0 when absent.
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.get(name)
+        .into_iter()
+        .flatten()
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn admin(broker: &InProcessBroker) -> Result<SocketAddr> {
+    broker.admin_addr().context("admin listener off")
+}
+
+#[test]
+fn health_ready_and_unknown_paths() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let a = admin(&broker)?;
+    let (status, body) = get(a, "/health")?;
+    ensure!(
+        status.contains("200") && body == "ok\n",
+        "{status} {body:?}"
+    );
+    ensure!(get(a, "/ready")?.0.contains("200"));
+    ensure!(get(a, "/nope")?.0.contains("404"));
+    ensure!(http(a, "POST /metrics HTTP/1.1\r\n\r\n")?.0.contains("405"));
+    // Hostile: a request head that never ends is refused, and the listener goes on serving.
+    let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(20_000));
+    let (status, _) = http(a, &long).unwrap_or_else(|_| ("closed".into(), String::new()));
+    ensure!(!status.contains("200"), "{status}");
+    ensure!(get(a, "/health")?.0.contains("200"));
+    broker.shutdown()
+}
+
+#[test]
+fn produce_consume_lag_and_errors_are_counted() -> Result<()> {
+    const N: u64 = 100;
+    const SIZE: usize = 1000;
+    let broker = InProcessBroker::start_temp(|_| {})?;
+    let (bs, a) = (broker.bootstrap(), admin(&broker)?);
+    let topic = topic_name("metrics");
+    let group = format!("{topic}-group");
+    create_topic(&bs, &topic, 1)?;
+    let before = scrape(a)?;
+    let producer = recording_producer(&producer_config(&bs))?;
+    produce_and_wait(&producer, &topic, 0..N, 1, |_| SIZE)?;
+    drop(producer);
+
+    let s = scrape(a)?;
+    let t = [("topic", topic.as_str())];
+    ensure!(
+        value(&s, "strata_topic_records_in_total", &t) == N as f64,
+        "records in"
+    );
+    ensure!(value(&s, "strata_topic_bytes_in_total", &t) >= (N as usize * SIZE) as f64);
+    let p0 = [("topic", topic.as_str()), ("partition", "0")];
+    ensure!(value(&s, "strata_partition_high_watermark", &p0) == N as f64);
+    ensure!(value(&s, "strata_partition_log_start_offset", &p0) == 0.0);
+    ensure!(value(&s, "strata_partition_log_bytes", &p0) >= (N as usize * SIZE) as f64);
+    let produce = [("api", "Produce")];
+    ensure!(
+        value(&s, "strata_requests_total", &produce)
+            > value(&before, "strata_requests_total", &produce),
+        "Produce requests"
+    );
+    ensure!(value(&s, "strata_request_duration_seconds_count", &produce) > 0.0);
+    ensure!(value(&s, "strata_produce_durable_seconds_count", &[]) > 0.0);
+    ensure!(value(&s, "strata_group_commit_partitions_count", &[]) > 0.0);
+    ensure!(s.contains_key("strata_rocksdb_wal_bytes"), "RocksDB series");
+    ensure!(value(&s, "strata_connections_open", &[]) >= 0.0);
+
+    // A group that commits offset 40 lags by 60, then by 0 once it commits the end.
+    let mut cfg = consumer_config(&bs);
+    cfg.set("group.id", &group);
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(40))?;
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    let lag = [("group", group.as_str()), ("topic", topic.as_str())];
+    let s = scrape(a)?;
+    ensure!(
+        value(&s, "strata_consumer_group_lag", &lag) == 60.0,
+        "lag 60"
+    );
+    let lag0 = [
+        ("group", group.as_str()),
+        ("topic", topic.as_str()),
+        ("partition", "0"),
+    ];
+    ensure!(value(&s, "strata_consumer_lag", &lag0) == 60.0);
+    let recs = consume_all(&bs, &topic, CONSUME_TIMEOUT)?;
+    ensure!(recs[&0].len() as u64 == N);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(N as i64))?;
+    consumer.commit(&tpl, CommitMode::Sync)?;
+    let s = scrape(a)?;
+    ensure!(value(&s, "strata_consumer_group_lag", &lag) == 0.0, "lag 0");
+    ensure!(
+        value(&s, "strata_topic_records_out_total", &t) >= N as f64,
+        "records out"
+    );
+    ensure!(value(&s, "strata_topic_bytes_out_total", &t) >= (N as usize * SIZE) as f64);
+
+    // A refused request (the topic exists) moves the error counter for its API and code.
+    let exists = [("api", "CreateTopics"), ("code", "36")];
+    let errors = value(&s, "strata_request_errors_total", &exists);
+    match try_create_topic(&bs, &topic, 1)? {
+        Err(_) => {}
+        Ok(()) => bail!("creating {topic} twice succeeded"),
+    }
+    let s = scrape(a)?;
+    ensure!(
+        value(&s, "strata_request_errors_total", &exists) == errors + 1.0,
+        "TOPIC_ALREADY_EXISTS counted"
+    );
+    broker.shutdown()
+}
+
+/// With per-partition series off, offsets and lag show per topic and group only.
+#[test]
+fn partition_series_can_be_switched_off() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| c.metrics_partition_series = false)?;
+    let (bs, a) = (broker.bootstrap(), admin(&broker)?);
+    let topic = topic_name("no-partition-series");
+    create_topic(&bs, &topic, 3)?;
+    let s = scrape(a)?;
+    let t = [("topic", topic.as_str())];
+    ensure!(value(&s, "strata_topic_partitions", &t) == 3.0);
+    let rows = s
+        .get("strata_partition_high_watermark")
+        .into_iter()
+        .flatten()
+        .filter(|(l, _)| l.get("topic") == Some(&topic))
+        .count();
+    ensure!(rows == 0, "{rows} per-partition series for {topic}");
+    broker.shutdown()
+}
