@@ -296,8 +296,13 @@ async fn lag(ctx: &Arc<Ctx>, ends: &HashMap<(String, i32), i64>, per_partition: 
     }
 }
 
+/// Admin connections served at once; more are closed at once (a scraper or a health check
+/// needs one).
+const MAX_ADMIN_CONNECTIONS: usize = 32;
+
 /// Serves the admin endpoints until `cancel`.
 pub async fn serve_admin(listener: TcpListener, ctx: Arc<Ctx>, cancel: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -310,11 +315,16 @@ pub async fn serve_admin(listener: TcpListener, ctx: Arc<Ctx>, cancel: Cancellat
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "admin listener busy; closing the connection");
+            continue;
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = admin_request(stream, &ctx).await {
                 tracing::debug!(%peer, error = %e, "admin request failed");
             }
+            drop(slot);
         });
     }
 }
@@ -324,7 +334,7 @@ async fn admin_request(mut stream: TcpStream, ctx: &Arc<Ctx>) -> std::io::Result
     const MAX_HEAD: usize = 8192;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(Duration::from_secs(10), async {
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
             let n = stream.read(&mut buf).await?;
             if n == 0 || head.len() + n > MAX_HEAD {

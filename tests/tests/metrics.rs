@@ -101,6 +101,29 @@ fn health_ready_and_unknown_paths() -> Result<()> {
     let (status, _) = http(a, &long).unwrap_or_else(|_| ("closed".into(), String::new()));
     ensure!(!status.contains("200"), "{status}");
     ensure!(get(a, "/health")?.0.contains("200"));
+    // Hostile: more idle connections than the listener serves at once. Those past its limit
+    // are closed at once; once the idle ones go, it answers again.
+    let idle: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(a))
+        .collect::<Result<_, _>>()?;
+    let mut closed = 0;
+    for mut s in idle.iter().skip(32) {
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        if matches!(s.read(&mut [0u8; 16]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    ensure!(closed > 0, "no connection past the limit was closed");
+    drop(idle);
+    wait_until(
+        "the admin listener to answer again",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || match get(a, "/health") {
+            Ok((s, _)) if s.contains("200") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
     broker.shutdown()
 }
 
