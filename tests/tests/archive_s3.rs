@@ -339,6 +339,56 @@ fn uploads_catch_up_after_the_store_was_down() -> Result<()> {
     Ok(())
 }
 
+/// With the store down and nothing of it cached (a restarted broker), offsets only the
+/// archive holds are neither skipped nor reported out of range: ListOffsets EARLIEST and a
+/// Fetch below the local log start answer KAFKA_STORAGE_ERROR (retriable), and once the store
+/// is back librdkafka reads everything from offset 0.
+#[test]
+fn archive_reads_fail_retriably_while_the_store_is_down() -> Result<()> {
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let dir = tempfile::tempdir()?;
+    let mut s3 = S3Server::start(&dir.path().join("s3"), BUCKET)?;
+    let url = format!("s3://{BUCKET}/down");
+    let mut broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
+    let bs = broker.bootstrap();
+    let (topic, id) = archived_topic(
+        &bs,
+        "s3-down-reads",
+        &[("retention.ms", "-1"), ("local.retention.ms", "60000")],
+    )?;
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
+    drop(producer);
+    let archive = s3.archive(&url)?;
+    let p = PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    };
+    wait_archived(&archive, p, MESSAGES as i64 / 2)?;
+    let start = wait_local_log_start_moved(&bs, &topic)?;
+    broker.terminate()?;
+    s3.stop();
+    broker.restart()?;
+    let addr = broker.addr();
+    let earliest = raw::list_offset(addr, &topic, 0, -2);
+    ensure!(
+        earliest
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains(&KAFKA_STORAGE_ERROR.to_string())),
+        "EARLIEST with the store down: {earliest:?} (local start {start})"
+    );
+    let mut c = raw::connect(addr)?;
+    let f = raw::fetch(&mut c, 1, &raw::fetch_request(&topic, 0, 0, 0, 1))?;
+    ensure!(
+        f.error_code == KAFKA_STORAGE_ERROR,
+        "Fetch at 0 with the store down: {f:?}"
+    );
+    s3.restart()?;
+    replay_from_zero(&broker.bootstrap(), &topic, MESSAGES, SIZE)?;
+    Ok(())
+}
+
 /// Credentials the store refuses: reported in the log, retried with backoff (a handful of
 /// requests, not one per pass), and the broker serves on.
 #[test]

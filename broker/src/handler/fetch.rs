@@ -276,7 +276,10 @@ async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: 
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    // Not OFFSET_OUT_OF_RANGE: the consumer would reset past what only the
+                    // archive holds. A retriable error makes it fetch again.
                     tracing::warn!(topic = %info.name, partition = w.partition, error = %e, "reading the archive failed");
+                    part.error_code = code::KAFKA_STORAGE_ERROR;
                 }
             }
         }

@@ -189,7 +189,12 @@ async fn in_archive(
                 partition: want.partition_index,
             };
             if let Err(e) = archive_answer(ctx, p, want.timestamp, part).await {
+                // Not the local answer: EARLIEST would skip what only the archive holds, and
+                // a consumer would silently miss it. A retriable error makes it ask again.
                 tracing::warn!(topic = %info.name, partition = want.partition_index, error = %e, "reading the archive failed");
+                part.error_code = code::KAFKA_STORAGE_ERROR;
+                part.offset = -1;
+                part.timestamp = -1;
             }
         }
     }
