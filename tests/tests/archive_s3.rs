@@ -65,6 +65,34 @@ fn archived_topic(
     Ok((topic, id))
 }
 
+/// A one-partition archived topic filled with the test messages, once the archive holds at
+/// least half of them and local retention has dropped some: (topic, id, archive, local log
+/// start). The test messages are stamped 2023: a minute of local retention has long expired
+/// them, so every segment leaves local disk once the archive holds it; the archive keeps all.
+fn archived_then_dropped_locally(
+    bs: &str,
+    s3: &S3Server,
+    url: &str,
+    prefix: &str,
+) -> Result<(String, uuid::Uuid, Archive, i64)> {
+    let (topic, id) = archived_topic(
+        bs,
+        prefix,
+        &[("retention.ms", "-1"), ("local.retention.ms", "60000")],
+    )?;
+    let producer = small_batch_producer(bs)?;
+    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
+    let archive = s3.archive(url)?;
+    let p = PartitionRef {
+        topic: &topic,
+        topic_id: id,
+        partition: 0,
+    };
+    wait_archived(&archive, p, MESSAGES as i64 / 2)?;
+    let start = wait_local_log_start_moved(bs, &topic)?;
+    Ok((topic, id, archive, start))
+}
+
 /// Names of the objects a manifest's segments have.
 fn names(m: &ArchiveManifest) -> BTreeSet<String> {
     m.segments
@@ -153,24 +181,12 @@ fn s3_archive_replays_from_offset_zero_after_local_retention() -> Result<()> {
     let url = format!("s3://{BUCKET}/cluster/a");
     let broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
     let bs = broker.bootstrap();
-    // The test messages are stamped 2023: a minute of local retention has long expired them,
-    // so every segment goes from local disk once the archive holds it; the archive keeps all.
-    let (topic, id) = archived_topic(
-        &bs,
-        "s3-replay",
-        &[("retention.ms", "-1"), ("local.retention.ms", "60000")],
-    )?;
-    let producer = small_batch_producer(&bs)?;
-    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
-    let archive = s3.archive(&url)?;
+    let (topic, id, archive, start) = archived_then_dropped_locally(&bs, &s3, &url, "s3-replay")?;
     let p = PartitionRef {
         topic: &topic,
         topic_id: id,
         partition: 0,
     };
-    let m = wait_archived(&archive, p, MESSAGES as i64 / 2)?;
-    let start = wait_local_log_start_moved(&bs, &topic)?;
-    ensure!(m.next_offset() > 0);
     // Everything below the local log start is in S3, under the prefix, each segment once.
     wait_archived(&archive, p, start)?;
     check_complete(&s3, &archive, p, &partition_dir("cluster/a", &topic, id))?;
@@ -351,22 +367,7 @@ fn archive_reads_fail_retriably_while_the_store_is_down() -> Result<()> {
     let url = format!("s3://{BUCKET}/down");
     let mut broker = spawn_broker(&dir.path().join("data"), &s3, &url, SECRET_KEY, &[])?;
     let bs = broker.bootstrap();
-    let (topic, id) = archived_topic(
-        &bs,
-        "s3-down-reads",
-        &[("retention.ms", "-1"), ("local.retention.ms", "60000")],
-    )?;
-    let producer = small_batch_producer(&bs)?;
-    produce_and_wait(&producer, &topic, 0..MESSAGES, 1, |_| SIZE)?;
-    drop(producer);
-    let archive = s3.archive(&url)?;
-    let p = PartitionRef {
-        topic: &topic,
-        topic_id: id,
-        partition: 0,
-    };
-    wait_archived(&archive, p, MESSAGES as i64 / 2)?;
-    let start = wait_local_log_start_moved(&bs, &topic)?;
+    let (topic, _, _, start) = archived_then_dropped_locally(&bs, &s3, &url, "s3-down-reads")?;
     broker.terminate()?;
     s3.stop();
     broker.restart()?;

@@ -206,6 +206,12 @@ async fn archive_answer(
     ts: i64,
     part: &mut ListOffsetsPartitionResponse,
 ) -> Result<(), StorageError> {
+    // Nothing lies below the local log start when it is where the log begins (0, or where
+    // DeleteRecords put it): the archive is not asked, so an unreachable one costs nothing.
+    let local_start = ctx.store.offsets(p.topic, p.partition)?.log_start;
+    if local_start <= ctx.tier.floor(p) {
+        return Ok(());
+    }
     let Some(archive_start) = ctx.tier.start(p).await? else {
         return Ok(());
     };
@@ -213,7 +219,6 @@ async fn archive_answer(
         part.offset = part.offset.min(archive_start);
         return Ok(());
     }
-    let local_start = ctx.store.offsets(p.topic, p.partition)?.log_start;
     if archive_start >= local_start {
         return Ok(());
     }
