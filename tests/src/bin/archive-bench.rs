@@ -142,8 +142,9 @@ fn spawn(a: &Args, data: &Path, archive: Option<(&Store, u64)>) -> Result<Broker
     BrokerProcess::spawn(data, 0, &env)
 }
 
-/// Creates the topic and produces every message; returns the topic and produce MB/s.
-fn produce(a: &Args, broker: &BrokerProcess, remote: bool) -> Result<(String, f64)> {
+/// Creates the topic and produces every message; returns the topic, produce MB/s, and the
+/// CPU seconds per GB produced of the broker and of this process (client, S3 server).
+fn produce(a: &Args, broker: &BrokerProcess, remote: bool) -> Result<(String, f64, f64)> {
     let bs = broker.bootstrap();
     let topic = strata_tests::topic_name("bench");
     let remote = if remote { "true" } else { "false" };
@@ -155,10 +156,13 @@ fn produce(a: &Args, broker: &BrokerProcess, remote: bool) -> Result<(String, f6
     )?
     .map_err(|c| anyhow::anyhow!("create {topic}: {c:?}"))?;
     let producer = recording_producer(&producer_config(&bs))?;
+    let cpu = cpu_total(Some(broker.pid())) + cpu_total(None);
     let started = Instant::now();
     produce_and_wait(&producer, &topic, 0..a.messages, a.partitions, |_| a.size)?;
     let secs = started.elapsed().as_secs_f64();
-    Ok((topic, (a.messages * a.size as u64) as f64 / 1e6 / secs))
+    let bytes = (a.messages * a.size as u64) as f64;
+    let cpu = cpu_total(Some(broker.pid())) + cpu_total(None) - cpu;
+    Ok((topic, bytes / 1e6 / secs, cpu / (bytes / 1e9)))
 }
 
 /// `.log` bytes and segments the archive holds for the topic.
@@ -189,6 +193,19 @@ struct Upload {
     /// that uploaded them.
     rss_producing: u64,
     rss_uploading: u64,
+    /// CPU seconds per GB archived: the uploading broker's, and this process's (which runs
+    /// the in-process S3 server; ~0 for the directory).
+    broker_cpu_per_gb: f64,
+    store_cpu_per_gb: f64,
+}
+
+fn cpu_total(pid: Option<u32>) -> f64 {
+    let (u, s) = match pid {
+        Some(pid) => strata_tests::procstat::cpu_seconds(&pid.to_string()),
+        None => strata_tests::procstat::self_cpu_seconds(),
+    }
+    .unwrap_or((0.0, 0.0));
+    u + s
 }
 
 /// Uploads every sealed segment of a freshly produced topic.
@@ -198,7 +215,7 @@ fn upload(a: &Args, kind: &str) -> Result<Upload> {
     let s = store(a, kind, dir.path())?;
     // An hour: the connector stays idle while the records come in.
     let mut broker = spawn(a, &data, Some((&s, 3_600_000)))?;
-    let (topic, _) = produce(a, &broker, true)?;
+    let (topic, ..) = produce(a, &broker, true)?;
     let id = topic_id(&broker.bootstrap(), &topic)?;
     let rss_producing = broker.peak_rss_kib()? >> 10;
     broker.terminate()?;
@@ -216,6 +233,7 @@ fn upload(a: &Args, kind: &str) -> Result<Upload> {
         bail!("no sealed segment: produce more than --segment-mb per partition");
     }
     let started = Instant::now();
+    let self_cpu = cpu_total(None);
     let broker = spawn(a, &data, Some((&s, 100)))?;
     loop {
         let (bytes, segments) = archived(a, &s.archive, &topic, id)?;
@@ -230,6 +248,9 @@ fn upload(a: &Args, kind: &str) -> Result<Upload> {
     }
     let secs = started.elapsed().as_secs_f64();
     let rss_uploading = broker.peak_rss_kib()? >> 10;
+    let gb = sealed as f64 / 1e9;
+    let broker_cpu_per_gb = cpu_total(Some(broker.pid())) / gb;
+    let store_cpu_per_gb = (cpu_total(None) - self_cpu) / gb;
     drop(broker);
     Ok(Upload {
         mbps: sealed as f64 / 1e6 / secs,
@@ -237,6 +258,8 @@ fn upload(a: &Args, kind: &str) -> Result<Upload> {
         segments: count,
         rss_producing,
         rss_uploading,
+        broker_cpu_per_gb,
+        store_cpu_per_gb,
     })
 }
 
@@ -251,13 +274,16 @@ fn main() -> Result<()> {
         let u = upload(&a, kind)?;
         rows.push(format!(
             "upload    {:<10} {:>9.1} MB/s   ({} segments, {:.0} MB; broker peak RSS {} MiB \
-             uploading, {} MiB taking the records)",
+             uploading, {} MiB taking the records; CPU s per GB: broker {:.2}, store and \
+             bench {:.2})",
             kind,
             u.mbps,
             u.segments,
             u.bytes as f64 / 1e6,
             u.rss_uploading,
-            u.rss_producing
+            u.rss_producing,
+            u.broker_cpu_per_gb,
+            u.store_cpu_per_gb
         ));
     }
     // Rounds of off, then on per store, interleaved so that a slower or faster stretch of
@@ -266,14 +292,16 @@ fn main() -> Result<()> {
         .chain(a.stores.iter().map(Some))
         .collect();
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..a.rounds {
         for (v, kind) in variants.iter().enumerate() {
             let dir = tempfile::tempdir()?;
             let s = kind.map(|k| store(&a, k, dir.path())).transpose()?;
             let broker = spawn(&a, &dir.path().join("data"), s.as_ref().map(|s| (s, 100)))?;
-            let (_, mbps) = produce(&a, &broker, kind.is_some())?;
+            let (_, mbps, cpu) = produce(&a, &broker, kind.is_some())?;
             drop(broker);
             runs[v].push(mbps);
+            cpus[v].push(cpu);
         }
     }
     let median = |xs: &mut Vec<f64>| {
@@ -284,13 +312,15 @@ fn main() -> Result<()> {
     for (v, kind) in variants.iter().enumerate() {
         let all: Vec<String> = runs[v].iter().map(|x| format!("{x:.0}")).collect();
         let mbps = median(&mut runs[v]);
+        let cpu = median(&mut cpus[v]);
         let name = kind.map_or("off".to_string(), |k| format!("on ({k})"));
         let vs = match kind {
             None => String::new(),
             Some(_) => format!("{:+.1}% vs off; ", (mbps / off - 1.0) * 100.0),
         };
         rows.push(format!(
-            "produce   {name:<10} {mbps:>9.1} MB/s   ({vs}rounds: {})",
+            "produce   {name:<10} {mbps:>9.1} MB/s   ({vs}rounds: {}; CPU s per GB, broker and \
+             client: {cpu:.2})",
             all.join(", ")
         ));
     }
