@@ -24,6 +24,11 @@ pub struct Config {
     /// `NAME://host:port` per listener: the address clients of that listener are told;
     /// defaults to the address it binds (required when that is 0.0.0.0 or ::).
     pub advertised_listeners: String,
+    /// Per listener, the source addresses it accepts: `NAME=CIDR,CIDR;NAME2=CIDR` (IPv4 and
+    /// IPv6; a bare address is one host). A listener without an entry accepts any source;
+    /// a connection from outside its list is closed before a byte is read. With `listen`
+    /// alone, the listener is named PLAINTEXT.
+    pub listener_allowlists: String,
     /// Where the log lives.
     pub data_dir: PathBuf,
     /// This broker's node id in Metadata responses.
@@ -132,6 +137,7 @@ impl Default for Config {
             advertise: None,
             listeners: String::new(),
             advertised_listeners: String::new(),
+            listener_allowlists: String::new(),
             data_dir: PathBuf::from("./data"),
             node_id: 1,
             num_partitions: 1,
@@ -270,6 +276,7 @@ impl Config {
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
             archive_delete_with_topic, archive_max_concurrent_uploads, archive_read_cache_mb, archive_read_chunk_bytes,
             admin_listen, metrics_partition_series, listeners, advertised_listeners,
+            listener_allowlists,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
@@ -421,6 +428,7 @@ impl Config {
                 name: "PLAINTEXT".into(),
                 bind: resolve(&self.listen)?,
                 advertise: self.advertise.as_deref().map(split_host_port).transpose()?,
+                allow: None,
             });
         } else {
             for (name, addr) in named_list("listeners", &self.listeners)? {
@@ -431,6 +439,7 @@ impl Config {
                     name,
                     bind: resolve(&addr)?,
                     advertise: None,
+                    allow: None,
                 });
             }
             for (name, addr) in named_list("advertised_listeners", &self.advertised_listeners)? {
@@ -441,6 +450,37 @@ impl Config {
                 })?;
                 spec.advertise = Some(split_host_port(&addr)?);
             }
+        }
+        for entry in self
+            .listener_allowlists
+            .split(';')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (name, cidrs) = entry.split_once('=').ok_or_else(|| {
+                bad(format!(
+                    "listener_allowlists: {entry:?} is not NAME=CIDR,CIDR"
+                ))
+            })?;
+            let name = name.trim().to_ascii_uppercase();
+            let spec = specs.iter_mut().find(|s| s.name == name).ok_or_else(|| {
+                bad(format!(
+                    "listener_allowlists names {name}, which is not a listener"
+                ))
+            })?;
+            let list = cidrs
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    Cidr::parse(c).ok_or_else(|| {
+                        bad(format!(
+                            "listener_allowlists: {c:?} is not an address or CIDR"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            spec.allow = Some(list);
         }
         for s in &specs {
             if s.advertise.is_none() && s.bind.ip().is_unspecified() {
@@ -454,13 +494,56 @@ impl Config {
     }
 }
 
-/// One listener: its name, where it binds, and what it advertises (`None`: the bound
-/// address).
+/// One listener: its name, where it binds, what it advertises (`None`: the bound address),
+/// and the sources it accepts (`None`: any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
     pub name: String,
     pub bind: SocketAddr,
     pub advertise: Option<(String, u16)>,
+    pub allow: Option<Vec<Cidr>>,
+}
+
+/// An address range: `10.0.0.0/8`, `fd00::/8`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `addr/prefix` or a bare address; `None` when malformed (prefix past 32 or 128
+    /// included).
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr.trim().parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(Cidr { net, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| -> (u128, u32) {
+            match ip.to_canonical() {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let ((net, width), (addr, addr_width)) = (bits(self.net), bits(ip));
+        if width != addr_width {
+            return false;
+        }
+        let shift = width - u32::from(self.prefix);
+        // A /0 matches everything of its family (a shift by the full width would overflow).
+        shift >= width || (net >> shift) == (addr >> shift)
+    }
 }
 
 impl ListenerSpec {
@@ -639,6 +722,55 @@ mod tests {
             };
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(why), "{listeners} / {advertised}: {e}");
+        }
+    }
+
+    #[test]
+    fn allowlists_parse_and_match_both_families() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!c("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(c("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!c("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(c("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!c("0.0.0.0/0").contains(ip("::1")), "families do not mix");
+        assert!(c("::/0").contains(ip("2001:db8::1")));
+        assert!(c("fd00::/8").contains(ip("fd12::1")));
+        assert!(
+            c("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped"
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/-1",
+            "nope",
+            "10.0.0.0/",
+            "",
+        ] {
+            assert!(Cidr::parse(bad).is_none(), "{bad}");
+        }
+        let cfg = Config {
+            listeners: "A://127.0.0.1:1,B://127.0.0.1:2".into(),
+            listener_allowlists: "a=127.0.0.1/32, ::1 ; B=10.0.0.0/8".into(),
+            ..Config::default()
+        };
+        let specs = cfg.listener_specs().unwrap();
+        assert_eq!(specs[0].allow.as_ref().map(Vec::len), Some(2));
+        assert_eq!(specs[1].allow.as_ref().map(Vec::len), Some(1));
+        for (lists, why) in [
+            ("C=10.0.0.0/8", "not a listener"),
+            ("A", "NAME=CIDR"),
+            ("A=300.0.0.1", "not an address"),
+        ] {
+            let cfg = Config {
+                listeners: "A://127.0.0.1:1".into(),
+                listener_allowlists: lists.into(),
+                ..Config::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(why), "{lists}: {e}");
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConnectionLimits};
+use crate::config::{Cidr, Config, ConnectionLimits};
 use crate::group::Coordinator;
 use crate::handler::{Ctx, Listener};
 use std::time::Duration;
@@ -60,12 +60,12 @@ impl Broker {
                 advertised_host: host,
                 advertised_port: port,
             });
-            listeners.push((l, info, bound));
+            listeners.push((l, info, bound, spec.allow.clone()));
         }
         let addr = listeners[0].2;
         let listener_addrs = listeners
             .iter()
-            .map(|(_, info, bound)| (info.name.clone(), *bound))
+            .map(|(_, info, bound, _)| (info.name.clone(), *bound))
             .collect();
         crate::metrics::handle();
         let admin = crate::metrics::bind_admin(&config.admin_listen).await?;
@@ -74,7 +74,7 @@ impl Broker {
             tracing::info!(admin = %a, "admin listener (/metrics, /health, /ready)");
         }
         tracing::info!(?config, "effective configuration");
-        for (i, (_, info, bound)) in listeners.iter().enumerate() {
+        for (i, (_, info, bound, _)) in listeners.iter().enumerate() {
             let advertised = format!("{}:{}", info.advertised_host, info.advertised_port);
             if i == 0 {
                 tracing::info!(addr = %bound, %advertised, listener = %info.name, %cluster_id, "listening");
@@ -119,10 +119,11 @@ impl Broker {
                 ctx.config.connection_limits().unwrap_or_default(),
             )),
         });
-        for (listener, info, _) in listeners {
+        for (listener, info, _, allow) in listeners {
             tasks.spawn(accept_loop(
                 listener,
                 info,
+                allow,
                 ctx.clone(),
                 limits.clone(),
                 cancel.clone(),
@@ -243,6 +244,7 @@ struct Limits {
 async fn accept_loop(
     listener: TcpListener,
     info: Arc<Listener>,
+    allow: Option<Vec<Cidr>>,
     ctx: Arc<Ctx>,
     limits: Arc<Limits>,
     cancel: CancellationToken,
@@ -250,6 +252,7 @@ async fn accept_loop(
 ) {
     let (permits, per_ip) = (&limits.permits, &limits.per_ip);
     let name = info.name.clone();
+    let mut refused = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -264,6 +267,17 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(allow) = &allow {
+            if !allow.iter().any(|c| c.contains(peer.ip())) {
+                // Closed before a byte is read (dropping the stream closes it).
+                ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "allowlist")
+                    .increment(1);
+                if let Some(suppressed) = refused.first_in_a_while(peer.ip()) {
+                    tracing::warn!(%peer, listener = %name, suppressed, "connection from outside the listener's allowlist closed");
+                }
+                continue;
+            }
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
             ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "max_connections")
@@ -289,6 +303,42 @@ async fn accept_loop(
             ctx.counters.connections_open.fetch_sub(1, Relaxed);
             drop((permit, slot));
         });
+    }
+}
+
+/// Rate limit of the log line for refused sources: once per source a minute, at most
+/// `MAX_SOURCES` sources remembered (then the memory starts over).
+#[derive(Default)]
+struct RefusalLog {
+    /// Per source: when it was last logged, and refusals since then.
+    last: HashMap<IpAddr, (std::time::Instant, u64)>,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(60);
+    const MAX_SOURCES: usize = 10_000;
+
+    /// `Some(refusals held back since the last line)` when this source may be logged now.
+    fn first_in_a_while(&mut self, ip: IpAddr) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.last.len() >= Self::MAX_SOURCES && !self.last.contains_key(&ip) {
+            self.last.clear();
+        }
+        match self.last.get_mut(&ip) {
+            Some(entry) if now.duration_since(entry.0) < Self::EVERY => {
+                entry.1 += 1;
+                None
+            }
+            Some(entry) => {
+                let suppressed = entry.1;
+                *entry = (now, 0);
+                Some(suppressed)
+            }
+            None => {
+                self.last.insert(ip, (now, 0));
+                Some(0)
+            }
+        }
     }
 }
 

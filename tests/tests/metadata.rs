@@ -271,3 +271,57 @@ fn each_listener_advertises_its_own_address() -> Result<()> {
     ensure!(produce_n(&bs, &topic, 5)? == vec![0, 1, 2, 3, 4]);
     broker.shutdown()
 }
+
+/// A listener's allowlist: a client from 127.0.0.1 (listed) produces as usual; a connection
+/// from 127.0.0.2 (not listed) is closed before the broker reads a byte, however many times
+/// it tries, and the broker serves on.
+#[test]
+fn connections_from_outside_the_allowlist_are_closed() -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| {
+        c.listeners = "CLIENT://127.0.0.1:0".into();
+        c.listener_allowlists = "CLIENT=127.0.0.1/32".into();
+    })?;
+    let addr = broker.listener_addr("CLIENT").context("CLIENT listener")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Bytes read back after an ApiVersions request from `source` (0: closed unanswered).
+    let answered_from = |source: &str| {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(format!("{source}:0").parse()?)?;
+            let mut s = socket.connect(addr).await?;
+            // An ApiVersions request: no answer comes, the connection is closed.
+            let _ = s
+                .write_all(&raw::encode_request(
+                    3,
+                    1,
+                    &kafka_protocol::messages::ApiVersionsRequest::default(),
+                )?)
+                .await;
+            let mut buf = [0u8; 64];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            anyhow::Ok(match n {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => 0,
+                Err(_) => anyhow::bail!("neither answered nor closed within 10 s"),
+            })
+        })
+    };
+    ensure!(
+        answered_from("127.0.0.1")? > 0,
+        "the listed source got no answer"
+    );
+    for _ in 0..20 {
+        ensure!(
+            answered_from("127.0.0.2")? == 0,
+            "a connection from 127.0.0.2 was served"
+        );
+    }
+    let bs = addr.to_string();
+    let topic = topic_name("allowlist");
+    create_topic(&bs, &topic, 1)?;
+    ensure!(produce_n(&bs, &topic, 3)? == vec![0, 1, 2]);
+    broker.shutdown()
+}
