@@ -52,6 +52,9 @@ struct Pass {
     any_error: bool,
     /// Each partition's high watermark as read (-1 when it could not be read), in plan order.
     high_watermarks: Vec<Vec<i64>>,
+    /// What it read, per partition read: (topic, bytes, records), counted in the metrics
+    /// only for the pass that is sent (a long poll discards earlier ones).
+    sent: Vec<(String, usize, u64)>,
 }
 
 pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
@@ -154,6 +157,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             let mut total = 0usize;
             let mut any_error = false;
             let mut refs = Vec::new();
+            let mut sent = Vec::new();
             let mut out = Vec::with_capacity(plan.len());
             let mut high_watermarks = Vec::with_capacity(plan.len());
             for t in &plan {
@@ -184,8 +188,10 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                             if let Some(hw) = hws.last_mut() {
                                 *hw = r.high_watermark;
                             }
-                            let sent = (r.next_offset - w.offset).max(0) as u64;
-                            crate::metrics::fetched(name, r.records.len(), sent);
+                            if !r.records.is_empty() {
+                                let records = (r.next_offset - w.offset).max(0) as u64;
+                                sent.push((name.clone(), r.records.len(), records));
+                            }
                             total += r.records.len();
                             budget = budget.saturating_sub(r.records.len());
                             parts.push(
@@ -220,6 +226,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                 bytes: total,
                 any_error,
                 high_watermarks,
+                sent,
             })
         })
         .await;
@@ -231,6 +238,7 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             bytes: 0,
             any_error: true,
             high_watermarks: Vec::new(),
+            sent: Vec::new(),
         }
     });
     if pass.any_error {
@@ -266,7 +274,7 @@ async fn tiered(ctx: &Arc<Ctx>, plan: &[TopicWant], pass: &mut Pass, max_bytes: 
                     let bytes = r.records.iter().map(Bytes::len).sum::<usize>();
                     pass.bytes += bytes;
                     let sent = (r.next_offset - w.offset).max(0) as u64;
-                    crate::metrics::fetched(&info.name, bytes, sent);
+                    pass.sent.push((info.name.clone(), bytes, sent));
                     ::metrics::counter!("strata_archive_read_bytes_total").increment(bytes as u64);
                     let records = record_set(r.records, &mut pass.refs);
                     *part = std::mem::take(part)
@@ -325,6 +333,9 @@ async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
 }
 
 fn response(version: i16, plan: &[TopicWant], pass: Pass) -> Response {
+    for (topic, bytes, records) in &pass.sent {
+        crate::metrics::fetched(topic, *bytes, *records);
+    }
     if pass.parts.len() != plan.len() {
         return FetchResponse::default()
             .with_error_code(code::KAFKA_STORAGE_ERROR)
