@@ -9,7 +9,10 @@
 //!
 //! Options: `--messages N` `--size BYTES` `--partitions P` `--rate-mbps R` (steady produce
 //! rate in MB/s, 10^6 bytes; default: as fast as possible) `--fsync on|off|both`
-//! `--compression none|gzip|snappy|lz4|zstd` `--linger-ms MS`.
+//! `--compression none|gzip|snappy|lz4|zstd` `--linger-ms MS` `--strata-cli [PATH]` (also
+//! run `strata perf produce` / `perf consume` on another topic of the same broker, right after
+//! librdkafka, and compare; PATH defaults to the `strata` binary beside this one, built by
+//! `cargo build -p strata-client`).
 //!
 //! Produce latency is measured per message from `send()` to its delivery report (so it
 //! includes `linger.ms` and, without `--rate-mbps`, time queued in librdkafka): measure
@@ -37,6 +40,7 @@ struct Args {
     fsync: Vec<bool>,
     compression: String,
     linger_ms: u32,
+    strata_cli: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -48,8 +52,9 @@ fn parse_args() -> Result<Args> {
         fsync: vec![true, false],
         compression: "none".into(),
         linger_ms: 5,
+        strata_cli: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -59,6 +64,15 @@ fn parse_args() -> Result<Args> {
             "--rate-mbps" => a.rate_mbps = Some(value()?.parse()?),
             "--compression" => a.compression = value()?,
             "--linger-ms" => a.linger_ms = value()?.parse()?,
+            "--strata-cli" => {
+                a.strata_cli = Some(match it.next_if(|v| !v.starts_with("--")) {
+                    Some(path) => path.into(),
+                    None => std::env::current_exe()?
+                        .parent()
+                        .context("no directory")?
+                        .join("strata"),
+                })
+            }
             "--fsync" => {
                 a.fsync = match value()?.as_str() {
                     "on" => vec![true],
@@ -70,7 +84,8 @@ fn parse_args() -> Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "e2e-bench [--messages N] [--size BYTES] [--partitions P] [--rate-mbps R] \
-                     [--fsync on|off|both] [--compression CODEC] [--linger-ms MS]"
+                     [--fsync on|off|both] [--compression CODEC] [--linger-ms MS] \
+                     [--strata-cli [PATH]]"
                 );
                 std::process::exit(0);
             }
@@ -125,7 +140,10 @@ fn cpu_now() -> f64 {
     self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
 }
 
-fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
+/// Throughput (MB/s) and client CPU seconds per MB of a run.
+type Measured = (f64, f64);
+
+fn produce(a: &Args, bs: &str, topic: &str) -> Result<Measured> {
     let mut cfg = producer_config(bs);
     cfg.set("compression.type", &a.compression)
         .set("linger.ms", a.linger_ms.to_string())
@@ -195,10 +213,10 @@ fn produce(a: &Args, bs: &str, topic: &str) -> Result<()> {
     if failed > 0 {
         bail!("{failed} messages were not acknowledged");
     }
-    Ok(())
+    Ok((mb / secs, cpu / mb))
 }
 
-fn consume(a: &Args, bs: &str, topic: &str) -> Result<()> {
+fn consume(a: &Args, bs: &str, topic: &str) -> Result<Measured> {
     let mut cfg = consumer_config(bs);
     cfg.set("max.partition.fetch.bytes", "10485760")
         .set("fetch.max.bytes", "52428800");
@@ -225,11 +243,116 @@ fn consume(a: &Args, bs: &str, topic: &str) -> Result<()> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_now() - cpu0;
     println!(
-        "  consume: {count} msgs in {secs:.2} s = {:.1} MB/s, {:.0} msgs/s, CPU {:.2} s",
+        "  consume: {count} msgs in {secs:.2} s = {:.1} MB/s, {:.0} msgs/s, CPU {cpu:.2} s",
         bytes as f64 / 1e6 / secs,
         count as f64 / secs,
-        cpu_now() - cpu0
+    );
+    Ok((bytes as f64 / 1e6 / secs, cpu / (bytes as f64 / 1e6)))
+}
+
+/// CPU seconds (user + system) of this process's waited-for children so far.
+fn children_cpu() -> f64 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs `strata ARGS --json` to completion; returns its JSON answer and CPU seconds.
+fn run_strata(cli: &std::path::Path, args: &[String]) -> Result<(serde_json::Value, f64)> {
+    let cpu0 = children_cpu();
+    let out = std::process::Command::new(cli)
+        .args(args)
+        .output()
+        .with_context(|| {
+            format!(
+                "run {} (build it: cargo build -p strata-client)",
+                cli.display()
+            )
+        })?;
+    let cpu = children_cpu() - cpu0;
+    if !out.status.success() {
+        bail!(
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((
+        serde_json::from_slice(&out.stdout).context("strata --json output")?,
+        cpu,
+    ))
+}
+
+/// The `strata` CLI's perf tests on the same broker, with the same records and settings as
+/// librdkafka's run (acks=all, no idempotence, same linger and compression).
+fn strata_perf(
+    a: &Args,
+    cli: &std::path::Path,
+    bs: &str,
+    topic: &str,
+    lib: Measured,
+    lib_consume: Measured,
+) -> Result<()> {
+    create_topic(bs, topic, a.partitions)?;
+    let mut args: Vec<String> = [
+        "-b",
+        bs,
+        "perf",
+        "produce",
+        topic,
+        "--json",
+        "-q",
+        "--no-idempotence",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "-n".into(),
+        a.messages.to_string(),
+        "-s".into(),
+        a.size.to_string(),
+        "--linger-ms".into(),
+        a.linger_ms.to_string(),
+        "--compression".into(),
+        a.compression.clone(),
+    ]);
+    if let Some(r) = a.rate_mbps {
+        args.extend(["--rate".into(), (r * 1e6 / a.size as f64).to_string()]);
+    }
+    let (p, cpu) = run_strata(cli, &args)?;
+    let mb = a.messages as f64 * a.size as f64 / 1e6;
+    let mbps = p["mb_per_sec"].as_f64().unwrap_or(0.0);
+    let l = &p["latency_ms"];
+    println!(
+        "  strata perf produce: {} msgs in {} s = {mbps:.1} MB/s ({:.2}x librdkafka), client CPU {:.2} s/GB (librdkafka {:.2}); latency ms p50 {} p99 {} p99.9 {} max {}",
+        p["records"], p["seconds"], mbps / lib.0, cpu / mb * 1e3, lib.1 * 1e3, l["p50"], l["p99"], l["p999"], l["max"]
+    );
+    let args: Vec<String> = [
+        "-b",
+        bs,
+        "perf",
+        "consume",
+        topic,
+        "--json",
+        "-q",
+        "--partition-max-bytes",
+        "10485760",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["-n".to_string(), a.messages.to_string()])
+    .collect();
+    let (c, cpu) = run_strata(cli, &args)?;
+    let mbps = c["mb_per_sec"].as_f64().unwrap_or(0.0);
+    println!(
+        "  strata perf consume: {} msgs in {} s = {mbps:.1} MB/s ({:.2}x librdkafka), client CPU {:.2} s/GB (librdkafka {:.2})",
+        c["records"], c["seconds"], mbps / lib_consume.0, cpu / mb * 1e3, lib_consume.1 * 1e3
     );
     Ok(())
 }
@@ -266,9 +389,12 @@ fn main() -> Result<()> {
         let cpu0 = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s);
         let topic = format!("bench-{}", if fsync { "fsync" } else { "nofsync" });
         create_topic(&bs, &topic, a.partitions)?;
-        produce(&a, &bs, &topic)?;
-        consume(&a, &bs, &topic)?;
+        let lib = produce(&a, &bs, &topic)?;
+        let lib_consume = consume(&a, &bs, &topic)?;
         consume_raw(&a, broker.addr(), &topic)?;
+        if let Some(cli) = &a.strata_cli {
+            strata_perf(&a, cli, &bs, &format!("{topic}-strata"), lib, lib_consume)?;
+        }
         let cpu = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s) - cpu0;
         let peak = broker.peak_rss_kib().unwrap_or(0);
         println!(

@@ -1,0 +1,366 @@
+//! `strata perf produce|consume`: throughput and latency percentiles, like Kafka's
+//! producer-perf-test and consumer-perf-test.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use futures::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use strata_client::{Consumer, ConsumerConfig, Producer, ProducerRecord, StartOffset};
+use tokio::sync::mpsc;
+
+use super::produce::{Pacer, ProducerOpts};
+use super::{exit, Ctx};
+
+#[derive(Subcommand, Debug)]
+pub enum PerfCmd {
+    /// Produce fixed-size records as fast as allowed; report throughput and latency.
+    Produce(PerfProduceArgs),
+    /// Read records from the beginning; report throughput and fetch latency.
+    Consume(PerfConsumeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PerfProduceArgs {
+    pub topic: String,
+    /// Records to send.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Bytes per record value.
+    #[arg(short = 's', long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// Records per second at most.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub producer: ProducerOpts,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PerfConsumeArgs {
+    pub topic: String,
+    /// Records to read (default: everything up to the end offsets at the start).
+    #[arg(short = 'n', long)]
+    pub records: Option<u64>,
+    /// Most bytes per fetch answer.
+    #[arg(long, default_value_t = 50 << 20)]
+    pub fetch_max_bytes: i32,
+    /// Most bytes per partition per fetch answer.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub partition_max_bytes: i32,
+    /// Give up after this many seconds without reaching the count.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub async fn run(ctx: &Ctx, cmd: PerfCmd) -> Result<i32> {
+    match cmd {
+        PerfCmd::Produce(a) => produce(ctx, a).await,
+        PerfCmd::Consume(a) => consume(ctx, a).await,
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency percentiles in milliseconds.
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "avg": (h.mean() / 10.0).round() / 100.0,
+        "p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "p999": ms(0.999),
+        "max": h.max() as f64 / 1000.0,
+    })
+}
+
+/// Random printable payload (as Kafka's perf test sends), so compression behaves as on
+/// real text rather than on zeros.
+fn payload(size: usize) -> Bytes {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..size)
+        .map(|_| CHARS[rand::random_range(0..CHARS.len())])
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Prints a progress line every `every` from counters until `stop` is set.
+fn reporter(
+    quiet: bool,
+    unit_bytes: Arc<AtomicU64>,
+    count: Arc<AtomicU64>,
+    window: Arc<Mutex<Histogram<u64>>>,
+    what: &'static str,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if quiet {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let every = Duration::from_secs(2);
+        let mut last = (Instant::now(), 0u64, 0u64);
+        loop {
+            tokio::time::sleep(every).await;
+            let (n, b) = (
+                count.load(Ordering::Relaxed),
+                unit_bytes.load(Ordering::Relaxed),
+            );
+            let secs = last.0.elapsed().as_secs_f64();
+            let mut h = window.lock().unwrap();
+            let lat = if h.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {:.1} ms avg latency, {:.1} ms max",
+                    h.mean() / 1000.0,
+                    h.max() as f64 / 1000.0
+                )
+            };
+            h.reset();
+            drop(h);
+            eprintln!(
+                "{} records {what}, {:.1} records/s ({:.2} MB/s){lat}",
+                n - last.1,
+                (n - last.1) as f64 / secs,
+                (b - last.2) as f64 / 1e6 / secs,
+            );
+            last = (Instant::now(), n, b);
+        }
+    }))
+}
+
+async fn produce(ctx: &Ctx, a: PerfProduceArgs) -> Result<i32> {
+    if a.records == 0 {
+        bail!("--records must be at least 1");
+    }
+    let pacer = Pacer::new(a.rate)?;
+    let config = a.producer.config()?;
+    let client = ctx.client().await?;
+    client.topic(&a.topic).await?;
+    let producer = Producer::new(client, config).await?;
+    let value = payload(a.record_size);
+    let done = Arc::new(AtomicU64::new(0));
+    let done_bytes = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(Mutex::new(histogram()));
+    let progress = reporter(
+        a.quiet,
+        done_bytes.clone(),
+        done.clone(),
+        window.clone(),
+        "sent",
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, strata_client::DeliveryFuture)>();
+    let record_bytes = a.record_size as u64;
+    let collector = {
+        let (done, done_bytes, window) = (done.clone(), done_bytes.clone(), window.clone());
+        tokio::spawn(async move {
+            let mut all = histogram();
+            let mut pending = FuturesUnordered::new();
+            let mut first_error = None;
+            let mut failed = 0u64;
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    m = rx.recv(), if open => match m {
+                        Some((t0, f)) => pending.push(async move { (t0, f.await) }),
+                        None => open = false,
+                    },
+                    Some((t0, r)) = pending.next(), if !pending.is_empty() => {
+                        let us = (t0.elapsed().as_micros() as u64).max(1);
+                        match r {
+                            Ok(_) => {
+                                all.saturating_record(us);
+                                window.lock().unwrap().saturating_record(us);
+                                done.fetch_add(1, Ordering::Relaxed);
+                                done_bytes.fetch_add(record_bytes, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    else => break,
+                }
+            }
+            (all, failed, first_error)
+        })
+    };
+    let started = Instant::now();
+    for i in 0..a.records {
+        pacer.wait(i).await;
+        let record = ProducerRecord {
+            topic: a.topic.clone(),
+            value: Some(value.clone()),
+            ..Default::default()
+        };
+        let f = producer.send(record).await?;
+        let _ = tx.send((Instant::now(), f));
+    }
+    drop(tx);
+    producer.flush().await;
+    let (hist, failed, first_error) = collector.await?;
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let ok = hist.len();
+    let result = json!({
+        "records": ok,
+        "failed": failed,
+        "record_size": a.record_size,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "records_per_sec": (ok as f64 / secs).round(),
+        "mb_per_sec": ((ok * record_bytes) as f64 / 1e6 / secs * 100.0).round() / 100.0,
+        "latency_ms": percentiles(&hist),
+    });
+    if a.json {
+        println!("{result}");
+    } else {
+        let l = &result["latency_ms"];
+        println!(
+            "{ok} records sent, {} records/sec ({} MB/sec), {} ms avg latency, {} ms max latency, \
+             {} ms p50, {} ms p95, {} ms p99, {} ms p99.9",
+            result["records_per_sec"],
+            result["mb_per_sec"],
+            l["avg"],
+            l["max"],
+            l["p50"],
+            l["p95"],
+            l["p99"],
+            l["p999"]
+        );
+    }
+    if let Some(e) = first_error {
+        eprintln!("error: {failed} records failed, the first with: {e}");
+        return Ok(super::code_of(&e));
+    }
+    Ok(exit::OK)
+}
+
+async fn consume(ctx: &Ctx, a: PerfConsumeArgs) -> Result<i32> {
+    let client = ctx.client().await?;
+    let info = client.refresh_topic(&a.topic).await?;
+    let config = ConsumerConfig {
+        max_bytes: a.fetch_max_bytes,
+        partition_max_bytes: a.partition_max_bytes,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client, config);
+    for p in &info.partitions {
+        consumer.assign((a.topic.clone(), p.partition), StartOffset::Earliest);
+    }
+    consumer.fetch_end_offsets().await?;
+    let target = match a.records {
+        Some(n) => n,
+        None => {
+            let starts = consumer
+                .client()
+                .list_offsets(
+                    &info
+                        .partitions
+                        .iter()
+                        .map(|p| ((a.topic.clone(), p.partition), -2))
+                        .collect::<Vec<_>>(),
+                )
+                .await?;
+            info.partitions
+                .iter()
+                .map(|p| {
+                    let tp = (a.topic.clone(), p.partition);
+                    let lo = starts.get(&tp).map_or(0, |l| l.offset);
+                    (consumer.high_watermark(&tp).unwrap_or(lo) - lo).max(0) as u64
+                })
+                .sum()
+        }
+    };
+    let count = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let window = Arc::new(Mutex::new(histogram()));
+    let progress = reporter(
+        a.quiet,
+        bytes.clone(),
+        count.clone(),
+        window.clone(),
+        "read",
+    );
+    let mut hist = histogram();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(a.timeout_secs);
+    let (mut n, mut b) = (0u64, 0u64);
+    while n < target {
+        if Instant::now() > deadline {
+            eprintln!(
+                "error: read {n} of {target} records in {} s",
+                a.timeout_secs
+            );
+            break;
+        }
+        let t0 = Instant::now();
+        let records = consumer.poll(Duration::from_millis(500)).await?;
+        if records.is_empty() {
+            continue;
+        }
+        let us = (t0.elapsed().as_micros() as u64).max(1);
+        hist.saturating_record(us);
+        window.lock().unwrap().saturating_record(us);
+        for r in &records {
+            b += (r.record.value.as_ref().map_or(0, |v| v.len())
+                + r.record.key.as_ref().map_or(0, |k| k.len())) as u64;
+        }
+        n += records.len() as u64;
+        count.store(n, Ordering::Relaxed);
+        bytes.store(b, Ordering::Relaxed);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    let result = json!({
+        "records": n,
+        "bytes": b,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "records_per_sec": (n as f64 / secs).round(),
+        "mb_per_sec": (b as f64 / 1e6 / secs * 100.0).round() / 100.0,
+        "fetches": hist.len(),
+        "fetch_latency_ms": percentiles(&hist),
+    });
+    if a.json {
+        println!("{result}");
+    } else {
+        let l = &result["fetch_latency_ms"];
+        println!(
+            "{n} records read ({:.2} MB) in {:.2} s, {} records/sec ({} MB/sec), {} fetches, \
+             fetch latency {} ms p50, {} ms p95, {} ms p99, {} ms p99.9, {} ms max",
+            b as f64 / 1e6,
+            secs,
+            result["records_per_sec"],
+            result["mb_per_sec"],
+            hist.len(),
+            l["p50"],
+            l["p95"],
+            l["p99"],
+            l["p999"],
+            l["max"]
+        );
+    }
+    Ok(if n >= target {
+        exit::OK
+    } else {
+        exit::UNREACHABLE
+    })
+}
