@@ -29,7 +29,9 @@ const WRITE_QUEUE: usize = 64;
 /// A request on its way to the writer, and where its answer goes (`None`: no answer comes,
 /// as for a produce with `acks=0`).
 struct Outbound {
-    frame: Bytes,
+    /// The frame (length prefix included), in parts written back to back: large record
+    /// batches go out as they are, without being copied into one buffer.
+    frame: Vec<Bytes>,
     pending: Option<Pending>,
 }
 
@@ -159,18 +161,13 @@ impl Connection {
     /// Sends `request` at `version` and waits for the answer.
     pub async fn call_at<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
         let (frame, correlation_id) = self.encode(request, version)?;
-        let (reply, answer) = oneshot::channel();
-        let pending = Pending {
-            correlation_id,
-            header_version: R::Response::header_version(version),
-            reply,
-        };
-        self.send(Outbound {
-            frame,
-            pending: Some(pending),
-        })
-        .await?;
-        let mut body = answer.await.map_err(|_| self.lost("closed"))??;
+        let mut body = self
+            .exchange(
+                vec![frame],
+                correlation_id,
+                R::Response::header_version(version),
+            )
+            .await?;
         R::Response::decode(&mut body, version).map_err(|e| {
             Error::Protocol(format!(
                 "cannot decode {} v{version} response from {}: {e:#}",
@@ -184,10 +181,77 @@ impl Connection {
     pub async fn send_only<R: Request>(&self, request: &R, version: i16) -> Result<()> {
         let (frame, _) = self.encode(request, version)?;
         self.send(Outbound {
-            frame,
+            frame: vec![frame],
             pending: None,
         })
         .await
+    }
+
+    /// Sends a request of `R` at `version` whose body the caller encoded in `body` parts,
+    /// and returns the decoded answer (`None` when `expect_answer` is false).
+    pub async fn call_parts<R: Request>(
+        &self,
+        version: i16,
+        body: Vec<Bytes>,
+        expect_answer: bool,
+    ) -> Result<Option<R::Response>> {
+        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut head = BytesMut::with_capacity(64);
+        head.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut head, R::header_version(version))
+            .map_err(|e| Error::Protocol(format!("cannot encode a request header: {e:#}")))?;
+        let len = head.len() - 4 + body.iter().map(Bytes::len).sum::<usize>();
+        head[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        let mut frame = Vec::with_capacity(body.len() + 1);
+        frame.push(head.freeze());
+        frame.extend(body);
+        if !expect_answer {
+            self.send(Outbound {
+                frame,
+                pending: None,
+            })
+            .await?;
+            return Ok(None);
+        }
+        let mut answer = self
+            .exchange(frame, correlation_id, R::Response::header_version(version))
+            .await?;
+        R::Response::decode(&mut answer, version)
+            .map(Some)
+            .map_err(|e| {
+                Error::Protocol(format!(
+                    "cannot decode {} v{version} response from {}: {e:#}",
+                    api_name(R::KEY),
+                    self.addr
+                ))
+            })
+    }
+
+    /// Queues `frame` and waits for the body of its answer.
+    async fn exchange(
+        &self,
+        frame: Vec<Bytes>,
+        correlation_id: i32,
+        header_version: i16,
+    ) -> Result<Bytes> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            correlation_id,
+            header_version,
+            reply,
+        };
+        self.send(Outbound {
+            frame,
+            pending: Some(pending),
+        })
+        .await?;
+        answer.await.map_err(|_| self.lost("closed"))?
     }
 
     fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
@@ -242,12 +306,45 @@ async fn write_loop(
                 break;
             }
         }
-        if write.write_all(&out.frame).await.is_err() {
+        if write_parts(&mut write, out.frame).await.is_err() {
             break;
         }
     }
     dead.store(true, Ordering::Relaxed);
     let _ = write.shutdown().await;
+}
+
+/// Writes every part, several per system call.
+async fn write_parts(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut parts: Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
+            .iter()
+            .take(64)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = write.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < parts.len() {
+            let len = parts[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                bytes::Buf::advance(&mut parts[first], n);
+                n = 0;
+            }
+        }
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(

@@ -15,14 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::{FutureExt, Shared};
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
-use kafka_protocol::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
-use kafka_protocol::messages::TopicName;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::produce_request::ProduceRequest;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::cluster::Client;
@@ -99,7 +95,8 @@ pub struct RecordMetadata {
     pub timestamp: i64,
 }
 
-type BatchOutcome = std::result::Result<i64, Arc<Error>>;
+/// The batch's base offset (-1 with acks=0) and when the broker's answer arrived.
+type BatchOutcome = std::result::Result<(i64, Instant), Arc<Error>>;
 type BatchReceiver = Shared<oneshot::Receiver<BatchOutcome>>;
 
 /// Resolves when the record's batch is acknowledged (or has failed for good).
@@ -115,30 +112,55 @@ impl DeliveryFuture {
     pub fn partition(&self) -> i32 {
         self.partition
     }
+
+    /// Resolves to the outcome and the moment the broker's answer arrived (when it failed:
+    /// the moment that was known), whenever the future is polled: what latency measurements
+    /// need.
+    pub fn timed(self) -> TimedDelivery {
+        TimedDelivery(self)
+    }
+
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<(Result<RecordMetadata>, Instant)> {
+        let outcome = match self.rx.poll_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(o) => o,
+        };
+        Poll::Ready(match outcome {
+            Err(_) => (Err(Error::Closed), Instant::now()),
+            Ok(Err(e)) => (Err(shared_error(&e)), Instant::now()),
+            Ok(Ok((base, at))) => (
+                Ok(RecordMetadata {
+                    topic: self.topic.to_string(),
+                    partition: self.partition,
+                    offset: if base < 0 {
+                        -1
+                    } else {
+                        base + i64::from(self.delta)
+                    },
+                    timestamp: self.timestamp,
+                }),
+                at,
+            ),
+        })
+    }
 }
 
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let outcome = match self.rx.poll_unpin(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(o) => o,
-        };
-        Poll::Ready(match outcome {
-            Err(_) => Err(Error::Closed),
-            Ok(Err(e)) => Err(shared_error(&e)),
-            Ok(Ok(base)) => Ok(RecordMetadata {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                offset: if base < 0 {
-                    -1
-                } else {
-                    base + i64::from(self.delta)
-                },
-                timestamp: self.timestamp,
-            }),
-        })
+        self.poll_outcome(cx).map(|(r, _)| r)
+    }
+}
+
+/// [`DeliveryFuture::timed`].
+pub struct TimedDelivery(DeliveryFuture);
+
+impl Future for TimedDelivery {
+    type Output = (Result<RecordMetadata>, Instant);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_outcome(cx)
     }
 }
 
@@ -180,14 +202,26 @@ struct PartQueue {
     sealed: VecDeque<SealedBatch>,
     next_sequence: i32,
     in_flight: usize,
+    /// Bytes of the last batch sealed: the next one starts with that much room, so a busy
+    /// partition's batches do not grow (and copy) their way up to `batch_size`.
+    last_size: usize,
+}
+
+/// The queues of one topic.
+struct TopicQueues {
+    name: Arc<str>,
+    /// Partitions the metadata knows; `parts` may be longer after a shrink-then-refresh.
+    count: i32,
+    /// The partition keyless records go to now (sticky partitioning).
+    sticky: i32,
+    parts: Vec<PartQueue>,
+    /// A leader or partition error: look the topic up again before the next record.
+    stale: bool,
 }
 
 #[derive(Default)]
 struct State {
-    parts: HashMap<(Arc<str>, i32), PartQueue>,
-    /// Partition counts of topics sent to.
-    counts: HashMap<String, (Arc<str>, i32)>,
-    sticky: HashMap<Arc<str>, i32>,
+    topics: HashMap<Arc<str>, TopicQueues>,
     in_flight: HashMap<i32, usize>,
     /// Batches not yet completed (open, sealed or in flight).
     outstanding: usize,
@@ -267,7 +301,6 @@ impl Producer {
     /// resolves when the broker has acknowledged the record.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let s = &self.shared;
-        let (topic, count) = self.partition_count(&record.topic).await?;
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let size = max_record_size(
             record.key.as_deref(),
@@ -280,36 +313,64 @@ impl Producer {
             .await
             .map_err(|_| Error::Closed)?
             .forget();
-        let mut st = s.state.lock().unwrap();
-        if st.closed {
-            drop(st);
+        let result = loop {
+            match self.append(&record, timestamp, size, permits) {
+                Ok(Some(f)) => break Ok(f),
+                Ok(None) => {
+                    if let Err(e) = self.learn_topic(&record.topic).await {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_err() {
             s.memory.add_permits(permits);
+        }
+        result
+    }
+
+    /// Appends under the state lock; `Ok(None)` when the topic's partitions must be looked
+    /// up first.
+    fn append(
+        &self,
+        record: &ProducerRecord,
+        timestamp: i64,
+        size: usize,
+        permits: usize,
+    ) -> Result<Option<DeliveryFuture>> {
+        let s = &self.shared;
+        let mut st = s.state.lock().unwrap();
+        let st = &mut *st;
+        if st.closed {
             return Err(Error::Closed);
         }
+        let Some(tq) = st
+            .topics
+            .get_mut(record.topic.as_str())
+            .filter(|t| !t.stale)
+        else {
+            return Ok(None);
+        };
+        let count = tq.count;
         let partition = match record.partition {
             Some(p) if (0..count).contains(&p) => p,
             Some(p) => {
-                drop(st);
-                s.memory.add_permits(permits);
                 return Err(Error::kafka(
                     3,
                     format!(
                         "partition {p} of topic {} ({count} partitions)",
                         record.topic
                     ),
-                ));
+                ))
             }
             None => match &record.key {
                 Some(k) => ((murmur2(k) & 0x7fff_ffff) as i32) % count,
-                None => *st
-                    .sticky
-                    .entry(topic.clone())
-                    .or_insert_with(|| rand::random_range(0..count)),
+                None => tq.sticky,
             },
         };
         let batch_size = s.config.batch_size;
-        let st = &mut *st;
-        let q = st.parts.entry((topic.clone(), partition)).or_default();
+        let q = &mut tq.parts[partition as usize];
         let mut sealed_one = false;
         if let Some(open) = &q.open {
             if open.builder.count() > 0 && open.builder.size() + size > batch_size {
@@ -318,14 +379,13 @@ impl Producer {
             }
         }
         let mut new_batch = false;
+        let last_size = q.last_size;
         let open = q.open.get_or_insert_with(|| {
             new_batch = true;
             let (tx, rx) = oneshot::channel();
+            let room = (last_size + size).max(size.max(16 << 10) * 4);
             OpenBatch {
-                builder: BatchBuilder::new(
-                    timestamp,
-                    (batch_size + 1024).min(size.max(16 << 10) * 4),
-                ),
+                builder: BatchBuilder::new(timestamp, room.min(batch_size + size)),
                 created: Instant::now(),
                 tx,
                 rx: rx.shared(),
@@ -341,7 +401,7 @@ impl Producer {
         open.memory += permits;
         let future = DeliveryFuture {
             rx: open.rx.clone(),
-            topic: topic.clone(),
+            topic: tq.name.clone(),
             partition,
             delta,
             timestamp,
@@ -350,36 +410,46 @@ impl Producer {
             seal(q);
             sealed_one = true;
         }
-        if new_batch {
-            st.outstanding += 1;
-        }
         if sealed_one && record.partition.is_none() && record.key.is_none() && count > 1 {
             // Sticky partitioning: a new partition for keyless records once a batch is full.
-            st.sticky
-                .insert(topic.clone(), rand::random_range(0..count));
+            tq.sticky = rand::random_range(0..count);
+        }
+        if new_batch {
+            st.outstanding += 1;
         }
         if new_batch || sealed_one {
             s.wake.notify_one();
         }
-        Ok(future)
+        Ok(Some(future))
     }
 
-    async fn partition_count(&self, topic: &str) -> Result<(Arc<str>, i32)> {
-        if let Some(c) = self.shared.state.lock().unwrap().counts.get(topic) {
-            return Ok(c.clone());
-        }
-        let info = self.shared.client.topic(topic).await?;
-        let entry = (Arc::<str>::from(topic), info.partitions.len() as i32);
-        if entry.1 == 0 {
+    /// Looks up a topic's partitions (again, if it went stale) and makes its queues.
+    async fn learn_topic(&self, topic: &str) -> Result<()> {
+        let info = self.shared.client.refresh_topic(topic).await?;
+        let count = info.partitions.len() as i32;
+        if count == 0 {
             return Err(Error::kafka(5, format!("topic {topic} has no partitions")));
         }
-        self.shared
-            .state
-            .lock()
-            .unwrap()
-            .counts
-            .insert(topic.to_string(), entry.clone());
-        Ok(entry)
+        let mut st = self.shared.state.lock().unwrap();
+        let tq = st
+            .topics
+            .entry(Arc::from(topic))
+            .or_insert_with(|| TopicQueues {
+                name: Arc::from(topic),
+                count,
+                sticky: rand::random_range(0..count),
+                parts: Vec::new(),
+                stale: false,
+            });
+        tq.count = count;
+        tq.stale = false;
+        if tq.sticky >= count {
+            tq.sticky = 0;
+        }
+        if tq.parts.len() < count as usize {
+            tq.parts.resize_with(count as usize, PartQueue::default);
+        }
+        Ok(())
     }
 
     /// Sends everything queued now and waits until every record sent so far is resolved.
@@ -409,6 +479,7 @@ impl Producer {
 
 fn seal(q: &mut PartQueue) {
     if let Some(open) = q.open.take() {
+        q.last_size = open.builder.size();
         q.sealed.push_back(SealedBatch {
             count: open.builder.count(),
             builder: Some(open.builder),
@@ -476,14 +547,16 @@ async fn sender(s: Arc<Shared_>) {
         // Which topics have something to send, and when the next open batch ripens.
         let (topics, closed) = {
             let st = s.state.lock().unwrap();
-            let mut topics: Vec<Arc<str>> = st
-                .parts
-                .iter()
-                .filter(|(_, q)| !q.sealed.is_empty() || q.open.is_some())
-                .map(|((t, _), _)| t.clone())
+            let topics: Vec<Arc<str>> = st
+                .topics
+                .values()
+                .filter(|t| {
+                    t.parts
+                        .iter()
+                        .any(|q| !q.sealed.is_empty() || q.open.is_some())
+                })
+                .map(|t| t.name.clone())
                 .collect();
-            topics.sort();
-            topics.dedup();
             (topics, st.closed && st.outstanding == 0)
         };
         if closed {
@@ -552,7 +625,14 @@ fn drain(
     let force = st.flushing > 0 || st.closed;
     let mut next_ripe: Option<Instant> = None;
     let mut by_node: HashMap<i32, (usize, Vec<InFlight>)> = HashMap::new();
-    for ((topic, partition), q) in st.parts.iter_mut() {
+    let parts = st.topics.values_mut().flat_map(|t| {
+        let name = &t.name;
+        t.parts
+            .iter_mut()
+            .enumerate()
+            .map(move |(p, q)| (name, p as i32, q))
+    });
+    for (topic, partition, q) in parts {
         if let Some(open) = &q.open {
             let ripe = open.created + cfg.linger;
             if force || ripe <= now {
@@ -564,7 +644,7 @@ fn drain(
         if q.sealed.is_empty() {
             continue;
         }
-        let Some(&leader) = leaders.get(topic).and_then(|l| l.get(*partition as usize)) else {
+        let Some(&leader) = leaders.get(topic).and_then(|l| l.get(partition as usize)) else {
             continue;
         };
         if leader < 0 {
@@ -588,7 +668,7 @@ fn drain(
         q.in_flight += 1;
         entry.1.push(InFlight {
             topic: topic.clone(),
-            partition: *partition,
+            partition,
             batch,
         });
     }
@@ -618,7 +698,14 @@ fn expire(s: &Shared_) {
     let limit = s.config.delivery_timeout;
     let mut st = s.state.lock().unwrap();
     let mut done = Vec::new();
-    for ((topic, partition), q) in st.parts.iter_mut() {
+    let parts = st.topics.values_mut().flat_map(|t| {
+        let name = &t.name;
+        t.parts
+            .iter_mut()
+            .enumerate()
+            .map(move |(p, q)| (name, p, q))
+    });
+    for (topic, partition, q) in parts {
         while q
             .sealed
             .front()
@@ -650,6 +737,76 @@ fn finish_batches(s: &Shared_, n: usize) {
     }
 }
 
+/// The body of a Produce request (v3 to v12) as parts: the batches are not copied. The
+/// layout is the protocol's: transactional id (null), acks, timeout, then per topic its name
+/// and per partition its index and records; v9 and later use compact lengths and tagged
+/// fields.
+fn encode_produce(version: i16, acks: i16, timeout_ms: i32, batches: &[InFlight]) -> Vec<Bytes> {
+    let flexible = version >= 9;
+    let mut topics: Vec<(&Arc<str>, Vec<&InFlight>)> = Vec::new();
+    for b in batches {
+        match topics.iter_mut().find(|(t, _)| **t == b.topic) {
+            Some((_, v)) => v.push(b),
+            None => topics.push((&b.topic, vec![b])),
+        }
+    }
+    let mut parts = Vec::with_capacity(batches.len() * 2 + 1);
+    let mut head = BytesMut::with_capacity(256);
+    let put_len = |buf: &mut BytesMut, n: usize, compact: bool| {
+        if compact {
+            let mut v = n as u64 + 1;
+            while v >= 0x80 {
+                buf.put_u8((v as u8) | 0x80);
+                v >>= 7;
+            }
+            buf.put_u8(v as u8);
+        } else {
+            buf.put_i32(n as i32);
+        }
+    };
+    if flexible {
+        head.put_u8(0); // null transactional id
+    } else {
+        head.put_i16(-1);
+    }
+    head.put_i16(acks);
+    head.put_i32(timeout_ms);
+    put_len(&mut head, topics.len(), flexible);
+    for (topic, batches) in topics {
+        if flexible {
+            put_len(&mut head, topic.len(), true);
+        } else {
+            head.put_i16(topic.len() as i16);
+        }
+        head.put_slice(topic.as_bytes());
+        put_len(&mut head, batches.len(), flexible);
+        for b in batches {
+            let records = b.batch.bytes.clone().unwrap_or_default();
+            head.put_i32(b.partition);
+            put_len(&mut head, records.len(), flexible);
+            parts.push(head.split().freeze());
+            parts.push(records);
+            if flexible {
+                head.put_u8(0); // partition tagged fields
+            }
+        }
+        if flexible {
+            head.put_u8(0); // topic tagged fields
+        }
+    }
+    if flexible {
+        head.put_u8(0); // request tagged fields
+    }
+    parts.push(head.freeze());
+    parts
+}
+
+fn queue_of<'a>(st: &'a mut State, b: &InFlight) -> Option<&'a mut PartQueue> {
+    st.topics
+        .get_mut(&*b.topic)
+        .and_then(|t| t.parts.get_mut(b.partition as usize))
+}
+
 /// Sends one Produce request and settles its batches.
 async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
     let cfg = &s.config;
@@ -672,35 +829,17 @@ async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
             }
         }
     }
-    let mut topics: Vec<TopicProduceData> = Vec::new();
-    for b in &batches {
-        let data = PartitionProduceData::default()
-            .with_index(b.partition)
-            .with_records(b.batch.bytes.clone());
-        match topics.iter_mut().find(|t| *t.name.0 == *b.topic) {
-            Some(t) => t.partition_data.push(data),
-            None => topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(b.topic.to_string())))
-                    .with_partition_data(vec![data]),
-            ),
-        }
-    }
     let timeout_ms = cfg.delivery_timeout.as_millis().min(30_000) as i32;
-    let request = ProduceRequest::default()
-        .with_acks(cfg.acks)
-        .with_timeout_ms(timeout_ms)
-        .with_topic_data(topics);
     // Per partition: error code and base offset (`None`: acks=0, no answer).
     type Answers = HashMap<(String, i32), (i16, i64)>;
     let result: Result<Option<Answers>> = async {
         let conn = s.client.broker(node).await?;
         let version = conn.version_in::<ProduceRequest>(3, 12)?;
-        if cfg.acks == 0 {
-            conn.send_only(&request, version).await?;
+        let body = encode_produce(version, cfg.acks, timeout_ms, &batches);
+        let answer = conn.call_parts::<ProduceRequest>(version, body, cfg.acks != 0);
+        let Some(response) = s.client.timed(answer).await? else {
             return Ok(None);
-        }
-        let response = s.client.timed(conn.call_at(&request, version)).await?;
+        };
         let mut out = HashMap::new();
         for t in response.responses {
             for p in t.partition_responses {
@@ -748,20 +887,29 @@ async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
         }
         Err(e) => settled.extend(batches.into_iter().map(|b| (b, Err(shared_error(&e))))),
     }
+    let stale_topics: Vec<Arc<str>> = if stale {
+        retry.iter().map(|(b, _)| b.topic.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let mut finished = Vec::new();
     {
         let mut st = s.state.lock().unwrap();
         if let Some(n) = st.in_flight.get_mut(&node) {
             *n = n.saturating_sub(1);
         }
+        let at = Instant::now();
         for (b, outcome) in settled {
-            if let Some(q) = st.parts.get_mut(&(b.topic.clone(), b.partition)) {
+            if let Some(q) = queue_of(&mut st, &b) {
                 q.in_flight -= 1;
             }
-            finished.push((b.batch, outcome));
+            finished.push((b.batch, outcome.map(|base| (base, at))));
         }
         for (b, e) in retry {
-            let q = st.parts.entry((b.topic.clone(), b.partition)).or_default();
+            let Some(q) = queue_of(&mut st, &b) else {
+                finished.push((b.batch, Err(e)));
+                continue;
+            };
             q.in_flight -= 1;
             if b.batch.created.elapsed() > cfg.delivery_timeout {
                 finished.push((b.batch, Err(e)));
@@ -778,7 +926,11 @@ async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
             q.sealed.insert(at, b.batch);
         }
         if stale {
-            st.counts.clear();
+            for t in &stale_topics {
+                if let Some(tq) = st.topics.get_mut(&**t) {
+                    tq.stale = true;
+                }
+            }
         }
     }
     let n = finished.len();
@@ -796,7 +948,58 @@ async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
 
 #[cfg(test)]
 mod tests {
-    use super::murmur2;
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn produce_bodies_match_the_protocol_crate_at_every_version() {
+        let batch = |topic: &str, partition: i32, len: usize| {
+            let (tx, _) = oneshot::channel();
+            InFlight {
+                topic: Arc::from(topic),
+                partition,
+                batch: SealedBatch {
+                    builder: None,
+                    bytes: Some(Bytes::from(vec![partition as u8; len])),
+                    count: 1,
+                    sequence: None,
+                    created: Instant::now(),
+                    tx,
+                    memory: 0,
+                },
+            }
+        };
+        let batches = vec![batch("a", 0, 10), batch("bb", 3, 300), batch("a", 1, 0)];
+        for version in 3..=12 {
+            let ours: Vec<u8> = encode_produce(version, -1, 1234, &batches).concat();
+            let request = ProduceRequest::default()
+                .with_transactional_id(None)
+                .with_acks(-1)
+                .with_timeout_ms(1234)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("a")))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from(vec![0u8; 10]))),
+                            PartitionProduceData::default()
+                                .with_index(1)
+                                .with_records(Some(Bytes::new())),
+                        ]),
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str("bb")))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(3)
+                            .with_records(Some(Bytes::from(vec![3u8; 300])))]),
+                ]);
+            let mut theirs = BytesMut::new();
+            request.encode(&mut theirs, version).unwrap();
+            assert_eq!(ours, theirs.to_vec(), "version {version}");
+        }
+    }
 
     #[test]
     fn murmur2_matches_the_java_client() {

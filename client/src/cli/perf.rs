@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
+use strata_client::producer::TimedDelivery;
 use strata_client::{Consumer, ConsumerConfig, Producer, ProducerRecord, StartOffset};
 use tokio::sync::mpsc;
 
@@ -163,44 +163,44 @@ async fn produce(ctx: &Ctx, a: PerfProduceArgs) -> Result<i32> {
         window.clone(),
         "sent",
     );
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, strata_client::DeliveryFuture)>();
+    // Deliveries go to the collector in chunks (one channel message per 1,000 records); it
+    // awaits them in send order, which costs nothing in accuracy because each one carries the
+    // moment its acknowledgement arrived.
+    type Sent = Vec<(Instant, TimedDelivery)>;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sent>();
     let record_bytes = a.record_size as u64;
     let collector = {
         let (done, done_bytes, window) = (done.clone(), done_bytes.clone(), window.clone());
         tokio::spawn(async move {
             let mut all = histogram();
-            let mut pending = FuturesUnordered::new();
             let mut first_error = None;
             let mut failed = 0u64;
-            let mut open = true;
-            loop {
-                tokio::select! {
-                    m = rx.recv(), if open => match m {
-                        Some((t0, f)) => pending.push(async move { (t0, f.await) }),
-                        None => open = false,
-                    },
-                    Some((t0, r)) = pending.next(), if !pending.is_empty() => {
-                        let us = (t0.elapsed().as_micros() as u64).max(1);
-                        match r {
-                            Ok(_) => {
-                                all.saturating_record(us);
-                                window.lock().unwrap().saturating_record(us);
-                                done.fetch_add(1, Ordering::Relaxed);
-                                done_bytes.fetch_add(record_bytes, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                failed += 1;
-                                first_error.get_or_insert(e);
-                            }
+            while let Some(chunk) = rx.recv().await {
+                let mut ok = 0;
+                for (t0, f) in chunk {
+                    let (r, at) = f.await;
+                    match r {
+                        Ok(_) => {
+                            let us = (at.saturating_duration_since(t0).as_micros() as u64).max(1);
+                            all.saturating_record(us);
+                            window.lock().unwrap().saturating_record(us);
+                            ok += 1;
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            first_error.get_or_insert(e);
                         }
                     }
-                    else => break,
                 }
+                done.fetch_add(ok, Ordering::Relaxed);
+                done_bytes.fetch_add(ok * record_bytes, Ordering::Relaxed);
             }
             (all, failed, first_error)
         })
     };
+    const CHUNK: usize = 1000;
     let started = Instant::now();
+    let mut chunk: Sent = Vec::with_capacity(CHUNK);
     for i in 0..a.records {
         pacer.wait(i).await;
         let record = ProducerRecord {
@@ -208,9 +208,14 @@ async fn produce(ctx: &Ctx, a: PerfProduceArgs) -> Result<i32> {
             value: Some(value.clone()),
             ..Default::default()
         };
+        let t0 = Instant::now();
         let f = producer.send(record).await?;
-        let _ = tx.send((Instant::now(), f));
+        chunk.push((t0, f.timed()));
+        if chunk.len() == CHUNK {
+            let _ = tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+        }
     }
+    let _ = tx.send(chunk);
     drop(tx);
     producer.flush().await;
     let (hist, failed, first_error) = collector.await?;

@@ -392,9 +392,6 @@ fn main() -> Result<()> {
         let lib = produce(&a, &bs, &topic)?;
         let lib_consume = consume(&a, &bs, &topic)?;
         consume_raw(&a, broker.addr(), &topic)?;
-        if let Some(cli) = &a.strata_cli {
-            strata_perf(&a, cli, &bs, &format!("{topic}-strata"), lib, lib_consume)?;
-        }
         let cpu = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s) - cpu0;
         let peak = broker.peak_rss_kib().unwrap_or(0);
         println!(
@@ -403,6 +400,17 @@ fn main() -> Result<()> {
         );
         let mut broker = broker;
         broker.terminate()?;
+        if let Some(cli) = &a.strata_cli {
+            // A fresh broker with the same settings, so both clients meet the same state.
+            let dir = tempfile::tempdir()?;
+            let mut broker = BrokerProcess::spawn(
+                &dir.path().join("data"),
+                free_port()?,
+                &[("STRATA_FSYNC", fsync_env)],
+            )?;
+            strata_perf(&a, cli, &broker.bootstrap(), &topic, lib, lib_consume)?;
+            broker.terminate()?;
+        }
     }
     Ok(())
 }
