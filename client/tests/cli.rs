@@ -795,26 +795,102 @@ fn errors_have_clear_messages_and_exit_codes() -> Result<()> {
 
 #[test]
 fn archive_ls_and_restore_through_the_cli() -> Result<()> {
-    // An empty directory is an archive with nothing in it; a missing one is an error.
+    use strata_storage::archive::{Archive, PartitionRef};
+    use strata_tests::archived::{archive_in, small_batch_producer, topic_id, wait_archived};
     let dir = tempfile::tempdir()?;
-    let url = format!("file://{}", dir.path().display());
-    let out = expect(
-        strata("127.0.0.1:1").args(["archive", "ls", "--archive-url", &url, "-o", "json"]),
+    let (_, url) = archive_in(dir.path());
+    // A broker archiving 16 KiB segments every 100 ms.
+    let start = |data: &std::path::Path| -> Result<InProcessBroker> {
+        let mut config = strata_tests::test_config(data)?;
+        config.segment_bytes = 16 * 1024;
+        config.archive_interval_ms = 100;
+        config.archive_url = Some(url.clone());
+        InProcessBroker::start(config)
+    };
+    let (lost, restored) = (dir.path().join("lost"), dir.path().join("restored"));
+    let broker = start(&lost)?;
+    let bs = broker.bootstrap();
+    let t = topic_name("cli-archive");
+    expect(
+        strata(&bs).args([
+            "topic",
+            "create",
+            &t,
+            "-p",
+            "2",
+            "-c",
+            "remote.storage.enable=true",
+            "-c",
+            "retention.ms=-1",
+        ]),
         0,
     );
-    assert_eq!(out.trim(), r#"{"topics":[]}"#);
-    let r =
-        run(strata("127.0.0.1:1").args(["archive", "ls", "--archive-url", "file:///no/such/dir"]));
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("no archive at"), "{}", r.stderr);
-    let data = tempfile::tempdir()?;
-    let r = run(strata("127.0.0.1:1").args([
+    let producer = small_batch_producer(&bs)?;
+    produce_and_wait(&producer, &t, 0..400, 2, |_| 1000)?;
+    let id = topic_id(&bs, &t)?;
+    let archive = Archive::open(&url)?;
+    for partition in 0..2 {
+        let p = PartitionRef {
+            topic: &t,
+            topic_id: id,
+            partition,
+        };
+        wait_archived(&archive, p, 100)?;
+    }
+    broker.shutdown()?;
+    std::fs::remove_dir_all(&lost)?;
+
+    let none = "127.0.0.1:1"; // no broker is needed
+    let listed = json(strata(none).args(["archive", "ls", "--archive-url", &url, "-o", "json"]));
+    let topic = &listed["topics"][0];
+    assert_eq!(topic["name"], t.as_str(), "{listed}");
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 2);
+    let archived: Vec<i64> = (0..2)
+        .map(|p| topic["partitions"][p]["next_offset"].as_i64().unwrap())
+        .collect();
+    assert!(archived.iter().all(|n| *n >= 100), "{listed}");
+    let table = expect(
+        strata(none).args(["archive", "ls", "--archive-url", &url]),
+        0,
+    );
+    assert!(table.contains(&t), "{table}");
+
+    let restore = json(strata(none).args([
         "archive",
         "restore",
         "--archive-url",
         &url,
         "--data-dir",
-        data.path().to_str().context("path")?,
+        restored.to_str().context("path")?,
+        "-o",
+        "json",
+    ]));
+    assert_eq!(restore[0]["topic"], t.as_str(), "{restore}");
+    assert_eq!(restore[0]["start_offsets"], serde_json::json!(archived));
+    // A broker on the restored dir serves every archived record (tiered reads).
+    let broker = start(&restored)?;
+    let out = expect(
+        strata(&broker.bootstrap()).args(["consume", &t, "--from-beginning", "-e", "-f", "json"]),
+        0,
+    );
+    let recs = json_lines(&out);
+    assert_eq!(recs.len() as i64, archived.iter().sum::<i64>());
+    for r in &recs {
+        let i = (r["offset"].as_i64().unwrap() * 2 + r["partition"].as_i64().unwrap()) as u64;
+        assert_eq!(r["key"], format!("key-{i}"));
+    }
+
+    // A missing archive, a topic it does not hold: clear errors.
+    let r = run(strata(none).args(["archive", "ls", "--archive-url", "file:///no/such/dir"]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no archive at"), "{}", r.stderr);
+    let r = run(strata(none).args([
+        "archive",
+        "restore",
+        "--archive-url",
+        &url,
+        "--data-dir",
+        dir.path().join("other").to_str().context("path")?,
         "--topic",
         "nothing",
     ]));

@@ -229,7 +229,11 @@ pub async fn run(ctx: &Ctx, args: ProduceArgs) -> Result<i32> {
         let delivery = producer.send(record).await?;
         let _ = tx.send(delivery);
         n += 1;
-        bar.set_position(n);
+        if n % 1024 == 0 {
+            bar.set_position(n);
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.2} MB/s", bytes as f64 / 1e6 / secs));
+        }
     }
     drop(tx);
     producer.flush().await;
