@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProtocolError;
-use crate::handler::{self, Ctx, Listener, Reply};
+use crate::handler::{self, Ctx, Listener, Reply, Session};
 use crate::protocol::{self, Decoded};
 
 /// Requests read ahead of their responses per connection. librdkafka keeps at most 5
@@ -171,6 +171,7 @@ pub async fn serve(
         }
         let _ = wr.shutdown().await;
     });
+    let session = Session::anonymous(peer, listener);
     let budget = ctx.config.queued_max_request_bytes.min(u32::MAX as usize);
     let queued = Arc::new(Semaphore::new(budget));
     let idle = std::time::Duration::from_millis(ctx.config.connections_max_idle_ms);
@@ -204,7 +205,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        match answer(&ctx, peer, &listener, frame, permit).await {
+        match answer(&ctx, &session, frame, permit).await {
             Ok(None) => {}
             Ok(Some(out)) => {
                 if tx.send(out).await.is_err() {
@@ -227,8 +228,7 @@ pub async fn serve(
 /// Decodes and applies one request; `Ok(None)` when no response is due (acks=0).
 async fn answer(
     ctx: &Arc<Ctx>,
-    peer: SocketAddr,
-    listener: &Listener,
+    session: &Session,
     frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
@@ -278,8 +278,7 @@ async fn answer(
     Ok(
         match handler::dispatch(
             ctx,
-            peer,
-            listener,
+            session,
             &request.header,
             request.body,
             frame.len(),

@@ -5,6 +5,7 @@
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
 pub mod archive;
+pub mod auth;
 pub mod archive_tool;
 pub mod archive_upload;
 pub mod codec;

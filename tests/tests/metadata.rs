@@ -325,3 +325,63 @@ fn connections_from_outside_the_allowlist_are_closed() -> Result<()> {
     ensure!(produce_n(&bs, &topic, 3)? == vec![0, 1, 2]);
     broker.shutdown()
 }
+
+/// Without ACLs every operation is allowed, and the authorized-operations fields say so when
+/// asked (as Kafka without an authorizer does; librdkafka's DescribeTopics and
+/// DescribeCluster read them), and hold INT32_MIN when not asked (kafka-python breaks on -1).
+#[test]
+fn authorized_operations_are_every_supported_one_when_asked() -> Result<()> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        DescribeClusterRequest, DescribeGroupsRequest, GroupId, MetadataRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let (broker, topic) = broker_with_topic("authops", 1)?;
+    let mut s = raw::connect(broker.addr())?;
+    let ask = |topic_ops: bool, cluster_ops: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))]))
+            .with_include_topic_authorized_operations(topic_ops)
+            .with_include_cluster_authorized_operations(cluster_ops)
+    };
+    let m = raw::call(&mut s, 12, 1, &ask(true, false))?;
+    ensure!(
+        m.topics[0].topic_authorized_operations == 3576,
+        "{:?}",
+        m.topics[0]
+    );
+    // The cluster's operations are asked of Metadata up to v10 only.
+    let m = raw::call(&mut s, 10, 2, &ask(true, true))?;
+    ensure!(
+        m.cluster_authorized_operations == 8096,
+        "v10 cluster ops {}",
+        m.cluster_authorized_operations
+    );
+    let m = raw::call(&mut s, 10, 3, &ask(false, false))?;
+    ensure!(m.topics[0].topic_authorized_operations == i32::MIN);
+    ensure!(m.cluster_authorized_operations == i32::MIN);
+    let c = raw::call(
+        &mut s,
+        1,
+        4,
+        &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+    )?;
+    ensure!(c.cluster_authorized_operations == 8096, "{c:?}");
+    let c = raw::call(&mut s, 1, 5, &DescribeClusterRequest::default())?;
+    ensure!(c.cluster_authorized_operations == i32::MIN, "{c:?}");
+    let ask_group = |include: bool| {
+        DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_static_str("some-group"))])
+            .with_include_authorized_operations(include)
+    };
+    let g = raw::call(&mut s, 5, 6, &ask_group(true))?;
+    ensure!(
+        g.groups[0].authorized_operations == 328,
+        "{:?}",
+        g.groups[0]
+    );
+    let g = raw::call(&mut s, 5, 7, &ask_group(false))?;
+    ensure!(g.groups[0].authorized_operations == i32::MIN);
+    Ok(())
+}

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::{str_bytes, Ctx, Listener};
+use super::{str_bytes, Ctx, Session};
+use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
 use crate::error::code;
 
 /// DescribeCluster endpoint type 1: brokers (2 would be controllers, asked only of KRaft
@@ -14,7 +15,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle(
     ctx: &Arc<Ctx>,
-    listener: &Listener,
+    session: &Session,
     req: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS && req.endpoint_type != 0 {
@@ -23,6 +24,12 @@ pub fn handle(
             .with_error_message(Some(str_bytes("only broker endpoints are served here")))
             .with_cluster_id(str_bytes(ctx.cluster_id.clone()));
     }
+    let listener = &session.listener;
+    let operations = if req.include_cluster_authorized_operations {
+        authorized_operations(ctx, session, Resource::Cluster)
+    } else {
+        NOT_REQUESTED
+    };
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(ctx.node_id()))
         .with_host(str_bytes(listener.advertised_host.clone()))
@@ -32,4 +39,5 @@ pub fn handle(
         .with_cluster_id(str_bytes(ctx.cluster_id.clone()))
         .with_controller_id(BrokerId(ctx.node_id()))
         .with_brokers(vec![broker])
+        .with_cluster_authorized_operations(operations)
 }

@@ -5,15 +5,22 @@ use std::sync::Arc;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
+use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
+    session: &Session,
     version: i16,
     req: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
+        let operations = if req.include_authorized_operations {
+            authorized_operations(ctx, session, Resource::Group(&id))
+        } else {
+            NOT_REQUESTED
+        };
         let view = ctx.groups.describe(&id).await;
         let members = view
             .members
@@ -38,7 +45,8 @@ pub async fn handle(
                 .with_group_state(str_bytes(view.state.name()))
                 .with_protocol_type(str_bytes(view.protocol_type))
                 .with_protocol_data(str_bytes(view.protocol))
-                .with_members(members),
+                .with_members(members)
+                .with_authorized_operations(operations),
         );
     }
     DescribeGroupsResponse::default().with_groups(groups)

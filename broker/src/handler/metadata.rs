@@ -11,15 +11,17 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use strata_storage::{StorageError, TopicInfo};
 use uuid::Uuid;
 
-use super::{str_bytes, validate_topic_name, Ctx, Listener};
+use super::{str_bytes, validate_topic_name, Ctx, Session};
+use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
 use crate::error::{code, storage_code};
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
-    listener: &Listener,
+    session: &Session,
     version: i16,
     req: MetadataRequest,
 ) -> MetadataResponse {
+    let listener = &session.listener;
     let node = BrokerId(ctx.node_id());
     let broker = MetadataResponseBroker::default()
         .with_node_id(node)
@@ -51,7 +53,24 @@ pub async fn handle(
             out
         }
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if req.include_topic_authorized_operations {
+        for t in &mut topics {
+            if let (0, Some(name)) = (t.error_code, &t.name) {
+                t.topic_authorized_operations =
+                    authorized_operations(ctx, session, Resource::Topic(name));
+            }
+        }
+    }
+    // Asked for in v8-v10 only (DescribeCluster carries it since).
+    let cluster_operations =
+        if req.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            authorized_operations(ctx, session, Resource::Cluster)
+        } else {
+            NOT_REQUESTED
+        };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(vec![broker])
         .with_cluster_id(Some(str_bytes(ctx.cluster_id.clone())))
         .with_controller_id(node)

@@ -137,6 +137,27 @@ pub struct Listener {
     pub advertised_port: i32,
 }
 
+/// Who is on the other end of a connection: what handlers authorize against and answer for.
+#[derive(Debug)]
+pub struct Session {
+    pub peer: std::net::SocketAddr,
+    pub listener: Arc<Listener>,
+    /// `User:ANONYMOUS` until authentication says otherwise (Kafka's principal syntax).
+    pub principal: String,
+}
+
+impl Session {
+    pub const ANONYMOUS: &'static str = "User:ANONYMOUS";
+
+    pub fn anonymous(peer: std::net::SocketAddr, listener: Arc<Listener>) -> Session {
+        Session {
+            peer,
+            listener,
+            principal: Session::ANONYMOUS.to_string(),
+        }
+    }
+}
+
 /// A response body and the record sets it sends by reference (Fetch).
 pub struct Response {
     pub body: ResponseKind,
@@ -175,23 +196,23 @@ impl<T: Into<ResponseKind>> From<T> for Reply {
 /// version check in `protocol::decode` turns the others away).
 pub async fn dispatch(
     ctx: &Arc<Ctx>,
-    peer: std::net::SocketAddr,
-    listener: &Listener,
+    session: &Session,
     header: &RequestHeader,
     request: RequestKind,
     frame_len: usize,
 ) -> Reply {
     let v = header.request_api_version;
+    let (peer, listener) = (session.peer, &*session.listener);
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
-        RequestKind::Metadata(r) => metadata::handle(ctx, listener, v, r).await.into(),
+        RequestKind::Metadata(r) => metadata::handle(ctx, session, v, r).await.into(),
         RequestKind::Produce(r) => produce::handle(ctx, v, r, frame_len).await,
         RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, v, r).await.into(),
         RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
-        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, listener, r).into(),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, session, r).into(),
         RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, listener, v, r).into(),
         RequestKind::JoinGroup(r) => join_group::handle(ctx, peer, header, r).await,
@@ -200,7 +221,7 @@ pub async fn dispatch(
         RequestKind::LeaveGroup(r) => leave_group::handle(ctx, v, r).await.into(),
         RequestKind::OffsetCommit(r) => offset_commit::handle(ctx, r).await.into(),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(ctx, v, r).await.into(),
-        RequestKind::DescribeGroups(r) => describe_groups::handle(ctx, v, r).await.into(),
+        RequestKind::DescribeGroups(r) => describe_groups::handle(ctx, session, v, r).await.into(),
         RequestKind::ListGroups(r) => list_groups::handle(ctx, r).await.into(),
         RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r).await.into(),
         RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r).await.into(),
