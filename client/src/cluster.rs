@@ -325,6 +325,18 @@ impl Client {
 
     /// The coordinator of consumer group `group` (FindCoordinator, key type 0).
     pub async fn group_coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        self.coordinator_connection(group, false).await
+    }
+
+    /// A new connection of its own to the coordinator of `group`, for a member's JoinGroup,
+    /// SyncGroup and Heartbeat: the broker answers a connection's requests in order and holds
+    /// a JoinGroup until the rebalance completes, which on the shared connection would stall
+    /// every request behind it (other members' joins and the producer's requests included).
+    pub async fn connect_group_coordinator(&self, group: &str) -> Result<Arc<Connection>> {
+        self.coordinator_connection(group, true).await
+    }
+
+    async fn coordinator_connection(&self, group: &str, own: bool) -> Result<Arc<Connection>> {
         self.retry("find coordinator", || async {
             let conn = self.any_broker().await?;
             let version = conn.version::<FindCoordinatorRequest>()?;
@@ -358,6 +370,11 @@ impl Client {
                 rack: None,
             }
             .addr();
+            if own {
+                let cfg = &self.inner.config;
+                let conn = Connection::connect(&addr, &cfg.client_id, cfg.connect_timeout).await?;
+                return Ok(Arc::new(conn));
+            }
             self.pooled(node, &addr).await
         })
         .await

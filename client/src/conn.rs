@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,7 +195,27 @@ impl Connection {
         version: i16,
         body: Vec<Bytes>,
         expect_answer: bool,
-    ) -> Result<Option<R::Response>> {
+    ) -> Result<Option<R::Response>>
+    where
+        R::Response: Send + 'static,
+    {
+        self.queue_parts::<R>(version, body, expect_answer)
+            .await?
+            .await
+    }
+
+    /// As [`Connection::call_parts`], but returns once the request is queued for the writer,
+    /// with the wait for its answer: requests queued one after the other reach the broker in
+    /// that order (concurrent `call_parts` from several tasks promise no order).
+    pub async fn queue_parts<R: Request>(
+        &self,
+        version: i16,
+        body: Vec<Bytes>,
+        expect_answer: bool,
+    ) -> Result<BoxFuture<'static, Result<Option<R::Response>>>>
+    where
+        R::Response: Send + 'static,
+    {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -217,20 +238,33 @@ impl Connection {
                 pending: None,
             })
             .await?;
-            return Ok(None);
+            return Ok(Box::pin(async { Ok(None) }));
         }
-        let mut answer = self
-            .exchange(frame, correlation_id, R::Response::header_version(version))
-            .await?;
-        R::Response::decode(&mut answer, version)
-            .map(Some)
-            .map_err(|e| {
-                Error::Protocol(format!(
-                    "cannot decode {} v{version} response from {}: {e:#}",
-                    api_name(R::KEY),
-                    self.addr
-                ))
-            })
+        let (reply, answer) = oneshot::channel();
+        self.send(Outbound {
+            frame,
+            pending: Some(Pending {
+                correlation_id,
+                header_version: R::Response::header_version(version),
+                reply,
+            }),
+        })
+        .await?;
+        let addr = self.addr.clone();
+        Ok(Box::pin(async move {
+            let mut answer = answer.await.map_err(|_| Error::Disconnected {
+                addr: addr.clone(),
+                reason: "closed".into(),
+            })??;
+            R::Response::decode(&mut answer, version)
+                .map(Some)
+                .map_err(|e| {
+                    Error::Protocol(format!(
+                        "cannot decode {} v{version} response from {addr}: {e:#}",
+                        api_name(R::KEY),
+                    ))
+                })
+        }))
     }
 
     /// Queues `frame` and waits for the body of its answer.

@@ -23,6 +23,7 @@ use crate::assignor::{
     encode_subscription, Assignment, Assignor, MemberSubscription, RebalanceProtocol, Subscription,
 };
 use crate::cluster::Client;
+use crate::conn::Connection;
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset, TopicPartition};
 use crate::error::{Error, Result};
 
@@ -84,6 +85,9 @@ pub struct GroupConsumer {
     /// Set by the heartbeat task when the group starts rebalancing.
     rejoin: Arc<AtomicBool>,
     heartbeat: Option<JoinHandle<()>>,
+    /// This member's own connection to the coordinator (see
+    /// [`Client::connect_group_coordinator`]).
+    coordinator: Option<Arc<Connection>>,
     owned: BTreeSet<TopicPartition>,
     protocol: RebalanceProtocol,
     joined: bool,
@@ -128,6 +132,7 @@ impl GroupConsumer {
             membership: Default::default(),
             rejoin: Arc::new(AtomicBool::new(true)),
             heartbeat: None,
+            coordinator: None,
             owned: BTreeSet::new(),
             protocol: RebalanceProtocol::Eager,
             joined: false,
@@ -256,8 +261,17 @@ impl GroupConsumer {
             self.events.push(RebalanceEvent::Revoked(revoked));
         }
         self.rejoin.store(false, Ordering::Relaxed);
+        // No heartbeats while joining: one queued behind the JoinGroup would come back with
+        // the old generation and undo the join.
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
         let group = self.config.group.clone();
-        let conn = self.client.group_coordinator(&group).await?;
+        let conn = match self.coordinator.as_ref().filter(|c| !c.is_dead()) {
+            Some(c) => c.clone(),
+            None => self.client.connect_group_coordinator(&group).await?,
+        };
+        self.coordinator = Some(conn.clone());
         let generation = self.generation();
         let mut protocols = Vec::new();
         for a in &self.assignors {
@@ -295,7 +309,9 @@ impl GroupConsumer {
                 .with_protocols(protocols.clone());
             let r = tokio::time::timeout(join_timeout, conn.call(&request))
                 .await
-                .map_err(|_| Error::Timeout(format!("JoinGroup of {group}")))??;
+                .map_err(|_| Error::Timeout(format!("JoinGroup of {group}")))
+                .and_then(|r| r)
+                .inspect_err(|_| self.coordinator = None)?;
             match r.error_code {
                 // MEMBER_ID_REQUIRED: join again with the id the coordinator chose.
                 79 => self.membership.lock().unwrap().member_id = r.member_id.to_string(),
@@ -305,6 +321,9 @@ impl GroupConsumer {
                 code => {
                     let e = Error::kafka(code, format!("join group {group}"));
                     if e.is_retriable() || code == 27 {
+                        if e.needs_metadata_refresh() {
+                            self.coordinator = None;
+                        }
                         self.rejoin.store(true, Ordering::Relaxed);
                         tokio::time::sleep(self.client.config().retry_backoff).await;
                         return Ok(());
@@ -377,9 +396,12 @@ impl GroupConsumer {
             .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
             .with_protocol_name(Some(s(&protocol_name)))
             .with_assignments(assignments);
+        // A connection that failed or has an abandoned request on it is not used again.
         let sync = tokio::time::timeout(join_timeout, conn.call(&request))
             .await
-            .map_err(|_| Error::Timeout(format!("SyncGroup of {group}")))??;
+            .map_err(|_| Error::Timeout(format!("SyncGroup of {group}")))
+            .and_then(|r| r)
+            .inspect_err(|_| self.coordinator = None)?;
         match sync.error_code {
             0 => {}
             code @ (22 | 25 | 27) => {
@@ -470,7 +492,7 @@ impl GroupConsumer {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "heartbeat failed");
-                        if let Ok(c) = client.group_coordinator(&group).await {
+                        if let Ok(c) = client.connect_group_coordinator(&group).await {
                             conn = c;
                         }
                     }

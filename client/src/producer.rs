@@ -540,13 +540,24 @@ struct InFlight {
 
 async fn sender(s: Arc<Shared_>) {
     let mut leaders: HashMap<Arc<str>, Vec<i32>> = HashMap::new();
+    // Per broker: resolves once the last request handed out is queued on the connection.
+    let mut queued: HashMap<i32, oneshot::Receiver<()>> = HashMap::new();
     loop {
         let notified = s.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         // Which topics have something to send, and when the next open batch ripens.
-        let (topics, closed) = {
+        let (topics, closed, oldest) = {
             let st = s.state.lock().unwrap();
+            let oldest = st
+                .topics
+                .values()
+                .flat_map(|t| t.parts.iter())
+                .filter_map(|q| match q.sealed.front() {
+                    Some(b) => Some(b.created),
+                    None => q.open.as_ref().map(|o| o.created),
+                })
+                .min();
             let topics: Vec<Arc<str>> = st
                 .topics
                 .values()
@@ -557,15 +568,24 @@ async fn sender(s: Arc<Shared_>) {
                 })
                 .map(|t| t.name.clone())
                 .collect();
-            (topics, st.closed && st.outstanding == 0)
+            (topics, st.closed && st.outstanding == 0, oldest)
         };
         if closed {
             return;
         }
         let mut unknown = false;
+        // A lookup retries for as long as the client's `retry_timeout`: the queued batches
+        // must not wait for it past their delivery timeout.
+        let lookup_until = oldest
+            .map_or(Instant::now(), |o| o + s.config.delivery_timeout)
+            .max(Instant::now() + s.client.config().retry_backoff);
         for t in &topics {
             if !leaders.contains_key(t) {
-                match s.client.topic(t).await {
+                let lookup = tokio::time::timeout_at(lookup_until.into(), s.client.topic(t));
+                match lookup
+                    .await
+                    .unwrap_or_else(|_| Err(Error::Timeout(format!("metadata of {t}"))))
+                {
                     Ok(info) => {
                         let mut l = vec![-1; info.partitions.len()];
                         for p in &info.partitions {
@@ -589,7 +609,9 @@ async fn sender(s: Arc<Shared_>) {
         }
         for (node, batches) in requests {
             let s = s.clone();
-            tokio::spawn(async move { send_request(&s, node, batches).await });
+            let (done, next) = oneshot::channel();
+            let after = queued.insert(node, next);
+            tokio::spawn(async move { send_request(&s, node, batches, after, done).await });
         }
         match next_ripe {
             Some(at) => {
@@ -808,7 +830,16 @@ fn queue_of<'a>(st: &'a mut State, b: &InFlight) -> Option<&'a mut PartQueue> {
 }
 
 /// Sends one Produce request and settles its batches.
-async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
+/// Requests to one broker are queued on its connection in the order the sender took their
+/// batches (`after` resolves when the one before is queued; `done` tells the next), so a
+/// partition's batches reach the broker in sequence order.
+async fn send_request(
+    s: &Shared_,
+    node: i32,
+    mut batches: Vec<InFlight>,
+    after: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+) {
     let cfg = &s.config;
     // Number and compress the batches taken for the first time (off the state lock).
     for b in &mut batches {
@@ -833,11 +864,18 @@ async fn send_request(s: &Shared_, node: i32, mut batches: Vec<InFlight>) {
     // Per partition: error code and base offset (`None`: acks=0, no answer).
     type Answers = HashMap<(String, i32), (i16, i64)>;
     let result: Result<Option<Answers>> = async {
+        if let Some(after) = after {
+            let _ = after.await;
+        }
         let conn = s.client.broker(node).await?;
         let version = conn.version_in::<ProduceRequest>(3, 12)?;
         let body = encode_produce(version, cfg.acks, timeout_ms, &batches);
-        let answer = conn.call_parts::<ProduceRequest>(version, body, cfg.acks != 0);
-        let Some(response) = s.client.timed(answer).await? else {
+        let answer = s
+            .client
+            .timed(conn.queue_parts::<ProduceRequest>(version, body, cfg.acks != 0))
+            .await;
+        drop(done);
+        let Some(response) = s.client.timed(answer?).await? else {
             return Ok(None);
         };
         let mut out = HashMap::new();
