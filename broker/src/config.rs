@@ -29,6 +29,23 @@ pub struct Config {
     /// a connection from outside its list is closed before a byte is read. With `listen`
     /// alone, the listener is named PLAINTEXT.
     pub listener_allowlists: String,
+    /// Each listener's security protocol, Kafka style: `NAME:PROTOCOL,...` with PLAINTEXT or
+    /// SSL. A listener without an entry is SSL if it is named SSL, PLAINTEXT otherwise.
+    pub listener_security_protocol_map: String,
+    /// PEM file with the certificate chain SSL listeners present (leaf first).
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// PEM file with the private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM file with the CA certificates client certificates are checked against.
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// Client certificates on SSL listeners: `none`, `requested` (checked when sent) or
+    /// `required` (Kafka's `ssl.client.auth`). A client's certificate names its principal:
+    /// `User:` and its subject, e.g. `User:CN=alice,O=example`.
+    pub ssl_client_auth: String,
+    /// How often the certificate, key and truststore files are checked for changes (they are
+    /// also reloaded on SIGHUP); a change takes effect for new connections, and a file that
+    /// does not load keeps the old one in use. 0: only on SIGHUP.
+    pub ssl_reload_interval_ms: u64,
     /// Where the log lives.
     pub data_dir: PathBuf,
     /// This broker's node id in Metadata responses.
@@ -138,6 +155,12 @@ impl Default for Config {
             listeners: String::new(),
             advertised_listeners: String::new(),
             listener_allowlists: String::new(),
+            listener_security_protocol_map: String::new(),
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_truststore_location: None,
+            ssl_client_auth: "none".into(),
+            ssl_reload_interval_ms: 10_000,
             data_dir: PathBuf::from("./data"),
             node_id: 1,
             num_partitions: 1,
@@ -230,6 +253,11 @@ macro_rules! from_env_via_parse {
     ($($t:ty),*) => { $(impl FromEnv for $t { fn from_env(s: &str) -> Option<Self> { s.trim().parse().ok() } })* };
 }
 from_env_via_parse!(i32, i64, u64, usize, String, PathBuf);
+impl FromEnv for Option<PathBuf> {
+    fn from_env(s: &str) -> Option<Self> {
+        Some(Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty()))
+    }
+}
 impl FromEnv for bool {
     fn from_env(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -276,7 +304,8 @@ impl Config {
             non_produce_request_max_bytes, decoding_max_bytes, archive_url, archive_interval_ms,
             archive_delete_with_topic, archive_max_concurrent_uploads, archive_read_cache_mb, archive_read_chunk_bytes,
             admin_listen, metrics_partition_series, listeners, advertised_listeners,
-            listener_allowlists,
+            listener_allowlists, listener_security_protocol_map, ssl_certificate_location,
+            ssl_key_location, ssl_truststore_location, ssl_client_auth, ssl_reload_interval_ms,
         });
         env_overrides!(self, lookup, { producer_id_expiration_ms });
         Ok(self)
@@ -419,6 +448,25 @@ impl Config {
         }
     }
 
+    /// `ssl_client_auth` checked.
+    pub fn client_auth(&self) -> Result<ClientAuth, ConfigError> {
+        match self.ssl_client_auth.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => Ok(ClientAuth::None),
+            "requested" => Ok(ClientAuth::Requested),
+            "required" => {
+                if self.ssl_truststore_location.is_none() {
+                    return Err(bad(
+                        "ssl_client_auth=required needs ssl_truststore_location",
+                    ));
+                }
+                Ok(ClientAuth::Required)
+            }
+            other => Err(bad(format!(
+                "ssl_client_auth must be none, requested or required, not {other:?}"
+            ))),
+        }
+    }
+
     /// The listeners: `listeners` / `advertised_listeners` when set, else one named
     /// PLAINTEXT from `listen` / `advertise`.
     pub fn listener_specs(&self) -> Result<Vec<ListenerSpec>, ConfigError> {
@@ -429,6 +477,7 @@ impl Config {
                 bind: resolve(&self.listen)?,
                 advertise: self.advertise.as_deref().map(split_host_port).transpose()?,
                 allow: None,
+                protocol: SecurityProtocol::Plaintext,
             });
         } else {
             for (name, addr) in named_list("listeners", &self.listeners)? {
@@ -440,6 +489,7 @@ impl Config {
                     bind: resolve(&addr)?,
                     advertise: None,
                     allow: None,
+                    protocol: SecurityProtocol::Plaintext,
                 });
             }
             for (name, addr) in named_list("advertised_listeners", &self.advertised_listeners)? {
@@ -482,6 +532,43 @@ impl Config {
                 .collect::<Result<Vec<_>, _>>()?;
             spec.allow = Some(list);
         }
+        let mut mapped = std::collections::HashMap::new();
+        for entry in self
+            .listener_security_protocol_map
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (name, protocol) = entry.split_once(':').ok_or_else(|| {
+                bad(format!(
+                    "listener_security_protocol_map: {entry:?} is not NAME:PROTOCOL"
+                ))
+            })?;
+            let name = name.trim().to_ascii_uppercase();
+            if !specs.iter().any(|s| s.name == name) {
+                return Err(bad(format!(
+                    "listener_security_protocol_map names {name}, which is not a listener"
+                )));
+            }
+            mapped.insert(name, SecurityProtocol::parse(protocol)?);
+        }
+        for s in specs.iter_mut() {
+            s.protocol = match mapped.get(&s.name) {
+                Some(p) => *p,
+                // Named after a protocol: that one; any other name: PLAINTEXT.
+                None if s.name == "SSL" => SecurityProtocol::Ssl,
+                None if s.name.starts_with("SASL_") => SecurityProtocol::parse(&s.name)?,
+                None => SecurityProtocol::Plaintext,
+            };
+        }
+        if specs.iter().any(|s| s.protocol == SecurityProtocol::Ssl)
+            && (self.ssl_certificate_location.is_none() || self.ssl_key_location.is_none())
+        {
+            return Err(bad(
+                "an SSL listener needs ssl_certificate_location and ssl_key_location",
+            ));
+        }
+        self.client_auth()?;
         for s in &specs {
             if s.advertise.is_none() && s.bind.ip().is_unspecified() {
                 return Err(bad(format!(
@@ -502,6 +589,37 @@ pub struct ListenerSpec {
     pub bind: SocketAddr,
     pub advertise: Option<(String, u16)>,
     pub allow: Option<Vec<Cidr>>,
+    pub protocol: SecurityProtocol,
+}
+
+/// Client certificates on SSL listeners (`ssl_client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Requested,
+    Required,
+}
+
+/// How a listener's connections are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+}
+
+impl SecurityProtocol {
+    fn parse(s: &str) -> Result<SecurityProtocol, ConfigError> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" | "SASL_SSL" => Err(bad(format!(
+                "security protocol {s} is not available: this broker has no SASL yet (PLAINTEXT or SSL)"
+            ))),
+            other => Err(bad(format!(
+                "unknown security protocol {other:?} (PLAINTEXT or SSL)"
+            ))),
+        }
+    }
 }
 
 /// An address range: `10.0.0.0/8`, `fd00::/8`, or one address.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
@@ -102,7 +102,7 @@ impl Decoder for Frames {
 /// Writes the parts of a frame with vectored writes (large record sets are separate parts,
 /// sent without being copied into one buffer).
 async fn write_parts(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut (impl AsyncWrite + Unpin),
     mut parts: Vec<Bytes>,
 ) -> std::io::Result<()> {
     use bytes::Buf;
@@ -133,6 +133,7 @@ async fn write_parts(
     Ok(())
 }
 
+/// Serves a plaintext connection.
 pub async fn serve(
     ctx: Arc<Ctx>,
     stream: TcpStream,
@@ -140,7 +141,59 @@ pub async fn serve(
     listener: Arc<Listener>,
     cancel: CancellationToken,
 ) {
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve_halves(ctx, rd, wr, Session::anonymous(peer, listener), cancel).await
+}
+
+/// Serves a connection of an SSL listener: the TLS handshake (bounded by `timeout`), then
+/// requests as on any connection, for the principal the client certificate names.
+pub async fn serve_tls(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            ::metrics::counter!("strata_tls_handshake_failures_total", "listener" => listener.name.clone()).increment(1);
+            tracing::info!(%peer, listener = %listener.name, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            ::metrics::counter!("strata_tls_handshake_failures_total", "listener" => listener.name.clone()).increment(1);
+            tracing::info!(%peer, listener = %listener.name, "TLS handshake timed out");
+            return;
+        }
+    };
+    let mut session = Session::anonymous(peer, listener);
+    if let Some(p) = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(crate::tls::principal_of)
+    {
+        session.principal = p;
+    }
+    let (rd, wr) = tokio::io::split(tls);
+    serve_halves(ctx, rd, wr, session, cancel).await
+}
+
+async fn serve_halves<R, W>(
+    ctx: Arc<Ctx>,
+    rd: R,
+    mut wr: W,
+    session: Session,
+    cancel: CancellationToken,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = session.peer;
     let mut frames = FramedRead::new(
         rd,
         Frames {
@@ -171,7 +224,6 @@ pub async fn serve(
         }
         let _ = wr.shutdown().await;
     });
-    let session = Session::anonymous(peer, listener);
     let budget = ctx.config.queued_max_request_bytes.min(u32::MAX as usize);
     let queued = Arc::new(Semaphore::new(budget));
     let idle = std::time::Duration::from_millis(ctx.config.connections_max_idle_ms);
@@ -276,15 +328,7 @@ async fn answer(
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(
-        match handler::dispatch(
-            ctx,
-            session,
-            &request.header,
-            request.body,
-            frame.len(),
-        )
-        .await
-        {
+        match handler::dispatch(ctx, session, &request.header, request.body, frame.len()).await {
             Reply::None => None,
             Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
             Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),

@@ -5,9 +5,9 @@
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
 pub mod archive;
-pub mod auth;
 pub mod archive_tool;
 pub mod archive_upload;
+pub mod auth;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod retention;
 mod server;
 pub mod tier;
+pub mod tls;
 pub mod topic_config;
 
 pub use config::Config;

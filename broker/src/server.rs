@@ -60,12 +60,13 @@ impl Broker {
                 advertised_host: host,
                 advertised_port: port,
             });
-            listeners.push((l, info, bound, spec.allow.clone()));
+            let secure = spec.protocol == crate::config::SecurityProtocol::Ssl;
+            listeners.push((l, info, bound, spec.allow.clone(), secure));
         }
         let addr = listeners[0].2;
         let listener_addrs = listeners
             .iter()
-            .map(|(_, info, bound, _)| (info.name.clone(), *bound))
+            .map(|(_, info, bound, _, _)| (info.name.clone(), *bound))
             .collect();
         crate::metrics::handle();
         let admin = crate::metrics::bind_admin(&config.admin_listen).await?;
@@ -74,7 +75,7 @@ impl Broker {
             tracing::info!(admin = %a, "admin listener (/metrics, /health, /ready)");
         }
         tracing::info!(?config, "effective configuration");
-        for (i, (_, info, bound, _)) in listeners.iter().enumerate() {
+        for (i, (_, info, bound, _, _)) in listeners.iter().enumerate() {
             let advertised = format!("{}:{}", info.advertised_host, info.advertised_port);
             if i == 0 {
                 tracing::info!(addr = %bound, %advertised, listener = %info.name, %cluster_id, "listening");
@@ -119,11 +120,22 @@ impl Broker {
                 ctx.config.connection_limits().unwrap_or_default(),
             )),
         });
-        for (listener, info, _, allow) in listeners {
-            tasks.spawn(accept_loop(
+        let tls = crate::tls::Tls::from_config(&ctx.config).context("loading TLS files")?;
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(
+                Duration::from_millis(ctx.config.ssl_reload_interval_ms),
+                cancel.clone(),
+            ));
+        }
+        for (listener, info, _, allow, secure) in listeners {
+            let accepting = Accepting {
                 listener,
                 info,
                 allow,
+                tls: if secure { tls.clone() } else { None },
+            };
+            tasks.spawn(accept_loop(
+                accepting,
                 ctx.clone(),
                 limits.clone(),
                 cancel.clone(),
@@ -235,21 +247,37 @@ fn cluster_id(store: &Store) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The connection limits all listeners share.
 struct Limits {
     permits: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
 }
 
-async fn accept_loop(
+/// One listener's socket and what its connections get: the address it advertises, the
+/// sources it accepts, and TLS for an SSL listener.
+struct Accepting {
     listener: TcpListener,
     info: Arc<Listener>,
     allow: Option<Vec<Cidr>>,
+    tls: Option<Arc<crate::tls::Tls>>,
+}
+
+async fn accept_loop(
+    accepting: Accepting,
     ctx: Arc<Ctx>,
     limits: Arc<Limits>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let Accepting {
+        listener,
+        info,
+        allow,
+        tls,
+    } = accepting;
     let (permits, per_ip) = (&limits.permits, &limits.per_ip);
     let name = info.name.clone();
     let mut refused = RefusalLog::default();
@@ -296,10 +324,26 @@ async fn accept_loop(
         let ctx = ctx.clone();
         let cancel = cancel.clone();
         let info = info.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
             use std::sync::atomic::Ordering::Relaxed;
             ctx.counters.connections_open.fetch_add(1, Relaxed);
-            crate::connection::serve(ctx.clone(), stream, peer, info, cancel).await;
+            match tls {
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
+                    crate::connection::serve_tls(
+                        ctx.clone(),
+                        stream,
+                        peer,
+                        info,
+                        acceptor,
+                        TLS_HANDSHAKE_TIMEOUT,
+                        cancel,
+                    )
+                    .await
+                }
+                None => crate::connection::serve(ctx.clone(), stream, peer, info, cancel).await,
+            }
             ctx.counters.connections_open.fetch_sub(1, Relaxed);
             drop((permit, slot));
         });
