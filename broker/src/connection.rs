@@ -276,15 +276,7 @@ async fn answer(
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
     Ok(
-        match handler::dispatch(
-            ctx,
-            session,
-            &request.header,
-            request.body,
-            frame.len(),
-        )
-        .await
-        {
+        match handler::dispatch(ctx, session, &request.header, request.body, frame.len()).await {
             Reply::None => None,
             Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
             Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),
