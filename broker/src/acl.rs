@@ -188,10 +188,11 @@ impl Requester<'_> {
 struct Index {
     /// Every binding (for describe and delete).
     all: BTreeSet<AclBinding>,
-    /// LITERAL bindings by (resource type, name); the wildcard name `*` is a key too.
-    literal: HashMap<(i8, String), Vec<AclBinding>>,
-    /// PREFIXED bindings by (resource type, prefix).
-    prefixed: HashMap<(i8, String), Vec<AclBinding>>,
+    /// LITERAL bindings by resource type, then name; the wildcard name `*` is a key too.
+    /// (Nested so a check looks names up as `&str`, without allocating.)
+    literal: HashMap<i8, HashMap<String, Vec<AclBinding>>>,
+    /// PREFIXED bindings by resource type, then prefix.
+    prefixed: HashMap<i8, HashMap<String, Vec<AclBinding>>>,
     /// The prefix lengths present per resource type: a check looks up only those.
     prefix_lengths: BTreeSet<(i8, usize)>,
     /// Bindings per resource type (for "allowed on any resource of this type").
@@ -205,16 +206,20 @@ impl Index {
             index.all.insert(b);
         }
         for b in &index.all {
-            let key = (b.resource_type, b.resource_name.clone());
-            match b.pattern_type {
+            let map = match b.pattern_type {
                 pattern_type::PREFIXED => {
                     index
                         .prefix_lengths
                         .insert((b.resource_type, b.resource_name.len()));
-                    index.prefixed.entry(key).or_default().push(b.clone());
+                    &mut index.prefixed
                 }
-                _ => index.literal.entry(key).or_default().push(b.clone()),
-            }
+                _ => &mut index.literal,
+            };
+            map.entry(b.resource_type)
+                .or_default()
+                .entry(b.resource_name.clone())
+                .or_default()
+                .push(b.clone());
             *index.per_type.entry(b.resource_type).or_default() += 1;
         }
         index
@@ -222,19 +227,22 @@ impl Index {
 
     /// Every binding that applies to the resource `(kind, name)`, whoever it is for.
     fn applying<'a>(&'a self, kind: i8, name: &str, mut each: impl FnMut(&'a AclBinding)) {
-        for n in [name, WILDCARD] {
-            if let Some(list) = self.literal.get(&(kind, n.to_string())) {
-                list.iter().for_each(&mut each);
-            }
-            if name == WILDCARD {
-                break;
-            }
-        }
-        for &(_, len) in self.prefix_lengths.range((kind, 0)..=(kind, usize::MAX)) {
-            if let Some(prefix) = name.get(..len) {
-                if let Some(list) = self.prefixed.get(&(kind, prefix.to_string())) {
+        if let Some(literal) = self.literal.get(&kind) {
+            for n in [name, WILDCARD] {
+                if let Some(list) = literal.get(n) {
                     list.iter().for_each(&mut each);
                 }
+                if name == WILDCARD {
+                    break;
+                }
+            }
+        }
+        let Some(prefixed) = self.prefixed.get(&kind) else {
+            return;
+        };
+        for &(_, len) in self.prefix_lengths.range((kind, 0)..=(kind, usize::MAX)) {
+            if let Some(list) = name.get(..len).and_then(|prefix| prefixed.get(prefix)) {
+                list.iter().for_each(&mut each);
             }
         }
     }

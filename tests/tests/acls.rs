@@ -196,7 +196,7 @@ fn acls_round_trip_validate_filter_and_survive_restart() -> Result<()> {
     let config = test_config(&dir.path().join("data"))?;
     let broker = InProcessBroker::start(config.clone())?;
     let mut admin = Conn::from(broker.addr(), ADMIN_HOST)?;
-    let good = vec![
+    let good = [
         acl(TOPIC, "orders", LITERAL, CLIENT_HOST, READ, ALLOW),
         acl(TOPIC, "pay", PREFIXED, "*", WRITE, ALLOW),
         acl(TOPIC, "payroll", PREFIXED, CLIENT_HOST, ALL, DENY),
