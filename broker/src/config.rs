@@ -145,6 +145,13 @@ pub struct Config {
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
     pub producer_id_expiration_ms: i64,
+    /// Principals allowed every operation whatever the ACLs say, separated by `;` or `,`
+    /// (Kafka's `super.users`), e.g. `User:admin;User:ops`.
+    pub super_users: String,
+    /// Whether an operation on a resource no ACL applies to (for anyone) is allowed
+    /// (Kafka's `allow.everyone.if.no.acl.found`). On by default, so a broker without ACLs
+    /// serves everyone; off, only ACLs (and super users) grant anything.
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for Config {
@@ -221,6 +228,10 @@ impl Default for Config {
             archive_read_chunk_bytes: 4 * 1024 * 1024,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            super_users: String::new(),
+            // Unlike Kafka (false once an authorizer is configured): a broker with no ACLs
+            // keeps serving everyone, as it did before ACLs existed.
+            allow_everyone_if_no_acl_found: true,
         }
     }
 }
@@ -307,7 +318,9 @@ impl Config {
             listener_allowlists, listener_security_protocol_map, ssl_certificate_location,
             ssl_key_location, ssl_truststore_location, ssl_client_auth, ssl_reload_interval_ms,
         });
-        env_overrides!(self, lookup, { producer_id_expiration_ms });
+        env_overrides!(self, lookup, {
+            producer_id_expiration_ms, super_users, allow_everyone_if_no_acl_found,
+        });
         Ok(self)
     }
 
@@ -399,6 +412,16 @@ impl Config {
         self.connection_limits()?;
         if self.producer_id_expiration_ms < 1 {
             return Err(bad("producer_id_expiration_ms must be at least 1"));
+        }
+        for p in crate::acl::parse_principals(&self.super_users) {
+            if !p
+                .split_once(':')
+                .is_some_and(|(k, n)| !k.is_empty() && !n.is_empty())
+            {
+                return Err(bad(format!(
+                    "super_users: {p:?} is not a principal (Type:name, e.g. User:admin)"
+                )));
+            }
         }
         Ok(listen)
     }

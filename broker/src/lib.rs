@@ -4,6 +4,7 @@
 //! `kafka-protocol` crate, serves them from the durable log in `strata-storage`, and
 //! encodes responses. One file per Kafka API lives in [`handler`].
 
+pub mod acl;
 pub mod archive;
 pub mod archive_tool;
 pub mod archive_upload;

@@ -152,6 +152,23 @@ pub const SUPPORTED: &[Supported] = &[
         min: 2,
         max: 4,
     },
+    // Kafka 4.0 advertises 2-3; v1 (the first with pattern types) stays for older admin
+    // clients, and the codec decodes nothing older.
+    Supported {
+        key: ApiKey::DescribeAcls,
+        min: 1,
+        max: 3,
+    },
+    Supported {
+        key: ApiKey::CreateAcls,
+        min: 1,
+        max: 3,
+    },
+    Supported {
+        key: ApiKey::DeleteAcls,
+        min: 1,
+        max: 3,
+    },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.

@@ -96,6 +96,15 @@ impl Broker {
         )));
         let archive = strata_storage::archive::Archive::open(&config.archive_location())
             .context("opening the archive")?;
+        let acls = crate::acl::Acls::load(
+            &store,
+            &config.super_users,
+            config.allow_everyone_if_no_acl_found,
+        )
+        .context("loading the ACLs")?;
+        if !acls.is_empty() {
+            tracing::info!(acls = acls.len(), "loaded ACLs");
+        }
         let ctx = Arc::new(Ctx::new(
             config,
             store,
@@ -103,6 +112,7 @@ impl Broker {
             cluster_id,
             cancel.clone(),
             archive,
+            acls,
         ));
         ctx.tier
             .load_floors(&ctx.store)

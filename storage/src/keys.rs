@@ -39,6 +39,9 @@ pub enum Tag {
     GroupOffset = 5,
     /// `[tag][caller's key]` → caller's bytes
     Kv = 6,
+    /// `[tag][resource type][pattern type][len-prefixed resource name][len-prefixed
+    /// principal][len-prefixed host][operation][permission]` → `AclRecord`
+    Acl = 7,
 }
 
 pub fn topic_key(name: &str) -> Vec<u8> {
@@ -106,6 +109,17 @@ pub fn parse_group_offset_key(k: &[u8]) -> Option<(String, String, i32)> {
     let (topic, rest) = take_str(rest)?;
     let partition = u32::from_be_bytes(rest.try_into().ok()?) as i32;
     Some((group, topic, partition))
+}
+
+/// One ACL binding's key: every field, so storing the same binding twice is one entry.
+pub fn acl_key(b: &crate::rocks::AclBinding) -> Vec<u8> {
+    let mut k = vec![Tag::Acl as u8, b.resource_type as u8, b.pattern_type as u8];
+    put_str(&mut k, &b.resource_name);
+    put_str(&mut k, &b.principal);
+    put_str(&mut k, &b.host);
+    k.push(b.operation as u8);
+    k.push(b.permission as u8);
+    k
 }
 
 pub fn kv_key(key: &[u8]) -> Vec<u8> {

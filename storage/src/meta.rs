@@ -100,3 +100,22 @@ pub struct BatchIndexRecord {
     #[prost(uint32, tag = "3")]
     pub size: u32,
 }
+
+/// `meta` CF, tag Acl: one access-control binding (Kafka's codes for the small integers).
+#[derive(Clone, PartialEq, Message)]
+pub struct AclRecord {
+    #[prost(int32, tag = "1")]
+    pub resource_type: i32,
+    #[prost(string, tag = "2")]
+    pub resource_name: String,
+    #[prost(int32, tag = "3")]
+    pub pattern_type: i32,
+    #[prost(string, tag = "4")]
+    pub principal: String,
+    #[prost(string, tag = "5")]
+    pub host: String,
+    #[prost(int32, tag = "6")]
+    pub operation: i32,
+    #[prost(int32, tag = "7")]
+    pub permission: i32,
+}

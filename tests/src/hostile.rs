@@ -37,6 +37,14 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ApiKey::IncrementalAlterConfigs => RequestKind::IncrementalAlterConfigs(Default::default()),
         ApiKey::DeleteRecords => RequestKind::DeleteRecords(Default::default()),
         ApiKey::OffsetForLeaderEpoch => RequestKind::OffsetForLeaderEpoch(Default::default()),
+        ApiKey::DescribeAcls => RequestKind::DescribeAcls(Default::default()),
+        // One element each, so the element's strings are mutated too.
+        ApiKey::CreateAcls => RequestKind::CreateAcls(
+            CreateAclsRequest::default().with_creations(vec![Default::default()]),
+        ),
+        ApiKey::DeleteAcls => RequestKind::DeleteAcls(
+            DeleteAclsRequest::default().with_filters(vec![Default::default()]),
+        ),
         _ => return None,
     })
 }

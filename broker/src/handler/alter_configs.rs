@@ -6,9 +6,13 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::config_changes::{apply, Change};
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
 
-pub async fn handle(ctx: &Arc<Ctx>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
         let changes = r
@@ -24,6 +28,7 @@ pub async fn handle(ctx: &Arc<Ctx>, req: AlterConfigsRequest) -> AlterConfigsRes
             .collect();
         let (c, msg) = apply(
             ctx,
+            session,
             r.resource_type,
             &r.resource_name,
             changes,

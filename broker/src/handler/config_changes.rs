@@ -42,14 +42,25 @@ impl Change {
 
 /// Applies `changes` to a resource: `replace` drops every override not named (AlterConfigs).
 /// Returns the error code and message for the resource.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     ctx: &Arc<Ctx>,
+    session: &super::Session,
     resource_type: i8,
     name: &str,
     changes: Vec<(String, Change)>,
     replace: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
+    if let Err((c, msg)) = crate::auth::authorize_config(
+        ctx,
+        session,
+        crate::auth::op::ALTER_CONFIGS,
+        resource_type,
+        name,
+    ) {
+        return (c, Some(msg));
+    }
     match resource_type {
         RESOURCE_TOPIC => {}
         RESOURCE_BROKER => {

@@ -5,10 +5,15 @@ use std::sync::Arc;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
-pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -18,6 +23,13 @@ pub async fn handle(ctx: &Arc<Ctx>, req: CreatePartitionsRequest) -> CreateParti
                 .with_error_code(c)
                 .with_error_message(Some(str_bytes(msg)))
         };
+        if !authorize(ctx, session, op::ALTER, Resource::Topic(&t.name)) {
+            results.push(fail(
+                code::TOPIC_AUTHORIZATION_FAILED,
+                format!("not authorized to alter topic {}", &*t.name),
+            ));
+            continue;
+        }
         let Some(info) = ctx.store.topic(&t.name) else {
             results.push(fail(
                 code::UNKNOWN_TOPIC_OR_PARTITION,

@@ -10,7 +10,8 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{str_bytes, validate_topic_name, Ctx};
+use super::{str_bytes, validate_topic_name, Ctx, Session};
+use crate::auth::{authorize_cluster_or, op, Resource};
 use crate::error::{code, storage_code};
 use crate::topic_config;
 
@@ -20,13 +21,22 @@ const SOURCE_DEFAULT: i8 = 5;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
+    session: &Session,
     version: i16,
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.clone();
-        let r = create_one(ctx, t, req.validate_only).await;
+        // CREATE on the cluster, or on the topic (Kafka's rule).
+        let r = if authorize_cluster_or(ctx, session, op::CREATE, Resource::Topic(&name)) {
+            create_one(ctx, t, req.validate_only).await
+        } else {
+            Err((
+                code::TOPIC_AUTHORIZATION_FAILED,
+                format!("not authorized to create topic {}", &*name),
+            ))
+        };
         let r = match r {
             Ok(r) => r,
             Err((c, msg)) => {

@@ -10,13 +10,34 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::Ctx;
-use crate::error::storage_code;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
+use crate::error::{code, storage_code};
 
-pub async fn handle(ctx: &Arc<Ctx>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
+        if !authorize(ctx, session, op::DELETE, Resource::Topic(&t.name)) {
+            for p in t.partitions {
+                partitions.push(
+                    DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                        .with_low_watermark(-1),
+                );
+            }
+            topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+            continue;
+        }
         let archived = ctx
             .store
             .topic(&t.name)

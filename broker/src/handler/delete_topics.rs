@@ -6,11 +6,13 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use uuid::Uuid;
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
+    session: &Session,
     version: i16,
     req: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
@@ -28,13 +30,24 @@ pub async fn handle(
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
-        let info = match &name {
-            Some(n) => ctx.store.topic(n),
-            None => ctx.store.topic_by_id(id),
-        };
         let result = DeletableTopicResult::default()
             .with_name(name.clone())
             .with_topic_id(id);
+        // By name, DELETE is checked before existence (nothing leaks); by id, a topic the
+        // client may not even DESCRIBE stays unknown.
+        if let Some(n) = &name {
+            if !authorize(ctx, session, op::DELETE, Resource::Topic(n)) {
+                responses.push(result.with_error_code(code::TOPIC_AUTHORIZATION_FAILED));
+                continue;
+            }
+        }
+        let info = match &name {
+            Some(n) => ctx.store.topic(n),
+            None => ctx
+                .store
+                .topic_by_id(id)
+                .filter(|i| authorize(ctx, session, op::DESCRIBE, Resource::Topic(&i.name))),
+        };
         let Some(info) = info else {
             let c = if name.is_none() {
                 code::UNKNOWN_TOPIC_ID
@@ -44,6 +57,10 @@ pub async fn handle(
             responses.push(result.with_error_code(c));
             continue;
         };
+        if !authorize(ctx, session, op::DELETE, Resource::Topic(&info.name)) {
+            responses.push(result.with_error_code(code::TOPIC_AUTHORIZATION_FAILED));
+            continue;
+        }
         let topic = info.name.clone();
         // Recorded in the deletion's own write, so the archive goes exactly when the topic
         // did, even across a crash (the connector deletes it and clears the record).

@@ -6,7 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, Ctx, Session};
-use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
+use crate::auth::{authorize, authorized_operations, op, Resource, NOT_REQUESTED};
 use crate::error::code;
 
 /// DescribeCluster endpoint type 1: brokers (2 would be controllers, asked only of KRaft
@@ -22,6 +22,14 @@ pub fn handle(
         return DescribeClusterResponse::default()
             .with_error_code(code::UNSUPPORTED_VERSION)
             .with_error_message(Some(str_bytes("only broker endpoints are served here")))
+            .with_cluster_id(str_bytes(ctx.cluster_id.clone()));
+    }
+    if !authorize(ctx, session, op::DESCRIBE, Resource::Cluster) {
+        return DescribeClusterResponse::default()
+            .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
+            .with_error_message(Some(str_bytes(
+                "describing the cluster needs DESCRIBE on it",
+            )))
             .with_cluster_id(str_bytes(ctx.cluster_id.clone()));
     }
     let listener = &session.listener;

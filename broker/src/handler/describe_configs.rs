@@ -8,7 +8,7 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
 use crate::config::Config;
 use crate::error::code;
 use crate::topic_config::{Kind, TOPIC_CONFIGS};
@@ -22,6 +22,7 @@ const SOURCE_DEFAULT: i8 = 5;
 
 pub fn handle(
     ctx: &Arc<Ctx>,
+    session: &Session,
     version: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -38,6 +39,17 @@ pub fn handle(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            if let Err((c, msg)) = crate::auth::authorize_config(
+                ctx,
+                session,
+                crate::auth::op::DESCRIBE_CONFIGS,
+                r.resource_type,
+                &r.resource_name,
+            ) {
+                return base
+                    .with_error_code(c)
+                    .with_error_message(Some(str_bytes(msg)));
+            }
             let configs = match r.resource_type {
                 RESOURCE_TOPIC => match ctx.store.topic(&r.resource_name) {
                     Some(t) => TOPIC_CONFIGS

@@ -6,7 +6,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{str_bytes, Ctx, Session};
-use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
+use crate::auth::{authorize, authorized_operations, op, Resource, NOT_REQUESTED};
+use crate::error::code;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
@@ -16,6 +17,15 @@ pub async fn handle(
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
+        if !authorize(ctx, session, op::DESCRIBE, Resource::Group(&id)) {
+            groups.push(
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                    .with_authorized_operations(NOT_REQUESTED),
+            );
+            continue;
+        }
         let operations = if req.include_authorized_operations {
             authorized_operations(ctx, session, Resource::Group(&id))
         } else {

@@ -12,7 +12,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{Ctx, Reply, Response};
+use super::{Ctx, Reply, Response, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 use crate::protocol::{record_set, RecordRef};
 
@@ -57,13 +58,13 @@ struct Pass {
     sent: Vec<(String, usize, u64)>,
 }
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
+pub async fn handle(ctx: &Arc<Ctx>, session: &Session, version: i16, req: FetchRequest) -> Reply {
     if req.session_id != 0 {
         return FetchResponse::default()
             .with_error_code(FETCH_SESSION_ID_NOT_FOUND)
             .into();
     }
-    let plan = resolve(ctx, version, &req);
+    let plan = resolve(ctx, session, version, &req);
     // The broker's fetch_max_bytes caps what the client asks for (a non-positive ask means
     // "no limit" to old clients); partition limits are capped in `resolve`.
     let max_bytes = usize::try_from(req.max_bytes)
@@ -101,7 +102,7 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> Reply {
     }))
 }
 
-fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
+fn resolve(ctx: &Ctx, session: &Session, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
     req.topics
         .iter()
         .map(|t| {
@@ -115,11 +116,19 @@ fn resolve(ctx: &Ctx, version: i16, req: &FetchRequest) -> Vec<TopicWant> {
             } else {
                 code::UNKNOWN_TOPIC_OR_PARTITION
             };
+            // READ on the topic: by name, checked before existence (nothing leaks); by id,
+            // an unknown id stays UNKNOWN_TOPIC_ID (there is no name to check).
+            let allowed = match (&info, version >= 13) {
+                (Some(i), _) => authorize(ctx, session, op::READ, Resource::Topic(&i.name)),
+                (None, false) => authorize(ctx, session, op::READ, Resource::Topic(&t.topic)),
+                (None, true) => true,
+            };
             let parts = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let error = match &info {
+                        _ if !allowed => Some(code::TOPIC_AUTHORIZATION_FAILED),
                         None => Some(unknown),
                         Some(i) if p.partition < 0 || p.partition >= i.partitions => {
                             Some(code::UNKNOWN_TOPIC_OR_PARTITION)

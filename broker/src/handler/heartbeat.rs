@@ -4,9 +4,14 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
+use crate::error::code;
 
-pub async fn handle(ctx: &Arc<Ctx>, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(ctx: &Arc<Ctx>, session: &Session, req: HeartbeatRequest) -> HeartbeatResponse {
+    if !authorize(ctx, session, op::READ, Resource::Group(&req.group_id)) {
+        return HeartbeatResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+    }
     let c = ctx
         .groups
         .heartbeat(

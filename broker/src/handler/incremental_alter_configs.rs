@@ -6,11 +6,12 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 use super::config_changes::{apply, Change};
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
 use crate::error::code;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
+    session: &Session,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -29,6 +30,7 @@ pub async fn handle(
             Ok(changes) => {
                 apply(
                     ctx,
+                    session,
                     r.resource_type,
                     &r.resource_name,
                     changes,

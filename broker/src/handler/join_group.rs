@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader};
 
-use super::{Ctx, Reply, Response};
+use super::{Ctx, Reply, Response, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::code;
 use crate::group::JoinArgs;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
-    peer: std::net::SocketAddr,
+    client: &Session,
     header: &RequestHeader,
     req: JoinGroupRequest,
 ) -> Reply {
@@ -20,6 +21,12 @@ pub async fn handle(
     if req.group_id.is_empty() {
         return JoinGroupResponse::default()
             .with_error_code(code::INVALID_GROUP_ID)
+            .with_generation_id(-1)
+            .into();
+    }
+    if !authorize(ctx, client, op::READ, Resource::Group(&req.group_id)) {
+        return JoinGroupResponse::default()
+            .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
             .with_generation_id(-1)
             .into();
     }
@@ -35,7 +42,7 @@ pub async fn handle(
         instance_id: req.group_instance_id.map(|s| s.to_string()),
         client_id: header.client_id.as_deref().unwrap_or("").to_string(),
         // Kafka shows the client's address as "/ip".
-        client_host: format!("/{}", peer.ip()),
+        client_host: format!("/{}", client.peer.ip()),
         session_timeout: session,
         rebalance_timeout: rebalance,
         protocol_type: req.protocol_type.to_string(),

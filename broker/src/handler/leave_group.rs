@@ -5,10 +5,19 @@ use std::sync::Arc;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::code;
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    version: i16,
+    req: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    if !authorize(ctx, session, op::READ, Resource::Group(&req.group_id)) {
+        return LeaveGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+    }
     if version < 3 {
         let codes = ctx
             .groups

@@ -5,12 +5,19 @@ use std::sync::Arc;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{str_bytes, Ctx};
+use super::{str_bytes, Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 
 /// Every group here speaks the classic protocol.
 const GROUP_TYPE: &str = "classic";
 
-pub async fn handle(ctx: &Arc<Ctx>, req: ListGroupsRequest) -> ListGroupsResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: ListGroupsRequest,
+) -> ListGroupsResponse {
+    // DESCRIBE on the cluster lists every group; otherwise the groups one may DESCRIBE.
+    let all = authorize(ctx, session, op::DESCRIBE, Resource::Cluster);
     let states: Vec<String> = req
         .states_filter
         .iter()
@@ -28,6 +35,7 @@ pub async fn handle(ctx: &Arc<Ctx>, req: ListGroupsRequest) -> ListGroupsRespons
         .into_iter()
         .filter(|(_, v)| states.is_empty() || states.contains(&v.state.name().to_ascii_lowercase()))
         .filter(|_| types.is_empty() || types.iter().any(|t| t == GROUP_TYPE))
+        .filter(|(id, _)| all || authorize(ctx, session, op::DESCRIBE, Resource::Group(id)))
         .map(|(id, v)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))

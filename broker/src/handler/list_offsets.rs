@@ -9,7 +9,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use strata_storage::{batch, BatchAt, StorageError, Store};
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
 /// Special timestamps of ListOffsets requests.
@@ -21,9 +22,14 @@ const EARLIEST_LOCAL: i64 = -4;
 /// KIP-1005: earliest offset not yet uploaded to the remote tier; none without one.
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    // Per topic: (partition, current leader epoch, timestamp).
-    type Wants = Vec<(String, Vec<(i32, i32, i64)>)>;
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    version: i16,
+    req: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    // Per topic: DESCRIBE allowed, (partition, current leader epoch, timestamp).
+    type Wants = Vec<(String, bool, Vec<(i32, i32, i64)>)>;
     let wants: Wants = req
         .topics
         .iter()
@@ -33,19 +39,26 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ListOffsetsRequest) -> Li
                 .iter()
                 .map(|p| (p.partition_index, p.current_leader_epoch, p.timestamp))
                 .collect();
-            (t.name.to_string(), parts)
+            let allowed = authorize(ctx, session, op::DESCRIBE, Resource::Topic(&t.name));
+            (t.name.to_string(), allowed, parts)
         })
         .collect();
     let answers = ctx
         .blocking(move |store| {
             Ok(wants
                 .iter()
-                .map(|(topic, parts)| {
+                .map(|(topic, allowed, parts)| {
                     parts
                         .iter()
                         .map(|&(p, epoch, ts)| {
                             let base =
                                 ListOffsetsPartitionResponse::default().with_partition_index(p);
+                            if !allowed {
+                                return base
+                                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                                    .with_timestamp(-1)
+                                    .with_offset(-1);
+                            }
                             if epoch > 0 {
                                 return base
                                     .with_error_code(code::UNKNOWN_LEADER_EPOCH)

@@ -1,5 +1,7 @@
 //! Metadata (key 3): brokers, topics with ids, partitions; auto-creates unknown topics when
-//! allowed. This broker is the controller and leader of every partition.
+//! allowed. This broker is the controller and leader of every partition. Topics the client
+//! may not DESCRIBE are left out of an all-topics answer and answered
+//! TOPIC_AUTHORIZATION_FAILED when named; auto-creation needs CREATE on the cluster or topic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use strata_storage::{StorageError, TopicInfo};
 use uuid::Uuid;
 
 use super::{str_bytes, validate_topic_name, Ctx, Session};
-use crate::auth::{authorized_operations, Resource, NOT_REQUESTED};
+use crate::auth::{
+    authorize, authorize_cluster_or, authorized_operations, op, Resource, NOT_REQUESTED,
+};
 use crate::error::{code, storage_code};
 
 pub async fn handle(
@@ -37,6 +41,7 @@ pub async fn handle(
             .store
             .topics()
             .iter()
+            .filter(|t| authorize(ctx, session, op::DESCRIBE, Resource::Topic(&t.name)))
             .map(|t| topic_metadata(node, t))
             .collect(),
         Some(list) => {
@@ -46,8 +51,8 @@ pub async fn handle(
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 out.push(match t.name {
-                    Some(name) => by_name(ctx, node, &name, allow_create).await,
-                    None => by_id(ctx, node, t.topic_id),
+                    Some(name) => by_name(ctx, session, node, &name, allow_create).await,
+                    None => by_id(ctx, session, node, t.topic_id),
                 });
             }
             out
@@ -79,6 +84,7 @@ pub async fn handle(
 
 async fn by_name(
     ctx: &Arc<Ctx>,
+    session: &Session,
     node: BrokerId,
     name: &TopicName,
     allow_create: bool,
@@ -88,6 +94,9 @@ async fn by_name(
             .with_name(Some(name.clone()))
             .with_error_code(c)
     };
+    if !authorize(ctx, session, op::DESCRIBE, Resource::Topic(name)) {
+        return error(code::TOPIC_AUTHORIZATION_FAILED);
+    }
     if let Some(t) = ctx.store.topic(name) {
         return topic_metadata(node, &t);
     }
@@ -96,6 +105,9 @@ async fn by_name(
     }
     if !allow_create {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    if !authorize_cluster_or(ctx, session, op::CREATE, Resource::Topic(name)) {
+        return error(code::TOPIC_AUTHORIZATION_FAILED);
     }
     let owned = name.to_string();
     let partitions = ctx.config.num_partitions;
@@ -116,8 +128,13 @@ async fn by_name(
     }
 }
 
-fn by_id(ctx: &Ctx, node: BrokerId, id: Uuid) -> MetadataResponseTopic {
+fn by_id(ctx: &Ctx, session: &Session, node: BrokerId, id: Uuid) -> MetadataResponseTopic {
     match ctx.store.topic_by_id(id) {
+        Some(t) if !authorize(ctx, session, op::DESCRIBE, Resource::Topic(&t.name)) => {
+            MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+        }
         Some(t) => topic_metadata(node, &t),
         None => MetadataResponseTopic::default()
             .with_topic_id(id)

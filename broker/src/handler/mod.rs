@@ -3,11 +3,14 @@
 pub mod alter_configs;
 pub mod api_versions;
 pub mod config_changes;
+pub mod create_acls;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_acls;
 pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -63,6 +66,8 @@ pub struct Ctx {
     pub counters: crate::metrics::Counters,
     /// The archive connector's counters.
     pub archive_stats: crate::archive_upload::ArchiveStats,
+    /// The ACLs and the authorizer's settings.
+    pub acls: crate::acl::Acls,
 }
 
 impl Ctx {
@@ -73,6 +78,7 @@ impl Ctx {
         cluster_id: String,
         shutdown: tokio_util::sync::CancellationToken,
         archive: strata_storage::archive::Archive,
+        acls: crate::acl::Acls,
     ) -> Self {
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
@@ -90,6 +96,7 @@ impl Ctx {
             tier,
             counters: Default::default(),
             archive_stats: Default::default(),
+            acls,
             config,
             store,
             groups,
@@ -202,36 +209,42 @@ pub async fn dispatch(
     frame_len: usize,
 ) -> Reply {
     let v = header.request_api_version;
-    let (peer, listener) = (session.peer, &*session.listener);
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(ctx, header, r).into(),
         RequestKind::Metadata(r) => metadata::handle(ctx, session, v, r).await.into(),
-        RequestKind::Produce(r) => produce::handle(ctx, v, r, frame_len).await,
-        RequestKind::Fetch(r) => fetch::handle(ctx, v, r).await,
-        RequestKind::ListOffsets(r) => list_offsets::handle(ctx, v, r).await.into(),
-        RequestKind::CreateTopics(r) => create_topics::handle(ctx, v, r).await.into(),
-        RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, v, r).await.into(),
-        RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, r).await.into(),
+        RequestKind::Produce(r) => produce::handle(ctx, session, v, r, frame_len).await,
+        RequestKind::Fetch(r) => fetch::handle(ctx, session, v, r).await,
+        RequestKind::ListOffsets(r) => list_offsets::handle(ctx, session, v, r).await.into(),
+        RequestKind::CreateTopics(r) => create_topics::handle(ctx, session, v, r).await.into(),
+        RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, session, v, r).await.into(),
+        RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, session, r).await.into(),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, session, r).into(),
-        RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, r).await.into(),
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, listener, v, r).into(),
-        RequestKind::JoinGroup(r) => join_group::handle(ctx, peer, header, r).await,
-        RequestKind::SyncGroup(r) => sync_group::handle(ctx, r).await,
-        RequestKind::Heartbeat(r) => heartbeat::handle(ctx, r).await.into(),
-        RequestKind::LeaveGroup(r) => leave_group::handle(ctx, v, r).await.into(),
-        RequestKind::OffsetCommit(r) => offset_commit::handle(ctx, r).await.into(),
-        RequestKind::OffsetFetch(r) => offset_fetch::handle(ctx, v, r).await.into(),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, session, r).await.into(),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, session, v, r).into(),
+        RequestKind::JoinGroup(r) => join_group::handle(ctx, session, header, r).await,
+        RequestKind::SyncGroup(r) => sync_group::handle(ctx, session, r).await,
+        RequestKind::Heartbeat(r) => heartbeat::handle(ctx, session, r).await.into(),
+        RequestKind::LeaveGroup(r) => leave_group::handle(ctx, session, v, r).await.into(),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(ctx, session, r).await.into(),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(ctx, session, v, r).await.into(),
         RequestKind::DescribeGroups(r) => describe_groups::handle(ctx, session, v, r).await.into(),
-        RequestKind::ListGroups(r) => list_groups::handle(ctx, r).await.into(),
-        RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, r).await.into(),
-        RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, r).await.into(),
-        RequestKind::DescribeConfigs(r) => describe_configs::handle(ctx, v, r).into(),
-        RequestKind::AlterConfigs(r) => alter_configs::handle(ctx, r).await.into(),
+        RequestKind::ListGroups(r) => list_groups::handle(ctx, session, r).await.into(),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(ctx, session, r).await.into(),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(ctx, session, r).await.into(),
+        RequestKind::DescribeConfigs(r) => describe_configs::handle(ctx, session, v, r).into(),
+        RequestKind::AlterConfigs(r) => alter_configs::handle(ctx, session, r).await.into(),
         RequestKind::IncrementalAlterConfigs(r) => {
-            incremental_alter_configs::handle(ctx, r).await.into()
+            incremental_alter_configs::handle(ctx, session, r)
+                .await
+                .into()
         }
-        RequestKind::DeleteRecords(r) => delete_records::handle(ctx, r).await.into(),
-        RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(ctx, r).into(),
+        RequestKind::DeleteRecords(r) => delete_records::handle(ctx, session, r).await.into(),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            offset_for_leader_epoch::handle(ctx, session, r).into()
+        }
+        RequestKind::CreateAcls(r) => create_acls::handle(ctx, session, r).await.into(),
+        RequestKind::DescribeAcls(r) => describe_acls::handle(ctx, session, r).into(),
+        RequestKind::DeleteAcls(r) => delete_acls::handle(ctx, session, r).await.into(),
         other => unsupported(other),
     }
 }

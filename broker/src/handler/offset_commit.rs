@@ -9,16 +9,24 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use strata_storage::GroupOffset;
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
 /// Kafka's `offset.metadata.max.bytes`: longer metadata strings are refused.
 const MAX_METADATA_BYTES: usize = 4096;
 
-pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: OffsetCommitRequest,
+) -> OffsetCommitResponse {
     let group = req.group_id.to_string();
+    // READ on the group first (every partition fails without it), then READ on each topic.
     let gate = if group.is_empty() {
         code::INVALID_GROUP_ID
+    } else if !authorize(ctx, session, op::READ, Resource::Group(&group)) {
+        code::GROUP_AUTHORIZATION_FAILED
     } else {
         ctx.groups
             .may_commit(
@@ -36,12 +44,16 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetCommitRequest) -> OffsetCommitRes
     let mut verdicts: Vec<Vec<Result<GroupOffset, i16>>> = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let partitions = ctx.store.topic(&t.name).map_or(-1, |i| i.partitions);
+        let topic_allowed = authorize(ctx, session, op::READ, Resource::Topic(&t.name));
         verdicts.push(
             t.partitions
                 .iter()
                 .map(|p| {
                     if gate != code::NONE {
                         return Err(gate);
+                    }
+                    if !topic_allowed {
+                        return Err(code::TOPIC_AUTHORIZATION_FAILED);
                     }
                     if p.partition_index < 0 || p.partition_index >= partitions {
                         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);

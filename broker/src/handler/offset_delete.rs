@@ -11,11 +11,19 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Decodable;
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 use crate::group::State;
 
-pub async fn handle(ctx: &Arc<Ctx>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    if !authorize(ctx, session, op::DELETE, Resource::Group(&req.group_id)) {
+        return OffsetDeleteResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+    }
     let view = ctx.groups.describe(&req.group_id).await;
     if view.state == State::Dead {
         return OffsetDeleteResponse::default().with_error_code(code::GROUP_ID_NOT_FOUND);
@@ -42,20 +50,22 @@ pub async fn handle(ctx: &Arc<Ctx>, req: OffsetDeleteRequest) -> OffsetDeleteRes
         .iter()
         .map(|t| {
             let busy = subscribed.iter().any(|s| s.as_str() == t.name.as_str());
+            let allowed = authorize(ctx, session, op::READ, Resource::Topic(&t.name));
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    if !busy {
+                    let c = if !allowed {
+                        code::TOPIC_AUTHORIZATION_FAILED
+                    } else if busy {
+                        code::GROUP_SUBSCRIBED_TO_TOPIC
+                    } else {
                         delete.push((t.name.to_string(), p.partition_index));
-                    }
+                        code::NONE
+                    };
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(if busy {
-                            code::GROUP_SUBSCRIBED_TO_TOPIC
-                        } else {
-                            code::NONE
-                        })
+                        .with_error_code(c)
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

@@ -9,19 +9,31 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::Ctx;
+use super::{Ctx, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
-pub fn handle(ctx: &Arc<Ctx>, req: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
+            let allowed = authorize(ctx, session, op::DESCRIBE, Resource::Topic(&t.topic));
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let r = EpochEndOffset::default().with_partition(p.partition);
+                    if !allowed {
+                        return r
+                            .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                            .with_leader_epoch(-1)
+                            .with_end_offset(-1);
+                    }
                     if p.current_leader_epoch > 0 {
                         return r
                             .with_error_code(code::UNKNOWN_LEADER_EPOCH)

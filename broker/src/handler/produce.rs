@@ -9,7 +9,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_storage::{batch, AppendOutcome, StorageError, Store};
 
-use super::{str_bytes, Ctx, Reply, Response};
+use super::{str_bytes, Ctx, Reply, Response, Session};
+use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
 
 /// `acks` values Kafka accepts; anything else is INVALID_REQUIRED_ACKS.
@@ -20,7 +21,13 @@ const MIN_DURABILITY_WAIT: Duration = Duration::from_millis(100);
 
 type PartitionResult = Result<AppendOutcome, (i16, String)>;
 
-pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len: usize) -> Reply {
+pub async fn handle(
+    ctx: &Arc<Ctx>,
+    session: &Session,
+    version: i16,
+    req: ProduceRequest,
+    frame_len: usize,
+) -> Reply {
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
         return respond(version, &req, |_, _| {
@@ -42,9 +49,18 @@ pub async fn handle(ctx: &Arc<Ctx>, version: i16, req: ProduceRequest, frame_len
         .topic_data
         .iter()
         .map(|t| {
+            // WRITE on the topic, checked before anything else about it (as Kafka does: an
+            // unauthorized client learns nothing, not even whether the topic exists).
+            let allowed = authorize(ctx, session, op::WRITE, Resource::Topic(&t.name));
             t.partition_data
                 .iter()
                 .map(|p| {
+                    if !allowed {
+                        return Err((
+                            code::TOPIC_AUTHORIZATION_FAILED,
+                            format!("not authorized to write to topic {}", &*t.name),
+                        ));
+                    }
                     append_partition(
                         &ctx.store,
                         &t.name,

@@ -2,12 +2,19 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::SyncGroupRequest;
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{Ctx, Reply, Response};
+use super::{Ctx, Reply, Response, Session};
+use crate::auth::{authorize, op, Resource};
+use crate::error::code;
 use crate::group::SyncArgs;
 
-pub async fn handle(ctx: &Arc<Ctx>, req: SyncGroupRequest) -> Reply {
+pub async fn handle(ctx: &Arc<Ctx>, session: &Session, req: SyncGroupRequest) -> Reply {
+    if !authorize(ctx, session, op::READ, Resource::Group(&req.group_id)) {
+        return SyncGroupResponse::default()
+            .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+            .into();
+    }
     let args = SyncArgs {
         member_id: req.member_id.to_string(),
         instance_id: req.group_instance_id.map(|s| s.to_string()),

@@ -1,5 +1,6 @@
 //! The RocksDB engine: opening, tuning, and the topic catalog.
 
+mod acls;
 mod catalog;
 mod export;
 mod groups;
@@ -28,6 +29,7 @@ use crate::keys::{self, Tag};
 use crate::meta::{PartitionRecord, ProducerRecord, SegmentRecord, TopicRecord};
 use crate::partition::{Partition, PartitionState};
 
+pub use self::acls::AclBinding;
 pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
