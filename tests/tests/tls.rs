@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::messages::{ApiVersionsRequest, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
@@ -121,28 +121,30 @@ fn client_config(
     }))
 }
 
-/// Connects over TLS, sends ApiVersions v0 and reads the answer; returns the certificate
-/// the broker presented.
-fn api_versions_over_tls(
+/// Connects over TLS, sends `req` at `version` and reads the answer; returns it and the
+/// certificate the broker presented.
+fn call_over_tls<R: kafka_protocol::protocol::Request>(
     addr: std::net::SocketAddr,
     config: Arc<rustls::ClientConfig>,
-) -> Result<CertificateDer<'static>> {
+    version: i16,
+    req: &R,
+) -> Result<(R::Response, CertificateDer<'static>)> {
+    use kafka_protocol::protocol::HeaderVersion;
     let mut conn =
         rustls::ClientConnection::new(config, ServerName::try_from("127.0.0.1")?.to_owned())?;
     let mut sock = TcpStream::connect(addr)?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut tls = rustls::Stream::new(&mut conn, &mut sock);
-    let frame = raw::encode_request(0, 7, &ApiVersionsRequest::default())?;
-    tls.write_all(&frame)?;
+    tls.write_all(&raw::encode_request(version, 7, req)?)?;
     let mut len = [0u8; 4];
     tls.read_exact(&mut len).context("reading the answer")?;
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
     tls.read_exact(&mut body)?;
     let mut body = bytes::Bytes::from(body);
-    let header = ResponseHeader::decode(&mut body, 0)?;
-    let r = ApiVersionsResponse::decode(&mut body, 0)?;
-    if header.correlation_id != 7 || r.error_code != 0 || r.api_keys.is_empty() {
-        bail!("bad ApiVersions answer: {r:?}");
+    let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
+    let r = R::Response::decode(&mut body, version)?;
+    if header.correlation_id != 7 {
+        bail!("correlation id {}", header.correlation_id);
     }
     let presented = conn
         .peer_certificates()
@@ -150,7 +152,19 @@ fn api_versions_over_tls(
         .context("no server certificate")?
         .clone()
         .into_owned();
-    Ok(presented)
+    Ok((r, presented))
+}
+
+/// ApiVersions v0 over TLS, answered without error; the certificate the broker presented.
+fn api_versions_over_tls(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<CertificateDer<'static>> {
+    let (r, cert) = call_over_tls(addr, config, 0, &ApiVersionsRequest::default())?;
+    if r.error_code != 0 || r.api_keys.is_empty() {
+        bail!("bad ApiVersions answer: {r:?}");
+    }
+    Ok(cert)
 }
 
 fn ssl_addr(b: &InProcessBroker) -> std::net::SocketAddr {
@@ -338,6 +352,80 @@ fn bad_tls_settings_are_refused_at_startup() -> Result<()> {
         broker.listener_addr("SECURE").context("SECURE")?,
         client_config(&ca.pem, None)?,
     )?;
+    Ok(())
+}
+
+/// A client certificate is the connection's principal: ACLs granted to its subject apply
+/// to it, and to no other certificate.
+#[test]
+fn acls_apply_to_the_principal_a_client_certificate_names() -> Result<()> {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{CreateAclsRequest, MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir()?;
+    let ca = new_ca()?;
+    let (cert, key) = leaf(&ca, "broker", &["127.0.0.1"], -1, 30)?;
+    for (n, t) in [
+        ("server.pem", &cert),
+        ("server.key", &key),
+        ("ca.pem", &ca.pem),
+    ] {
+        write(dir.path(), n, t)?;
+    }
+    // The plaintext listener's anonymous clients administer; nothing else is allowed
+    // without an ACL.
+    let broker = tls_broker(dir.path(), "required", |c| {
+        c.super_users = "User:ANONYMOUS".into();
+        c.allow_everyone_if_no_acl_found = false;
+    })?;
+    let topic = topic_name("mtls");
+    create_topic(&broker.bootstrap(), &topic, 1)?;
+    let mut admin = raw::connect(broker.addr())?;
+    let grant = AclCreation::default()
+        .with_resource_type(2)
+        .with_resource_name(StrBytes::from_string(topic.clone()))
+        .with_resource_pattern_type(3)
+        .with_principal(StrBytes::from_static_str("User:CN=alice,O=example"))
+        .with_host(StrBytes::from_static_str("*"))
+        .with_operation(3) // READ (implies DESCRIBE)
+        .with_permission_type(3);
+    let created = raw::call(
+        &mut admin,
+        3,
+        1,
+        &CreateAclsRequest::default().with_creations(vec![grant]),
+    )?;
+    assert_eq!(created.results[0].error_code, 0, "{created:?}");
+    let ask = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(topic.clone()))))]))
+        .with_include_topic_authorized_operations(true);
+    let alice = leaf(&ca, "alice", &["alice"], -1, 30)?;
+    let (m, _) = call_over_tls(
+        ssl_addr(&broker),
+        client_config(&ca.pem, Some(&alice))?,
+        12,
+        &ask,
+    )?;
+    assert_eq!(m.topics[0].error_code, 0, "{:?}", m.topics[0]);
+    assert_eq!(
+        m.topics[0].topic_authorized_operations,
+        (1 << 3) | (1 << 8),
+        "READ and DESCRIBE"
+    );
+    let bob = leaf(&ca, "bob", &["bob"], -1, 30)?;
+    let (m, _) = call_over_tls(
+        ssl_addr(&broker),
+        client_config(&ca.pem, Some(&bob))?,
+        12,
+        &ask,
+    )?;
+    assert_eq!(
+        m.topics[0].error_code, 29,
+        "bob is not granted: {:?}",
+        m.topics[0]
+    );
     Ok(())
 }
 
