@@ -15,7 +15,7 @@ use crate::conn::Connection;
 use crate::error::{Error, Result};
 
 /// Settings shared by every part of the client.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `host:port` addresses to bootstrap from (any one answering is enough).
     pub bootstrap: Vec<String>,
@@ -28,6 +28,18 @@ pub struct ClientConfig {
     pub retry_backoff_max: Duration,
     /// How long an operation keeps retrying retriable errors before it gives up.
     pub retry_timeout: Duration,
+    /// TLS for every connection (a broker's SSL listener); `None`: plaintext.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("bootstrap", &self.bootstrap)
+            .field("client_id", &self.client_id)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientConfig {
@@ -45,6 +57,7 @@ impl ClientConfig {
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
             retry_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -188,7 +201,10 @@ impl Client {
             }
         }
         let cfg = &self.inner.config;
-        let c = Arc::new(Connection::connect(addr, &cfg.client_id, cfg.connect_timeout).await?);
+        let c = Arc::new(
+            Connection::connect(addr, &cfg.client_id, cfg.connect_timeout, cfg.tls.as_ref())
+                .await?,
+        );
         conns.insert(key, c.clone());
         Ok(c)
     }
@@ -372,7 +388,13 @@ impl Client {
             .addr();
             if own {
                 let cfg = &self.inner.config;
-                let conn = Connection::connect(&addr, &cfg.client_id, cfg.connect_timeout).await?;
+                let conn = Connection::connect(
+                    &addr,
+                    &cfg.client_id,
+                    cfg.connect_timeout,
+                    cfg.tls.as_ref(),
+                )
+                .await?;
                 return Ok(Arc::new(conn));
             }
             self.pooled(node, &addr).await
@@ -413,4 +435,52 @@ impl Client {
             }
         }
     }
+}
+
+/// A TLS client configuration trusting the CA certificates in `ca` (PEM), presenting the
+/// certificate chain `cert` with key `key` (PEM) when both are given (mTLS).
+pub fn tls_config(
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))
+    };
+    let certs = |p: &std::path::Path| -> Result<Vec<CertificateDer<'static>>> {
+        let v = CertificateDer::pem_slice_iter(&read(p)?)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("{} is not PEM: {e}", p.display())))?;
+        if v.is_empty() {
+            return Err(Error::Config(format!(
+                "{} holds no certificate",
+                p.display()
+            )));
+        }
+        Ok(v)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| Error::Config(format!("a CA certificate in {}: {e}", ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let key_der = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(|e| {
+                Error::Config(format!("{} holds no private key: {e}", key.display()))
+            })?;
+            builder
+                .with_client_auth_cert(certs(cert)?, key_der)
+                .map_err(|e| Error::Config(format!("client certificate {}: {e}", cert.display())))?
+        }
+    };
+    Ok(Arc::new(config))
 }

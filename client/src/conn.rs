@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,7 +64,12 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Connects to `addr` and negotiates API versions.
-    pub async fn connect(addr: &str, client_id: &str, timeout: Duration) -> Result<Connection> {
+    pub async fn connect(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Connection> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => {
@@ -84,12 +89,35 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).ok();
-        let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let (pending_tx, pending_rx) = mpsc::unbounded_channel();
         let dead = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(write, rx, pending_tx, dead.clone()));
-        tokio::spawn(read_loop(read, pending_rx, addr.to_string(), dead.clone()));
+        match tls {
+            None => {
+                let (read, write) = stream.into_split();
+                tokio::spawn(write_loop(write, rx, pending_tx, dead.clone()));
+                tokio::spawn(read_loop(read, pending_rx, addr.to_string(), dead.clone()));
+            }
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+                        Error::Config(format!("{host:?} is not a TLS server name: {e}"))
+                    })?;
+                let connector = tokio_rustls::TlsConnector::from(config.clone());
+                let stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+                    .await
+                    .map_err(|_| Error::Timeout(format!("TLS handshake with {addr}")))?
+                    .map_err(|e| Error::Connect {
+                        addr: addr.to_string(),
+                        source: std::io::Error::other(format!("TLS handshake: {e}")),
+                    })?;
+                let (read, write) = tokio::io::split(stream);
+                tokio::spawn(write_loop(write, rx, pending_tx, dead.clone()));
+                tokio::spawn(read_loop(read, pending_rx, addr.to_string(), dead.clone()));
+            }
+        }
         let mut conn = Connection {
             addr: addr.to_string(),
             client_id: StrBytes::from_string(client_id.to_string()),
@@ -328,7 +356,7 @@ pub(crate) fn api_name(key: i16) -> String {
 }
 
 async fn write_loop(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut write: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<Outbound>,
     pending_tx: mpsc::UnboundedSender<Pending>,
     dead: Arc<AtomicBool>,
@@ -350,7 +378,7 @@ async fn write_loop(
 
 /// Writes every part, several per system call.
 async fn write_parts(
-    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    write: &mut (impl AsyncWrite + Unpin),
     mut parts: Vec<Bytes>,
 ) -> std::io::Result<()> {
     let mut first = 0;
@@ -382,7 +410,7 @@ async fn write_parts(
 }
 
 async fn read_loop(
-    mut read: tokio::net::tcp::OwnedReadHalf,
+    mut read: impl AsyncRead + Unpin,
     mut pending_rx: mpsc::UnboundedReceiver<Pending>,
     addr: String,
     dead: Arc<AtomicBool>,

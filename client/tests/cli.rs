@@ -930,3 +930,78 @@ fn librdkafka_and_strata_share_a_group() -> Result<()> {
     assert_eq!(offsets, (10..30).collect::<Vec<_>>());
     Ok(())
 }
+
+/// The CLI over an SSL listener: `--tls-ca` (and `--tls-cert`/`--tls-key` where the broker
+/// requires client certificates).
+#[test]
+fn the_cli_speaks_tls_and_mtls() -> Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir()?;
+    let p = |n: &str| dir.path().join(n);
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "cli test CA");
+    let ca_key = KeyPair::generate()?;
+    std::fs::write(p("ca.pem"), ca_params.self_signed(&ca_key)?.pem())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    for (who, names) in [
+        ("server", vec!["127.0.0.1".to_string()]),
+        ("alice", vec!["alice".to_string()]),
+    ] {
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, who);
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        let key = KeyPair::generate()?;
+        std::fs::write(
+            p(&format!("{who}.pem")),
+            params.signed_by(&key, &issuer)?.pem(),
+        )?;
+        std::fs::write(p(&format!("{who}.key")), key.serialize_pem())?;
+    }
+    let mut config = strata_tests::test_config(&p("data"))?;
+    config.listeners = "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0".into();
+    config.ssl_certificate_location = Some(p("server.pem"));
+    config.ssl_key_location = Some(p("server.key"));
+    config.ssl_truststore_location = Some(p("ca.pem"));
+    config.ssl_client_auth = "required".into();
+    let broker = InProcessBroker::start(config)?;
+    let ssl = broker
+        .listener_addr("SSL")
+        .context("SSL listener")?
+        .to_string();
+    let tls = |c: &mut Command| {
+        c.env_remove("STRATA_TLS_CA").args([
+            "--tls-ca",
+            p("ca.pem").to_str().unwrap(),
+            "--tls-cert",
+            p("alice.pem").to_str().unwrap(),
+            "--tls-key",
+            p("alice.key").to_str().unwrap(),
+        ]);
+    };
+    let t = topic_name("cli-tls");
+    let mut c = strata(&ssl);
+    tls(&mut c);
+    expect(c.args(["topic", "create", &t, "-p", "1"]), 0);
+    let mut c = strata(&ssl);
+    tls(&mut c);
+    expect(c.args(["produce", &t]).write_stdin("over\ntls\n"), 0);
+    let mut c = strata(&ssl);
+    tls(&mut c);
+    let out = expect(c.args(["consume", &t, "--from-beginning", "-e"]), 0);
+    assert_eq!(out, "over\ntls\n");
+    // No client certificate: the handshake fails, reported as unreachable (3).
+    let r = run(strata(&ssl).args(["--tls-ca", p("ca.pem").to_str().unwrap(), "topic", "list"]));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("CertificateRequired"), "{}", r.stderr);
+    // Plaintext to the SSL listener fails too; a missing CA file is a usage error.
+    assert_ne!(
+        run(strata(&ssl).args(["--timeout", "3", "topic", "list"])).code,
+        0
+    );
+    let r = run(strata(&ssl).args(["--tls-ca", "/no/such.pem", "topic", "list"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    Ok(())
+}

@@ -56,6 +56,27 @@ pub struct Cli {
     /// Seconds an operation may take (retries included) before it fails.
     #[arg(long, default_value_t = 30, global = true)]
     timeout: u64,
+    /// Connect with TLS (a broker's SSL listener), trusting the CA certificates in this PEM file.
+    #[arg(long, env = "STRATA_TLS_CA", global = true, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: present this client certificate (PEM) for mTLS.
+    #[arg(
+        long,
+        env = "STRATA_TLS_CERT",
+        global = true,
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "STRATA_TLS_KEY",
+        global = true,
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -155,6 +176,21 @@ pub fn main() -> i32 {
     config.client_id = cli.client_id.clone();
     config.retry_timeout = Duration::from_secs(cli.timeout.max(1));
     config.request_timeout = Duration::from_secs(cli.timeout.max(1));
+    if let Some(ca) = &cli.tls_ca {
+        let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+        match strata_client::cluster::tls_config(ca, client) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::USAGE;
+            }
+        }
+    } else if cli.tls_cert.is_some() {
+        eprintln!(
+            "error: --tls-cert needs --tls-ca (the CA the broker's certificate is checked against)"
+        );
+        return exit::USAGE;
+    }
     let ctx = Ctx {
         config,
         format: cli.output,
