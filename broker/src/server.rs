@@ -61,9 +61,9 @@ impl Broker {
                 advertised_port: port,
             });
             let secure = spec.protocol == crate::config::SecurityProtocol::Ssl;
-            if !bound.ip().is_loopback()
-                && !(secure && config.client_auth()? == crate::config::ClientAuth::Required)
-            {
+            let authenticated =
+                secure && config.client_auth()? == crate::config::ClientAuth::Required;
+            if !(bound.ip().is_loopback() || authenticated) {
                 tracing::warn!(
                     listener = %spec.name, addr = %bound,
                     "LISTENING BEYOND LOOPBACK WITHOUT AUTHENTICATION: any host that reaches {bound} can read, write and delete every topic unless ACLs say otherwise; use ssl_client_auth=required on an SSL listener, listener_allowlists, and ACLs with allow_everyone_if_no_acl_found=false"
