@@ -46,6 +46,14 @@ pub struct Config {
     /// also reloaded on SIGHUP); a change takes effect for new connections, and a file that
     /// does not load keeps the old one in use. 0: only on SIGHUP.
     pub ssl_reload_interval_ms: u64,
+    /// SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners offer (`PLAIN`).
+    pub sasl_enabled_mechanisms: String,
+    /// The users SASL/PLAIN accepts: one `name:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX`
+    /// line each (the password's PBKDF2-HMAC-SHA256; never the password itself).
+    pub sasl_plain_users_file: Option<PathBuf>,
+    /// How long a failed authentication waits before its answer, after which the connection
+    /// closes (Kafka's `connection.failed.authentication.delay.ms`).
+    pub connection_failed_authentication_delay_ms: u64,
     /// Where the log lives.
     pub data_dir: PathBuf,
     /// This broker's node id in Metadata responses.
@@ -168,6 +176,9 @@ impl Default for Config {
             ssl_truststore_location: None,
             ssl_client_auth: "none".into(),
             ssl_reload_interval_ms: 10_000,
+            sasl_enabled_mechanisms: "PLAIN".into(),
+            sasl_plain_users_file: None,
+            connection_failed_authentication_delay_ms: 100,
             data_dir: PathBuf::from("./data"),
             node_id: 1,
             num_partitions: 1,
@@ -317,6 +328,8 @@ impl Config {
             admin_listen, metrics_partition_series, listeners, advertised_listeners,
             listener_allowlists, listener_security_protocol_map, ssl_certificate_location,
             ssl_key_location, ssl_truststore_location, ssl_client_auth, ssl_reload_interval_ms,
+            sasl_enabled_mechanisms, sasl_plain_users_file,
+            connection_failed_authentication_delay_ms,
         });
         env_overrides!(self, lookup, {
             producer_id_expiration_ms, super_users, allow_everyone_if_no_acl_found,
@@ -584,7 +597,19 @@ impl Config {
                 None => SecurityProtocol::Plaintext,
             };
         }
-        if specs.iter().any(|s| s.protocol == SecurityProtocol::Ssl)
+        if specs.iter().any(|s| s.protocol.sasl()) {
+            for m in self.sasl_enabled_mechanisms.split(',').map(str::trim) {
+                if m != "PLAIN" {
+                    return Err(bad(format!(
+                        "sasl_enabled_mechanisms: {m:?} is not available (PLAIN)"
+                    )));
+                }
+            }
+            if self.sasl_plain_users_file.is_none() {
+                return Err(bad("a SASL listener needs sasl_plain_users_file"));
+            }
+        }
+        if specs.iter().any(|s| s.protocol.tls())
             && (self.ssl_certificate_location.is_none() || self.ssl_key_location.is_none())
         {
             return Err(bad(
@@ -628,6 +653,23 @@ pub enum ClientAuth {
 pub enum SecurityProtocol {
     Plaintext,
     Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Its connections speak TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Its connections authenticate with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
 }
 
 impl SecurityProtocol {
@@ -635,11 +677,10 @@ impl SecurityProtocol {
         match s.trim().to_ascii_uppercase().as_str() {
             "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
             "SSL" => Ok(SecurityProtocol::Ssl),
-            "SASL_PLAINTEXT" | "SASL_SSL" => Err(bad(format!(
-                "security protocol {s} is not available: this broker has no SASL yet (PLAINTEXT or SSL)"
-            ))),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
             other => Err(bad(format!(
-                "unknown security protocol {other:?} (PLAINTEXT or SSL)"
+                "unknown security protocol {other:?} (PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
             ))),
         }
     }

@@ -16,7 +16,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProtocolError;
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+
+use crate::error::{code, ProtocolError};
 use crate::handler::{self, Ctx, Listener, Reply, Session};
 use crate::protocol::{self, Decoded};
 
@@ -187,7 +191,7 @@ async fn serve_halves<R, W>(
     ctx: Arc<Ctx>,
     rd: R,
     mut wr: W,
-    session: Session,
+    mut session: Session,
     cancel: CancellationToken,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -257,10 +261,14 @@ async fn serve_halves<R, W>(
                 Err(_) => break,
             },
         };
-        match answer(&ctx, &session, frame, permit).await {
+        match answer(&ctx, &mut session, frame, permit).await {
             Ok(None) => {}
             Ok(Some(out)) => {
                 if tx.send(out).await.is_err() {
+                    break;
+                }
+                // A failed authentication: the answer goes out, then the connection closes.
+                if session.sasl.as_ref().is_some_and(|s| s.failed) {
                     break;
                 }
             }
@@ -280,7 +288,7 @@ async fn serve_halves<R, W>(
 /// Decodes and applies one request; `Ok(None)` when no response is due (acks=0).
 async fn answer(
     ctx: &Arc<Ctx>,
-    session: &Session,
+    session: &mut Session,
     frame: Bytes,
     permit: OwnedSemaphorePermit,
 ) -> Result<Option<Outgoing>, ProtocolError> {
@@ -327,23 +335,63 @@ async fn answer(
         crate::metrics::observe_request(api_key, started, &r.body);
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
-    Ok(
-        match handler::dispatch(ctx, session, &request.header, request.body, frame.len()).await {
-            Reply::None => None,
-            Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
-            Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),
-            Reply::Later(fut) => Some(Outgoing::Later(
-                Box::pin(async move {
-                    match encode(fut.await) {
-                        Ok(b) => Some(b),
-                        Err(e) => {
-                            tracing::error!(error = %e, "dropping connection");
-                            None
-                        }
-                    }
-                }),
-                permit,
-            )),
+    let reply = match request.body {
+        // SASL is handled here, where the session can change.
+        RequestKind::SaslHandshake(r) => match session.sasl.as_mut() {
+            Some(state) => state.handshake(ctx, r).into(),
+            None => SaslHandshakeResponse::default()
+                .with_error_code(code::ILLEGAL_SASL_STATE)
+                .into(),
         },
-    )
+        RequestKind::SaslAuthenticate(r) => match session.sasl.as_mut() {
+            Some(state) => {
+                let (response, principal) = state.authenticate(ctx, r).await;
+                match principal {
+                    Some(p) => {
+                        tracing::debug!(peer = %session.peer, principal = %p, "authenticated");
+                        session.principal = p;
+                    }
+                    None => {
+                        state.failed = true;
+                        tracing::info!(peer = %session.peer, listener = %session.listener.name, "SASL authentication failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            ctx.config.connection_failed_authentication_delay_ms,
+                        ))
+                        .await;
+                    }
+                }
+                response.into()
+            }
+            None => SaslAuthenticateResponse::default()
+                .with_error_code(code::ILLEGAL_SASL_STATE)
+                .into(),
+        },
+        other => {
+            if session.sasl.as_ref().is_some_and(|s| !s.authenticated)
+                && api_key != ApiKey::ApiVersions
+            {
+                return Err(ProtocolError::Malformed(format!(
+                    "{api_key:?} before SASL authentication"
+                )));
+            }
+            handler::dispatch(ctx, session, &request.header, other, frame.len()).await
+        }
+    };
+    Ok(match reply {
+        Reply::None => None,
+        Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
+        Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),
+        Reply::Later(fut) => Some(Outgoing::Later(
+            Box::pin(async move {
+                match encode(fut.await) {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        tracing::error!(error = %e, "dropping connection");
+                        None
+                    }
+                }
+            }),
+            permit,
+        )),
+    })
 }

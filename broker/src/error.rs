@@ -5,6 +5,7 @@ use strata_storage::StorageError;
 /// Kafka error codes used by this broker (from the protocol guide).
 pub mod code {
     pub const NONE: i16 = 0;
+    pub const ILLEGAL_SASL_STATE: i16 = 34;
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;

@@ -20,6 +20,7 @@ pub mod handler;
 pub mod metrics;
 pub mod protocol;
 pub mod retention;
+pub mod sasl;
 mod server;
 pub mod tier;
 pub mod tls;

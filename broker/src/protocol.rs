@@ -169,6 +169,17 @@ pub const SUPPORTED: &[Supported] = &[
         min: 1,
         max: 3,
     },
+    // v1 only: v0 would send the SASL tokens as bare frames after the handshake.
+    Supported {
+        key: ApiKey::SaslHandshake,
+        min: 1,
+        max: 1,
+    },
+    Supported {
+        key: ApiKey::SaslAuthenticate,
+        min: 0,
+        max: 2,
+    },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.

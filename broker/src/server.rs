@@ -59,10 +59,11 @@ impl Broker {
                 name: spec.name.clone(),
                 advertised_host: host,
                 advertised_port: port,
+                sasl: spec.protocol.sasl(),
             });
-            let secure = spec.protocol == crate::config::SecurityProtocol::Ssl;
-            let authenticated =
-                secure && config.client_auth()? == crate::config::ClientAuth::Required;
+            let secure = spec.protocol.tls();
+            let authenticated = spec.protocol.sasl()
+                || (secure && config.client_auth()? == crate::config::ClientAuth::Required);
             if !(bound.ip().is_loopback() || authenticated) {
                 tracing::warn!(
                     listener = %spec.name, addr = %bound,
@@ -113,7 +114,14 @@ impl Broker {
         if !acls.is_empty() {
             tracing::info!(acls = acls.len(), "loaded ACLs");
         }
-        let ctx = Arc::new(Ctx::new(
+        let plain_users = match (
+            &config.sasl_plain_users_file,
+            specs.iter().any(|s| s.protocol.sasl()),
+        ) {
+            (Some(path), true) => Some(Arc::new(crate::sasl::PlainUsers::load(path)?)),
+            _ => None,
+        };
+        let mut ctx = Ctx::new(
             config,
             store,
             groups,
@@ -121,7 +129,9 @@ impl Broker {
             cancel.clone(),
             archive,
             acls,
-        ));
+        );
+        ctx.plain_users = plain_users;
+        let ctx = Arc::new(ctx);
         ctx.tier
             .load_floors(&ctx.store)
             .context("loading the archive's DeleteRecords offsets")?;

@@ -33,10 +33,7 @@ impl Tls {
     /// Loads the files `config` names; `None` when no listener uses SSL.
     pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<Tls>>> {
         let specs = config.listener_specs()?;
-        if !specs
-            .iter()
-            .any(|s| s.protocol == crate::config::SecurityProtocol::Ssl)
-        {
+        if !specs.iter().any(|s| s.protocol.tls()) {
             return Ok(None);
         }
         let files = Files {

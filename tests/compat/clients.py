@@ -147,3 +147,18 @@ def assert_clean(proc, what: str):
     assert "underflow" not in proc.stderr.lower(), detail
     assert "ApiVersionRequest failed" not in proc.stderr, detail
     assert not SEVERE_LOG.search(proc.stderr), detail
+
+
+def round_trip(conf: dict, topic: str, n: int = 10) -> list[str]:
+    """Produces `m0..m{n-1}` to partition 0 of `topic` with client settings `conf` (security
+    settings included) and reads them back with the same settings; returns the values."""
+    p = Producer(conf)
+    for i in range(n):
+        p.produce(topic, value=f"m{i}", partition=0)
+    assert p.flush(30) == 0
+    c = Consumer({**conf, "group.id": f"{topic}-g", "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    got, errors = consume_all(c, [TopicPartition(topic, 0, 0)], n)
+    c.close()
+    assert not errors, errors
+    return [m.value().decode() for m in got.get(0, [])]

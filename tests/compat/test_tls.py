@@ -7,14 +7,14 @@ import datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition as CTopicPartition
+from confluent_kafka import Producer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from clients import create_topic
+from clients import create_topic, round_trip
 from harness import free_port
 
 
@@ -98,22 +98,7 @@ def test_confluent_kafka_mtls(broker_factory, pki, topic):
             "ssl.ca.location": str(pki["ca"]),
             "ssl.certificate.location": str(pki["alice"]),
             "ssl.key.location": str(pki["alice_key"])}
-    p = Producer(conf)
-    for i in range(10):
-        p.produce(topic, value=f"m{i}")
-    assert p.flush(30) == 0
-    c = Consumer({**conf, "group.id": f"{topic}-g", "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.assign([CTopicPartition(topic, 0, 0)])
-    got = []
-    for _ in range(100):
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value().decode())
-        if len(got) == 10:
-            break
-    c.close()
-    assert got == [f"m{i}" for i in range(10)]
+    assert round_trip(conf, topic) == [f"m{i}" for i in range(10)]
 
 
 def test_confluent_kafka_without_a_client_certificate_is_refused(broker_factory, pki, topic):

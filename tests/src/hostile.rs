@@ -45,6 +45,8 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteAcls => RequestKind::DeleteAcls(
             DeleteAclsRequest::default().with_filters(vec![Default::default()]),
         ),
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
         _ => return None,
     })
 }

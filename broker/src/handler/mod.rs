@@ -68,6 +68,8 @@ pub struct Ctx {
     pub archive_stats: crate::archive_upload::ArchiveStats,
     /// The ACLs and the authorizer's settings.
     pub acls: crate::acl::Acls,
+    /// The users SASL/PLAIN accepts (`sasl_plain_users_file`), when a listener uses SASL.
+    pub plain_users: Option<Arc<crate::sasl::PlainUsers>>,
 }
 
 impl Ctx {
@@ -97,6 +99,7 @@ impl Ctx {
             counters: Default::default(),
             archive_stats: Default::default(),
             acls,
+            plain_users: None,
             config,
             store,
             groups,
@@ -142,6 +145,8 @@ pub struct Listener {
     pub name: String,
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Connections authenticate with SASL first (SASL_PLAINTEXT, SASL_SSL).
+    pub sasl: bool,
 }
 
 /// Who is on the other end of a connection: what handlers authorize against and answer for.
@@ -151,6 +156,8 @@ pub struct Session {
     pub listener: Arc<Listener>,
     /// `User:ANONYMOUS` until authentication says otherwise (Kafka's principal syntax).
     pub principal: String,
+    /// On SASL listeners: how far authentication has come.
+    pub sasl: Option<crate::sasl::SaslState>,
 }
 
 impl Session {
@@ -159,6 +166,7 @@ impl Session {
     pub fn anonymous(peer: std::net::SocketAddr, listener: Arc<Listener>) -> Session {
         Session {
             peer,
+            sasl: listener.sasl.then(crate::sasl::SaslState::default),
             listener,
             principal: Session::ANONYMOUS.to_string(),
         }
