@@ -30,6 +30,8 @@ pub struct ClientConfig {
     pub retry_timeout: Duration,
     /// TLS for every connection (a broker's SSL listener); `None`: plaintext.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SASL/PLAIN user and password for every connection (SASL_PLAINTEXT, SASL_SSL).
+    pub sasl_plain: Option<(String, String)>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("bootstrap", &self.bootstrap)
             .field("client_id", &self.client_id)
             .field("tls", &self.tls.is_some())
+            .field("sasl_user", &self.sasl_plain.as_ref().map(|(u, _)| u))
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +61,7 @@ impl ClientConfig {
             retry_backoff_max: Duration::from_secs(1),
             retry_timeout: Duration::from_secs(30),
             tls: None,
+            sasl_plain: None,
         }
     }
 }
@@ -201,10 +205,7 @@ impl Client {
             }
         }
         let cfg = &self.inner.config;
-        let c = Arc::new(
-            Connection::connect(addr, &cfg.client_id, cfg.connect_timeout, cfg.tls.as_ref())
-                .await?,
-        );
+        let c = Arc::new(connect(addr, cfg).await?);
         conns.insert(key, c.clone());
         Ok(c)
     }
@@ -388,14 +389,7 @@ impl Client {
             .addr();
             if own {
                 let cfg = &self.inner.config;
-                let conn = Connection::connect(
-                    &addr,
-                    &cfg.client_id,
-                    cfg.connect_timeout,
-                    cfg.tls.as_ref(),
-                )
-                .await?;
-                return Ok(Arc::new(conn));
+                return Ok(Arc::new(connect(&addr, cfg).await?));
             }
             self.pooled(node, &addr).await
         })
@@ -435,6 +429,18 @@ impl Client {
             }
         }
     }
+}
+
+/// A connection to `addr` as `cfg` says: TLS and SASL/PLAIN login when configured.
+async fn connect(addr: &str, cfg: &ClientConfig) -> Result<Connection> {
+    let conn =
+        Connection::connect(addr, &cfg.client_id, cfg.connect_timeout, cfg.tls.as_ref()).await?;
+    if let Some((user, password)) = &cfg.sasl_plain {
+        tokio::time::timeout(cfg.connect_timeout, conn.login_plain(user, password))
+            .await
+            .map_err(|_| Error::Timeout(format!("SASL login at {addr}")))??;
+    }
+    Ok(conn)
 }
 
 /// A TLS client configuration trusting the CA certificates in `ca` (PEM), presenting the

@@ -133,6 +133,36 @@ impl Connection {
         Ok(conn)
     }
 
+    /// SASL/PLAIN login (SaslHandshake v1, then SaslAuthenticate): a wrong password is
+    /// SASL_AUTHENTICATION_FAILED with the broker's message.
+    pub async fn login_plain(&self, user: &str, password: &str) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let handshake =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+        let version = self.version_in::<SaslHandshakeRequest>(1, 1)?;
+        let r = self.call_at(&handshake, version).await?;
+        Error::check(r.error_code, || {
+            format!(
+                "SASL handshake with {} (it offers {:?})",
+                self.addr,
+                r.mechanisms
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+            )
+        })?;
+        let token = format!("\0{user}\0{password}");
+        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let r = self.call(&auth).await?;
+        Error::check(r.error_code, || {
+            format!(
+                "SASL login of {user} at {}: {}",
+                self.addr,
+                r.error_message.as_deref().unwrap_or("refused")
+            )
+        })
+    }
+
     /// ApiVersions at the newest version we know; a broker that does not know it answers
     /// UNSUPPORTED_VERSION in the v0 layout with its own range, and we ask again at v0.
     async fn negotiate(&self) -> Result<HashMap<i16, (i16, i16)>> {

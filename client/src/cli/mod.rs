@@ -77,6 +77,24 @@ pub struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
+    /// Log in with SASL/PLAIN as this user (a broker's SASL_PLAINTEXT or SASL_SSL listener).
+    #[arg(
+        long,
+        env = "STRATA_SASL_USER",
+        global = true,
+        requires = "sasl_password"
+    )]
+    sasl_user: Option<String>,
+    /// The SASL/PLAIN password (prefer the STRATA_SASL_PASSWORD variable: arguments are
+    /// visible to other users of the machine).
+    #[arg(
+        long,
+        env = "STRATA_SASL_PASSWORD",
+        global = true,
+        hide_env_values = true,
+        requires = "sasl_user"
+    )]
+    sasl_password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -176,6 +194,7 @@ pub fn main() -> i32 {
     config.client_id = cli.client_id.clone();
     config.retry_timeout = Duration::from_secs(cli.timeout.max(1));
     config.request_timeout = Duration::from_secs(cli.timeout.max(1));
+    config.sasl_plain = cli.sasl_user.clone().zip(cli.sasl_password.clone());
     if let Some(ca) = &cli.tls_ca {
         let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
         match strata_client::cluster::tls_config(ca, client) {
