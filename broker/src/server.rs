@@ -36,6 +36,15 @@ impl Broker {
     pub async fn start(config: Config) -> anyhow::Result<Broker> {
         config.validate()?;
         let specs = config.listener_specs()?;
+        // Security files first: a bad one stops the broker before it opens anything.
+        let tls = crate::tls::Tls::from_config(&config).context("loading TLS files")?;
+        let plain_users = match (
+            &config.sasl_plain_users_file,
+            specs.iter().any(|s| s.protocol.sasl()),
+        ) {
+            (Some(path), true) => Some(Arc::new(crate::sasl::PlainUsers::load(path)?)),
+            _ => None,
+        };
         let mut store_config = StoreConfig::new(config.data_dir.clone());
         store_config.fsync = config.fsync;
         store_config.max_message_bytes = config.message_max_bytes;
@@ -114,13 +123,6 @@ impl Broker {
         if !acls.is_empty() {
             tracing::info!(acls = acls.len(), "loaded ACLs");
         }
-        let plain_users = match (
-            &config.sasl_plain_users_file,
-            specs.iter().any(|s| s.protocol.sasl()),
-        ) {
-            (Some(path), true) => Some(Arc::new(crate::sasl::PlainUsers::load(path)?)),
-            _ => None,
-        };
         let mut ctx = Ctx::new(
             config,
             store,
@@ -148,7 +150,6 @@ impl Broker {
                 ctx.config.connection_limits().unwrap_or_default(),
             )),
         });
-        let tls = crate::tls::Tls::from_config(&ctx.config).context("loading TLS files")?;
         if let Some(tls) = &tls {
             tasks.spawn(tls.clone().watch(
                 Duration::from_millis(ctx.config.ssl_reload_interval_ms),
