@@ -403,7 +403,11 @@ fn what_librdkafka_produces_strata_prints() -> Result<()> {
     assert!(r.stderr.contains("is not a time"), "{}", r.stderr);
     let r = run(strata(&bs).args(["consume", &t, "--offset=-3", "-e"]));
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("--offset must be 0 or more"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--offset must be 0 or more"),
+        "{}",
+        r.stderr
+    );
     let r = run(strata(&bs).args(["consume", &t, "--from-beginning", "--offset", "3"]));
     assert_eq!(
         r.code, 2,
