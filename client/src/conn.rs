@@ -274,17 +274,7 @@ impl Connection {
     where
         R::Response: Send + 'static,
     {
-        let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut head = BytesMut::with_capacity(64);
-        head.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut head, R::header_version(version))
-            .map_err(|e| Error::Protocol(format!("cannot encode a request header: {e:#}")))?;
+        let (mut head, correlation_id) = self.start_frame::<R>(version)?;
         let len = head.len() - 4 + body.iter().map(Bytes::len).sum::<usize>();
         head[..4].copy_from_slice(&(len as i32).to_be_bytes());
         let mut frame = Vec::with_capacity(body.len() + 1);
@@ -346,7 +336,9 @@ impl Connection {
         answer.await.map_err(|_| self.lost("closed"))?
     }
 
-    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
+    /// A frame's start: room for the length prefix, then the request header of `R` at
+    /// `version` with the next correlation id.
+    fn start_frame<R: Request>(&self, version: i16) -> Result<(BytesMut, i32)> {
         let correlation_id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -357,7 +349,14 @@ impl Connection {
         buf.extend_from_slice(&[0; 4]);
         header
             .encode(&mut buf, R::header_version(version))
-            .and_then(|()| request.encode(&mut buf, version))
+            .map_err(|e| Error::Protocol(format!("cannot encode a request header: {e:#}")))?;
+        Ok((buf, correlation_id))
+    }
+
+    fn encode<R: Request>(&self, request: &R, version: i16) -> Result<(Bytes, i32)> {
+        let (mut buf, correlation_id) = self.start_frame::<R>(version)?;
+        request
+            .encode(&mut buf, version)
             .map_err(|e| Error::Protocol(format!("cannot encode {}: {e:#}", api_name(R::KEY))))?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());

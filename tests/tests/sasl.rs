@@ -196,7 +196,6 @@ fn acls_apply_to_the_user_who_logged_in() -> Result<()> {
         "{:?}",
         m.topics[0]
     );
-    // Before logging in nothing is granted: an anonymous SASL connection cannot even ask.
     Ok(())
 }
 
