@@ -361,14 +361,32 @@ impl Acls {
             .collect()
     }
 
-    /// Stores `add` durably, then serves it. Blocks: a synced write.
-    pub fn create(&self, store: &Store, add: &[AclBinding]) -> Result<(), StorageError> {
+    /// Stores `add` durably, then serves it; `Ok(false)` (and nothing stored) when the
+    /// broker would then hold more than `limit` bindings. Blocks: a synced write.
+    pub fn create(
+        &self,
+        store: &Store,
+        add: &[AclBinding],
+        limit: usize,
+    ) -> Result<bool, StorageError> {
         let _change = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let index = self.read();
+            let new = add
+                .iter()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|b| !index.all.contains(*b))
+                .count();
+            if new > 0 && index.all.len() + new > limit {
+                return Ok(false);
+            }
+        }
         store.update_acls(add, &[])?;
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
         let all = std::mem::take(&mut index.all);
         *index = Index::build(all.into_iter().chain(add.iter().cloned()));
-        Ok(())
+        Ok(true)
     }
 
     /// Removes every binding each filter matches, durably and all at once; returns what

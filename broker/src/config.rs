@@ -46,11 +46,22 @@ pub struct Config {
     /// also reloaded on SIGHUP); a change takes effect for new connections, and a file that
     /// does not load keeps the old one in use. 0: only on SIGHUP.
     pub ssl_reload_interval_ms: u64,
-    /// SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners offer (`PLAIN`).
+    /// SASL mechanisms SASL_PLAINTEXT and SASL_SSL listeners offer, separated by `,`:
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`.
     pub sasl_enabled_mechanisms: String,
     /// The users SASL/PLAIN accepts: one `name:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX`
     /// line each (the password's PBKDF2-HMAC-SHA256; never the password itself).
     pub sasl_plain_users_file: Option<PathBuf>,
+    /// Longest a SASL login lasts (Kafka's `connections.max.reauth.ms`, KIP-368): clients
+    /// that support it log in again on the same connection before then; a connection that
+    /// has not is closed at its next request. 0: a login lasts as long as its connection.
+    pub connections_max_reauth_ms: u64,
+    /// Most SCRAM credentials (user and mechanism pairs) the broker keeps;
+    /// AlterUserScramCredentials beyond it is refused.
+    pub max_scram_credentials: usize,
+    /// Most ACL bindings the broker keeps; CreateAcls beyond it is refused (each is checked
+    /// in memory on every authorization).
+    pub max_acls: usize,
     /// How long a failed authentication waits before its answer, after which the connection
     /// closes (Kafka's `connection.failed.authentication.delay.ms`).
     pub connection_failed_authentication_delay_ms: u64,
@@ -178,6 +189,13 @@ impl Default for Config {
             ssl_reload_interval_ms: 10_000,
             sasl_enabled_mechanisms: "PLAIN".into(),
             sasl_plain_users_file: None,
+            connections_max_reauth_ms: 0,
+            // Far more users than a broker's operators manage by hand; each is a few
+            // hundred bytes of memory and one key.
+            max_scram_credentials: 10_000,
+            // Far more than hand-managed ACLs reach; the authorizer's indexes keep checks
+            // cheap well beyond it.
+            max_acls: 100_000,
             connection_failed_authentication_delay_ms: 100,
             data_dir: PathBuf::from("./data"),
             node_id: 1,
@@ -246,6 +264,9 @@ impl Default for Config {
         }
     }
 }
+
+/// The SASL mechanisms the broker implements.
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +354,7 @@ impl Config {
         });
         env_overrides!(self, lookup, {
             producer_id_expiration_ms, super_users, allow_everyone_if_no_acl_found,
+            connections_max_reauth_ms, max_scram_credentials, max_acls,
         });
         Ok(self)
     }
@@ -485,6 +507,16 @@ impl Config {
     }
 
     /// `ssl_client_auth` checked.
+    /// `sasl_enabled_mechanisms` as a list, in its order, blanks dropped.
+    pub fn sasl_mechanisms(&self) -> Vec<String> {
+        self.sasl_enabled_mechanisms
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     pub fn client_auth(&self) -> Result<ClientAuth, ConfigError> {
         match self.ssl_client_auth.trim().to_ascii_lowercase().as_str() {
             "none" | "" => Ok(ClientAuth::None),
@@ -598,15 +630,20 @@ impl Config {
             };
         }
         if specs.iter().any(|s| s.protocol.sasl()) {
-            for m in self.sasl_enabled_mechanisms.split(',').map(str::trim) {
-                if m != "PLAIN" {
+            let mechanisms = self.sasl_mechanisms();
+            if mechanisms.is_empty() {
+                return Err(bad("a SASL listener needs sasl_enabled_mechanisms"));
+            }
+            for m in &mechanisms {
+                if !SASL_MECHANISMS.contains(&m.as_str()) {
                     return Err(bad(format!(
-                        "sasl_enabled_mechanisms: {m:?} is not available (PLAIN)"
+                        "sasl_enabled_mechanisms: {m:?} is not available ({})",
+                        SASL_MECHANISMS.join(", ")
                     )));
                 }
             }
-            if self.sasl_plain_users_file.is_none() {
-                return Err(bad("a SASL listener needs sasl_plain_users_file"));
+            if mechanisms.iter().any(|m| m == "PLAIN") && self.sasl_plain_users_file.is_none() {
+                return Err(bad("SASL/PLAIN needs sasl_plain_users_file"));
             }
         }
         if specs.iter().any(|s| s.protocol.tls())

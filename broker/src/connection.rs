@@ -164,12 +164,16 @@ pub async fn serve_tls(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             ::metrics::counter!("strata_tls_handshake_failures_total", "listener" => listener.name.clone()).increment(1);
-            tracing::info!(%peer, listener = %listener.name, error = %e, "TLS handshake failed");
+            if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
+                tracing::info!(%peer, listener = %listener.name, error = %e, suppressed, "TLS handshake failed");
+            }
             return;
         }
         Err(_) => {
             ::metrics::counter!("strata_tls_handshake_failures_total", "listener" => listener.name.clone()).increment(1);
-            tracing::info!(%peer, listener = %listener.name, "TLS handshake timed out");
+            if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
+                tracing::info!(%peer, listener = %listener.name, suppressed, "TLS handshake timed out");
+            }
             return;
         }
     };
@@ -246,7 +250,9 @@ async fn serve_halves<R, W>(
             None => break,
             Some(Ok(f)) => f,
             Some(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
+                    tracing::warn!(%peer, error = %e, suppressed, "closing connection: bad frame");
+                }
                 break;
             }
         };
@@ -273,7 +279,9 @@ async fn serve_halves<R, W>(
                 }
             }
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
+                if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
+                    tracing::warn!(%peer, error = %e, suppressed, "closing connection");
+                }
                 break;
             }
         }
@@ -335,6 +343,16 @@ async fn answer(
         crate::metrics::observe_request(api_key, started, &r.body);
         protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
     };
+    if session
+        .sasl
+        .as_ref()
+        .is_some_and(|s| s.lapsed(api_key, std::time::Instant::now()))
+    {
+        ::metrics::counter!("strata_sasl_expired_sessions_total").increment(1);
+        return Err(ProtocolError::Malformed(format!(
+            "{api_key:?} after the SASL login lapsed (connections_max_reauth_ms)"
+        )));
+    }
     let reply = match request.body {
         // SASL is handled here, where the session can change.
         RequestKind::SaslHandshake(r) => match session.sasl.as_mut() {
@@ -345,19 +363,19 @@ async fn answer(
         },
         RequestKind::SaslAuthenticate(r) => match session.sasl.as_mut() {
             Some(state) => {
-                let (response, principal) = state.authenticate(ctx, r).await;
-                match principal {
-                    Some(p) => {
-                        tracing::debug!(peer = %session.peer, principal = %p, "authenticated");
-                        session.principal = p;
+                let response = state.authenticate(ctx, version, r).await;
+                if state.failed {
+                    if let Some(suppressed) = ctx.noisy.allow(session.peer.ip()) {
+                        tracing::info!(peer = %session.peer, listener = %session.listener.name, error = ?response.error_message, suppressed, "SASL authentication failed");
                     }
-                    None => {
-                        state.failed = true;
-                        tracing::info!(peer = %session.peer, listener = %session.listener.name, "SASL authentication failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(
-                            ctx.config.connection_failed_authentication_delay_ms,
-                        ))
-                        .await;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        ctx.config.connection_failed_authentication_delay_ms,
+                    ))
+                    .await;
+                } else if let Some(p) = state.principal().filter(|_| state.authenticated) {
+                    if *p != session.principal {
+                        tracing::debug!(peer = %session.peer, principal = %p, "authenticated");
+                        session.principal = p.to_string();
                     }
                 }
                 response.into()

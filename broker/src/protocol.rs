@@ -180,6 +180,16 @@ pub const SUPPORTED: &[Supported] = &[
         min: 0,
         max: 2,
     },
+    Supported {
+        key: ApiKey::DescribeUserScramCredentials,
+        min: 0,
+        max: 0,
+    },
+    Supported {
+        key: ApiKey::AlterUserScramCredentials,
+        min: 0,
+        max: 0,
+    },
 ];
 
 /// Produce versions the codec cannot decode; they get a hand-encoded error response.

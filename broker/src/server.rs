@@ -123,6 +123,7 @@ impl Broker {
         if !acls.is_empty() {
             tracing::info!(acls = acls.len(), "loaded ACLs");
         }
+        let scram = crate::scram::ScramUsers::load(&store).context("loading SCRAM credentials")?;
         let mut ctx = Ctx::new(
             config,
             store,
@@ -130,7 +131,7 @@ impl Broker {
             cluster_id,
             cancel.clone(),
             archive,
-            acls,
+            crate::handler::Access { acls, scram },
         );
         ctx.plain_users = plain_users;
         let ctx = Arc::new(ctx);
@@ -309,7 +310,6 @@ async fn accept_loop(
     } = accepting;
     let (permits, per_ip) = (&limits.permits, &limits.per_ip);
     let name = info.name.clone();
-    let mut refused = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -329,14 +329,16 @@ async fn accept_loop(
                 // Closed before a byte is read (dropping the stream closes it).
                 ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "allowlist")
                     .increment(1);
-                if let Some(suppressed) = refused.first_in_a_while(peer.ip()) {
+                if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
                     tracing::warn!(%peer, listener = %name, suppressed, "connection from outside the listener's allowlist closed");
                 }
                 continue;
             }
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = ctx.config.max_connections, "connection limit reached; closing new connection");
+            if let Some(suppressed) = ctx.noisy.allow(peer.ip()) {
+                tracing::warn!(%peer, limit = ctx.config.max_connections, suppressed, "connection limit reached; closing new connection");
+            }
             ::metrics::counter!("strata_connections_rejected_total", "listener" => name.clone(), "reason" => "max_connections")
                 .increment(1);
             continue;
@@ -376,42 +378,6 @@ async fn accept_loop(
             ctx.counters.connections_open.fetch_sub(1, Relaxed);
             drop((permit, slot));
         });
-    }
-}
-
-/// Rate limit of the log line for refused sources: once per source a minute, at most
-/// `MAX_SOURCES` sources remembered (then the memory starts over).
-#[derive(Default)]
-struct RefusalLog {
-    /// Per source: when it was last logged, and refusals since then.
-    last: HashMap<IpAddr, (std::time::Instant, u64)>,
-}
-
-impl RefusalLog {
-    const EVERY: Duration = Duration::from_secs(60);
-    const MAX_SOURCES: usize = 10_000;
-
-    /// `Some(refusals held back since the last line)` when this source may be logged now.
-    fn first_in_a_while(&mut self, ip: IpAddr) -> Option<u64> {
-        let now = std::time::Instant::now();
-        if self.last.len() >= Self::MAX_SOURCES && !self.last.contains_key(&ip) {
-            self.last.clear();
-        }
-        match self.last.get_mut(&ip) {
-            Some(entry) if now.duration_since(entry.0) < Self::EVERY => {
-                entry.1 += 1;
-                None
-            }
-            Some(entry) => {
-                let suppressed = entry.1;
-                *entry = (now, 0);
-                Some(suppressed)
-            }
-            None => {
-                self.last.insert(ip, (now, 0));
-                Some(0)
-            }
-        }
     }
 }
 

@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    AlterUserScramCredentialsRequest, ScramCredentialDeletion, ScramCredentialUpsertion,
+};
 use kafka_protocol::messages::create_partitions_request::{
     CreatePartitionsRequest, CreatePartitionsTopic,
 };
@@ -20,6 +23,9 @@ use kafka_protocol::messages::describe_configs_request::{
     DescribeConfigsRequest, DescribeConfigsResource,
 };
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+use kafka_protocol::messages::describe_user_scram_credentials_request::{
+    DescribeUserScramCredentialsRequest, UserName,
+};
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
 };
@@ -38,6 +44,7 @@ use serde::Serialize;
 use crate::cluster::Client;
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
+use crate::sasl::Mechanism;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -50,6 +57,13 @@ fn topic_name(v: &str) -> TopicName {
 /// Kafka's resource type for a topic in the config APIs.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+
+/// A user's SCRAM credentials: mechanism name and iteration count for each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScramUser {
+    pub user: String,
+    pub credentials: Vec<(String, i32)>,
+}
 
 /// A topic to create.
 #[derive(Clone, Debug)]
@@ -567,6 +581,114 @@ impl Client {
                 })
                 .await?;
             out.insert((t.clone(), *p), low);
+        }
+        Ok(out)
+    }
+
+    /// Sets `user`'s SCRAM password for `mechanism` (replacing any it had), salted here
+    /// with a fresh random salt and `iterations` rounds: the password never leaves the
+    /// client.
+    pub async fn set_scram_credential(
+        &self,
+        user: &str,
+        mechanism: Mechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<()> {
+        let code = mechanism.scram_code().ok_or_else(|| {
+            Error::Config(format!("{} is not a SCRAM mechanism", mechanism.name()))
+        })?;
+        let mut salt = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        let salted = crate::sasl::salted_password(mechanism, password, &salt, iterations)
+            .ok_or_else(|| Error::Config("iterations must be at least 1".into()))?;
+        let upsert = ScramCredentialUpsertion::default()
+            .with_name(s(user))
+            .with_mechanism(code)
+            .with_iterations(iterations.min(i32::MAX as u32) as i32)
+            .with_salt(Bytes::from(salt))
+            .with_salted_password(Bytes::from(salted));
+        self.alter_scram(
+            AlterUserScramCredentialsRequest::default().with_upsertions(vec![upsert]),
+            user,
+        )
+        .await
+    }
+
+    /// Deletes `user`'s SCRAM credential for `mechanism`.
+    pub async fn delete_scram_credential(&self, user: &str, mechanism: Mechanism) -> Result<()> {
+        let code = mechanism.scram_code().ok_or_else(|| {
+            Error::Config(format!("{} is not a SCRAM mechanism", mechanism.name()))
+        })?;
+        let deletion = ScramCredentialDeletion::default()
+            .with_name(s(user))
+            .with_mechanism(code);
+        self.alter_scram(
+            AlterUserScramCredentialsRequest::default().with_deletions(vec![deletion]),
+            user,
+        )
+        .await
+    }
+
+    async fn alter_scram(
+        &self,
+        request: AlterUserScramCredentialsRequest,
+        user: &str,
+    ) -> Result<()> {
+        let response = self
+            .retry("alter SCRAM credentials", || async {
+                let conn = self.controller().await?;
+                self.timed(conn.call(&request)).await
+            })
+            .await?;
+        for r in response.results {
+            per_item(r.error_code, r.error_message, || {
+                format!("SCRAM credentials of {user}")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Per user, the SCRAM mechanisms they have a credential for and its iteration count;
+    /// every such user when `users` is empty.
+    pub async fn describe_scram_credentials(&self, users: &[String]) -> Result<Vec<ScramUser>> {
+        let request = DescribeUserScramCredentialsRequest::default().with_users(
+            (!users.is_empty()).then(|| {
+                users
+                    .iter()
+                    .map(|u| UserName::default().with_name(s(u)))
+                    .collect()
+            }),
+        );
+        let response = self
+            .retry("describe SCRAM credentials", || async {
+                let conn = self.any_broker().await?;
+                self.timed(conn.call(&request)).await
+            })
+            .await?;
+        per_item(response.error_code, response.error_message, || {
+            "describe SCRAM credentials".to_string()
+        })?;
+        let mut out = Vec::new();
+        for r in response.results {
+            let user = r.user.to_string();
+            per_item(r.error_code, r.error_message, || {
+                format!("SCRAM credentials of {user}")
+            })?;
+            out.push(ScramUser {
+                user,
+                credentials: r
+                    .credential_infos
+                    .iter()
+                    .map(|c| {
+                        let name = Mechanism::from_scram_code(c.mechanism).map_or_else(
+                            || format!("mechanism {}", c.mechanism),
+                            |m| m.name().to_string(),
+                        );
+                        (name, c.iterations)
+                    })
+                    .collect(),
+            });
         }
         Ok(out)
     }

@@ -30,8 +30,8 @@ pub struct ClientConfig {
     pub retry_timeout: Duration,
     /// TLS for every connection (a broker's SSL listener); `None`: plaintext.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// SASL/PLAIN user and password for every connection (SASL_PLAINTEXT, SASL_SSL).
-    pub sasl_plain: Option<(String, String)>,
+    /// The SASL login of every connection (SASL_PLAINTEXT, SASL_SSL listeners).
+    pub sasl: Option<crate::sasl::Credentials>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -40,7 +40,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("bootstrap", &self.bootstrap)
             .field("client_id", &self.client_id)
             .field("tls", &self.tls.is_some())
-            .field("sasl_user", &self.sasl_plain.as_ref().map(|(u, _)| u))
+            .field("sasl", &self.sasl)
             .finish_non_exhaustive()
     }
 }
@@ -61,7 +61,7 @@ impl ClientConfig {
             retry_backoff_max: Duration::from_secs(1),
             retry_timeout: Duration::from_secs(30),
             tls: None,
-            sasl_plain: None,
+            sasl: None,
         }
     }
 }
@@ -431,12 +431,12 @@ impl Client {
     }
 }
 
-/// A connection to `addr` as `cfg` says: TLS and SASL/PLAIN login when configured.
-async fn connect(addr: &str, cfg: &ClientConfig) -> Result<Connection> {
+/// A connection to `addr` as `cfg` says: TLS and SASL login when configured.
+pub async fn connect(addr: &str, cfg: &ClientConfig) -> Result<Connection> {
     let conn =
         Connection::connect(addr, &cfg.client_id, cfg.connect_timeout, cfg.tls.as_ref()).await?;
-    if let Some((user, password)) = &cfg.sasl_plain {
-        tokio::time::timeout(cfg.connect_timeout, conn.login_plain(user, password))
+    if let Some(creds) = &cfg.sasl {
+        tokio::time::timeout(cfg.connect_timeout, conn.login(creds))
             .await
             .map_err(|_| Error::Timeout(format!("SASL login at {addr}")))??;
     }

@@ -133,17 +133,20 @@ impl Connection {
         Ok(conn)
     }
 
-    /// SASL/PLAIN login (SaslHandshake v1, then SaslAuthenticate): a wrong password is
+    /// SASL login (SaslHandshake v1, then SaslAuthenticate: one token for PLAIN, two
+    /// rounds for SCRAM, whose server signature is checked too). A wrong password is
     /// SASL_AUTHENTICATION_FAILED with the broker's message.
-    pub async fn login_plain(&self, user: &str, password: &str) -> Result<()> {
+    pub async fn login(&self, creds: &crate::sasl::Credentials) -> Result<()> {
+        use crate::sasl::ScramClient;
         use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let mechanism = creds.mechanism.name();
         let handshake =
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
         let version = self.version_in::<SaslHandshakeRequest>(1, 1)?;
         let r = self.call_at(&handshake, version).await?;
         Error::check(r.error_code, || {
             format!(
-                "SASL handshake with {} (it offers {:?})",
+                "SASL handshake for {mechanism} with {} (it offers {:?})",
                 self.addr,
                 r.mechanisms
                     .iter()
@@ -151,16 +154,32 @@ impl Connection {
                     .collect::<Vec<_>>()
             )
         })?;
-        let token = format!("\0{user}\0{password}");
-        let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
-        let r = self.call(&auth).await?;
-        Error::check(r.error_code, || {
+        let user = &creds.user;
+        let refused = |message: Option<StrBytes>| {
             format!(
                 "SASL login of {user} at {}: {}",
                 self.addr,
-                r.error_message.as_deref().unwrap_or("refused")
+                message.as_deref().unwrap_or("refused")
             )
-        })
+        };
+        let send = |token: Vec<u8>| async move {
+            let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+            let r = self.call(&auth).await?;
+            Error::check(r.error_code, || refused(r.error_message.clone()))?;
+            Ok::<_, Error>(r.auth_bytes)
+        };
+        let Some(mut scram) = ScramClient::new(creds.mechanism, user, &creds.password) else {
+            send(format!("\0{user}\0{}", creds.password).into_bytes()).await?;
+            return Ok(());
+        };
+        let server_first = send(scram.first()).await?;
+        let last = scram
+            .last(&server_first)
+            .map_err(|e| Error::kafka(58, refused(Some(StrBytes::from_string(e)))))?;
+        let server_final = send(last).await?;
+        scram
+            .verify(&server_final)
+            .map_err(|e| Error::kafka(58, refused(Some(StrBytes::from_string(e)))))
     }
 
     /// ApiVersions at the newest version we know; a broker that does not know it answers

@@ -17,8 +17,11 @@ pub mod error;
 pub mod group;
 pub mod producer;
 pub mod records;
+pub mod sasl;
 
-pub use admin::{ConfigEntry, ConfigOp, GroupDescription, GroupListing, GroupMember, NewTopic};
+pub use admin::{
+    ConfigEntry, ConfigOp, GroupDescription, GroupListing, GroupMember, NewTopic, ScramUser,
+};
 pub use cluster::{BrokerInfo, Client, ClientConfig, Metadata, PartitionInfo, TopicInfo};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, ListedOffset, StartOffset, TopicPartition,

@@ -42,6 +42,8 @@ pub enum Tag {
     /// `[tag][resource type][pattern type][len-prefixed resource name][len-prefixed
     /// principal][len-prefixed host][operation][permission]` → `AclRecord`
     Acl = 7,
+    /// `[tag][len-prefixed user][mechanism]` → `ScramRecord`
+    Scram = 8,
 }
 
 pub fn topic_key(name: &str) -> Vec<u8> {
@@ -119,6 +121,14 @@ pub fn acl_key(b: &crate::rocks::AclBinding) -> Vec<u8> {
     put_str(&mut k, &b.host);
     k.push(b.operation as u8);
     k.push(b.permission as u8);
+    k
+}
+
+/// One SCRAM credential's key: the user, then the mechanism (the caller's code).
+pub fn scram_key(user: &str, mechanism: i8) -> Vec<u8> {
+    let mut k = vec![Tag::Scram as u8];
+    put_str(&mut k, user);
+    k.push(mechanism as u8);
     k
 }
 

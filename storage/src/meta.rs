@@ -119,3 +119,21 @@ pub struct AclRecord {
     #[prost(int32, tag = "7")]
     pub permission: i32,
 }
+
+/// `meta` CF, tag Scram: one user's salted SCRAM credential for one mechanism (RFC 5802's
+/// StoredKey and ServerKey; the password and the salted password are never stored).
+#[derive(Clone, PartialEq, Message)]
+pub struct ScramRecord {
+    #[prost(string, tag = "1")]
+    pub user: String,
+    #[prost(int32, tag = "2")]
+    pub mechanism: i32,
+    #[prost(int32, tag = "3")]
+    pub iterations: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    pub salt: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub stored_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub server_key: Vec<u8>,
+}

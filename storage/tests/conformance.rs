@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use strata_storage::batch::{self, BatchBuilder};
-use strata_storage::{AclBinding, GroupOffset, Records, StorageError, Store, StoreConfig};
+use strata_storage::{
+    AclBinding, GroupOffset, Records, ScramCredential, StorageError, Store, StoreConfig,
+};
 
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
 type Engine = fn(&Path) -> Store;
@@ -572,6 +574,53 @@ fn acls_persist(engine: Engine) {
     assert!(got.contains(&acl("b", "User:y", 6)));
 }
 
+fn scram_credentials_persist(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let cred = |user: &str, mechanism: i8, iterations: i32| ScramCredential {
+        user: user.into(),
+        mechanism,
+        iterations,
+        salt: vec![1, 2, 3],
+        stored_key: vec![mechanism as u8; 32],
+        server_key: vec![9; 32],
+    };
+    {
+        let s = engine(dir.path());
+        assert!(s.scram_credentials().unwrap().is_empty());
+        s.update_scram_credentials(&[cred("alice", 1, 4096), cred("alice", 2, 4096)], &[])
+            .unwrap();
+        // An upsert replaces; "al" is a different user from "alice".
+        s.update_scram_credentials(&[cred("alice", 1, 8192), cred("al", 1, 4096)], &[])
+            .unwrap();
+        s.close();
+    }
+    let s = engine(dir.path());
+    assert_eq!(
+        s.scram_credentials().unwrap(),
+        vec![
+            cred("al", 1, 4096),
+            cred("alice", 1, 8192),
+            cred("alice", 2, 4096)
+        ],
+        "credentials survive reopen, one per user and mechanism"
+    );
+    // Removing and upserting in one call; removing a missing one is no error.
+    s.update_scram_credentials(
+        &[cred("bob", 2, 4096)],
+        &[("alice".into(), 1), ("nobody".into(), 1), ("al".into(), 2)],
+    )
+    .unwrap();
+    // Listed in key order: shorter names first.
+    assert_eq!(
+        s.scram_credentials().unwrap(),
+        vec![
+            cred("al", 1, 4096),
+            cred("bob", 2, 4096),
+            cred("alice", 2, 4096)
+        ]
+    );
+}
+
 fn bad_input_is_refused(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let s = engine(dir.path());
@@ -679,5 +728,5 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
     repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
     topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
-    chunked_export, acls_persist,
+    chunked_export, acls_persist, scram_credentials_persist,
 ]);

@@ -12,6 +12,7 @@ pub mod powerfs;
 pub mod procstat;
 pub mod raw;
 pub mod s3;
+pub mod scrape;
 
 pub use broker::{broker_binary, free_port, test_config, BrokerProcess, InProcessBroker};
 pub use clients::*;

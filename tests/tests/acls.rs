@@ -431,9 +431,19 @@ fn denied_operations_get_kafkas_error_codes() -> Result<()> {
         .with_transaction_timeout_ms(60_000);
     ensure!(client.call(4, &ip)?.error_code == CLUSTER_AUTHORIZATION_FAILED);
     ensure!(admin.call(4, &ip)?.error_code == 0);
-    let dcl = DescribeClusterRequest::default();
-    ensure!(client.call(1, &dcl)?.error_code == CLUSTER_AUTHORIZATION_FAILED);
-    ensure!(admin.call(1, &dcl)?.error_code == 0);
+    // DescribeCluster answers everyone (as Kafka does); only those who may DESCRIBE the
+    // cluster learn its authorized operations.
+    let dcl = DescribeClusterRequest::default().with_include_cluster_authorized_operations(true);
+    let r = client.call(1, &dcl)?;
+    ensure!(
+        r.error_code == 0 && r.brokers.len() == 1 && r.cluster_authorized_operations == 0,
+        "{r:?}"
+    );
+    let r = admin.call(1, &dcl)?;
+    ensure!(
+        r.error_code == 0 && r.cluster_authorized_operations == 8096,
+        "{r:?}"
+    );
 
     // Groups: the admin commits an offset for group g; the client may not touch it.
     let group = "acl-group";
@@ -481,6 +491,23 @@ fn denied_operations_get_kafkas_error_codes() -> Result<()> {
         .with_group_id(GroupId(s(group)))
         .with_topics(None);
     ensure!(client.call(7, &of)?.error_code == GROUP_AUTHORIZATION_FAILED);
+    // v1 has no group-level error: the refusal is on every partition asked for.
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let of1 = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s(&topic)))
+            .with_partition_indexes(vec![0, 1])]));
+    let r = client.call(1, &of1)?;
+    ensure!(
+        r.topics[0].partitions.len() == 2
+            && r.topics[0]
+                .partitions
+                .iter()
+                .all(|p| p.error_code == GROUP_AUTHORIZATION_FAILED && p.committed_offset == -1),
+        "{r:?}"
+    );
+    ensure!(admin.call(1, &of1)?.topics[0].partitions[0].error_code == 0);
     let r = admin.call(7, &of)?;
     ensure!(r.error_code == 0 && r.topics.len() == 1, "{r:?}");
     let dg = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]);
@@ -752,5 +779,34 @@ fn authorized_operations_reflect_acls() -> Result<()> {
         r.groups[0].authorized_operations
     );
     let _ = (ALTER, CREATE);
+    broker.shutdown()
+}
+
+/// `max_acls` caps how many bindings the broker keeps: a creation that would go beyond it is
+/// refused with POLICY_VIOLATION (and nothing of it stored), storing a binding it holds
+/// already is fine, and deleting makes room.
+#[test]
+fn the_number_of_acls_is_capped() -> Result<()> {
+    const POLICY_VIOLATION: i16 = 44;
+    let (broker, mut admin) = start(|c| c.max_acls = 3)?;
+    let grant = |name: &str| acl(TOPIC, name, LITERAL, "*", READ, ALLOW);
+    ensure!(admin.create_acls(3, vec![grant("a"), grant("b"), grant("c")])? == vec![0; 3]);
+    ensure!(
+        admin.create_acls(3, vec![grant("a")])? == vec![0],
+        "held already"
+    );
+    ensure!(admin.create_acls(3, vec![grant("d")])? == vec![POLICY_VIOLATION]);
+    // One over the cap and one invalid: each refused for its own reason.
+    let invalid = acl(TOPIC, "e", ANY, "*", READ, ALLOW);
+    ensure!(
+        admin.create_acls(3, vec![grant("d"), invalid])? == vec![POLICY_VIOLATION, INVALID_REQUEST]
+    );
+    let (_, all) = admin.describe(3, &any_filter())?;
+    ensure!(all.len() == 3, "{all:?}");
+    let del = DeleteAclsRequest::default().with_filters(vec![delete_filter(
+        &any_filter().with_resource_name_filter(Some(s("a"))),
+    )]);
+    ensure!(admin.call(3, &del)?.filter_results[0].error_code == 0);
+    ensure!(admin.create_acls(3, vec![grant("d")])? == vec![0]);
     broker.shutdown()
 }

@@ -11,25 +11,21 @@ use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
+use strata_tests::scrape;
 use strata_tests::*;
 
+/// alice (password `alice-secret`) and bob (`bob-secret`).
 fn users_file(dir: &std::path::Path) -> Result<std::path::PathBuf> {
-    let salt = b"strata-test-salt";
-    let mut hash = [0u8; 32];
-    // PBKDF2-HMAC-SHA256, 4096 rounds, as sasl_plain_users_file wants it.
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    aws_lc_rs::pbkdf2::derive(
-        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
-        std::num::NonZeroU32::new(4096).expect("non-zero"),
-        salt,
-        b"alice-secret",
-        &mut hash,
-    );
+    let line = |user: &str| {
+        strata_broker::sasl::users_file_line(
+            user,
+            &format!("{user}-secret"),
+            b"strata-test-salt",
+            4096,
+        ) + "\n"
+    };
     let path = dir.join("users");
-    std::fs::write(
-        &path,
-        format!("alice:pbkdf2-sha256:4096:{}:{}\n", hex(salt), hex(&hash)),
-    )?;
+    std::fs::write(&path, line("alice") + &line("bob"))?;
     Ok(path)
 }
 
@@ -63,6 +59,16 @@ fn login(
     user: &str,
     password: &str,
 ) -> Result<SaslAuthenticateResponse> {
+    login_at(stream, 2, user, password)
+}
+
+/// [`login`] with SaslAuthenticate at `version`.
+fn login_at(
+    stream: &mut std::net::TcpStream,
+    version: i16,
+    user: &str,
+    password: &str,
+) -> Result<SaslAuthenticateResponse> {
     let h = raw::call(
         stream,
         1,
@@ -70,7 +76,7 @@ fn login(
         &SaslHandshakeRequest::default().with_mechanism(s("PLAIN")),
     )?;
     ensure!(h.error_code == 0, "handshake: {h:?}");
-    raw::call(stream, 2, 2, &plain(user, password))
+    raw::call(stream, version, 2, &plain(user, password))
 }
 
 #[test]
@@ -134,9 +140,10 @@ fn only_an_authenticated_connection_is_served() -> Result<()> {
         )?;
         ensure!(a.error_code == 58, "{user}: {a:?}");
     }
-    // The right one: served, and a second handshake is out of order.
+    // The right one: served, and (with SaslAuthenticate v0, which cannot re-authenticate)
+    // a second handshake is out of order.
     let mut c = raw::connect(sasl_addr(&broker))?;
-    let a = login(&mut c, "alice", "alice-secret")?;
+    let a = login_at(&mut c, 0, "alice", "alice-secret")?;
     ensure!(a.error_code == 0, "{a:?}");
     let m = raw::call(&mut c, 12, 3, &MetadataRequest::default())?;
     ensure!(m.brokers.len() == 1);
@@ -244,5 +251,92 @@ fn password_guessing_does_not_stop_other_clients() -> Result<()> {
     let recs =
         consume_all(&broker.bootstrap(), &topic, Duration::from_secs(60)).context("read back")?;
     ensure!(recs[&0].len() == 2000);
+    Ok(())
+}
+
+fn counter(broker: &InProcessBroker, name: &str) -> Result<f64> {
+    let scraped = scrape::scrape(broker.admin_addr().context("admin listener")?)?;
+    Ok(scrape::value(&scraped, name, &[]))
+}
+
+/// KIP-368 with `connections_max_reauth_ms`: librdkafka, told the session lifetime, logs in
+/// again on its connections and keeps producing; a raw connection that logs in again keeps
+/// being served, one that does not is closed at its next request, and one that tries to
+/// become someone else is refused.
+#[test]
+fn logins_lapse_unless_renewed() -> Result<()> {
+    let (broker, _dir) = start(|c| c.connections_max_reauth_ms = 1500)?;
+    let topic = topic_name("sasl-reauth");
+    create_topic(&broker.bootstrap(), &topic, 1)?;
+    let addr = sasl_addr(&broker);
+    // (Other tests in this process share the counters: only this one re-authenticates
+    // more than once, and only this one lets a login lapse.)
+    let reauths = counter(&broker, "strata_sasl_reauthentications_total")?;
+    let lapsed = counter(&broker, "strata_sasl_expired_sessions_total")?;
+    let mut config = producer_config(&addr.to_string());
+    config
+        .set("security.protocol", "SASL_PLAINTEXT")
+        .set("sasl.mechanisms", "PLAIN")
+        .set("sasl.username", "alice")
+        .set("sasl.password", "alice-secret");
+    let producer = recording_producer(&config)?;
+    // ~5 s of records, 50 at a time: the login lasts 1.5 s, so librdkafka renews it.
+    for round in 0..25u64 {
+        produce_and_wait(&producer, &topic, round * 50..round * 50 + 50, 1, |_| 100)?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ensure!(
+        counter(&broker, "strata_sasl_reauthentications_total")? >= reauths + 2.0,
+        "librdkafka did not re-authenticate"
+    );
+    ensure!(
+        counter(&broker, "strata_sasl_expired_sessions_total")? == lapsed,
+        "a librdkafka connection's login lapsed"
+    );
+    let recs =
+        consume_all(&broker.bootstrap(), &topic, Duration::from_secs(60)).context("read back")?;
+    ensure!(recs[&0].len() == 25 * 50);
+
+    // The lifetime is announced from v1 on.
+    let mut renewing = raw::connect(addr)?;
+    let a = login(&mut renewing, "alice", "alice-secret")?;
+    ensure!(a.error_code == 0 && a.session_lifetime_ms == 1500, "{a:?}");
+    let mut idle = raw::connect(addr)?;
+    ensure!(login_at(&mut idle, 1, "alice", "alice-secret")?.session_lifetime_ms == 1500);
+    let mut impostor = raw::connect(addr)?;
+    ensure!(login(&mut impostor, "alice", "alice-secret")?.error_code == 0);
+    let b = login(&mut impostor, "bob", "bob-secret")?;
+    ensure!(
+        b.error_code == 58
+            && b.error_message
+                .as_deref()
+                .unwrap_or("")
+                .contains("Cannot change principals"),
+        "{b:?}"
+    );
+    ensure!(matches!(
+        raw::outcome(&mut impostor, Duration::from_secs(10))?,
+        raw::Outcome::Closed
+    ));
+    // Renewed twice across 2.4 s: still served. Not renewed: closed at the next request.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1200));
+        let again = login(&mut renewing, "alice", "alice-secret")?;
+        ensure!(
+            again.error_code == 0 && again.session_lifetime_ms == 1500,
+            "{again:?}"
+        );
+    }
+    let m = raw::call(&mut renewing, 12, 3, &MetadataRequest::default())?;
+    ensure!(m.brokers.len() == 1);
+    raw::write_tolerant(
+        &mut idle,
+        &raw::encode_request(12, 3, &MetadataRequest::default())?,
+    )?;
+    ensure!(matches!(
+        raw::outcome(&mut idle, Duration::from_secs(10))?,
+        raw::Outcome::Closed
+    ));
+    ensure!(counter(&broker, "strata_sasl_expired_sessions_total")? >= lapsed + 1.0);
     Ok(())
 }

@@ -60,21 +60,27 @@ pub async fn handle(
         .collect();
     if !valid.is_empty() {
         let c = ctx.clone();
-        let outcome = tokio::task::spawn_blocking(move || c.acls.create(&c.store, &valid))
+        let limit = ctx.config.max_acls;
+        let outcome = tokio::task::spawn_blocking(move || c.acls.create(&c.store, &valid, limit))
             .await
             .unwrap_or_else(|e| Err(strata_storage::StorageError::Io(e.to_string())));
-        match outcome {
-            Ok(()) => {
+        let failure = match outcome {
+            Ok(true) => {
                 for b in results.iter().flatten() {
                     tracing::info!(principal = %session.principal, acl = ?b, "ACL created");
                 }
+                None
             }
-            Err(e) => {
-                let failure = (storage_code(&e), e.to_string());
-                for r in &mut results {
-                    if r.is_ok() {
-                        *r = Err(failure.clone());
-                    }
+            Ok(false) => Some((
+                code::POLICY_VIOLATION,
+                format!("the broker keeps at most {limit} ACLs (max_acls)"),
+            )),
+            Err(e) => Some((storage_code(&e), e.to_string())),
+        };
+        if let Some(failure) = failure {
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(failure.clone());
                 }
             }
         }

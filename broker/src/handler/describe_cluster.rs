@@ -1,4 +1,6 @@
-//! DescribeCluster (key 60): this broker is the whole cluster and its controller.
+//! DescribeCluster (key 60): this broker is the whole cluster and its controller. As in
+//! Kafka, anyone may ask (Metadata tells the same); the cluster's authorized operations are
+//! filled in only for sessions that may DESCRIBE it, and are 0 for the others.
 
 use std::sync::Arc;
 
@@ -24,19 +26,13 @@ pub fn handle(
             .with_error_message(Some(str_bytes("only broker endpoints are served here")))
             .with_cluster_id(str_bytes(ctx.cluster_id.clone()));
     }
-    if !authorize(ctx, session, op::DESCRIBE, Resource::Cluster) {
-        return DescribeClusterResponse::default()
-            .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
-            .with_error_message(Some(str_bytes(
-                "describing the cluster needs DESCRIBE on it",
-            )))
-            .with_cluster_id(str_bytes(ctx.cluster_id.clone()));
-    }
     let listener = &session.listener;
-    let operations = if req.include_cluster_authorized_operations {
+    let operations = if !req.include_cluster_authorized_operations {
+        NOT_REQUESTED
+    } else if authorize(ctx, session, op::DESCRIBE, Resource::Cluster) {
         authorized_operations(ctx, session, Resource::Cluster)
     } else {
-        NOT_REQUESTED
+        0
     };
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(ctx.node_id()))

@@ -1,6 +1,7 @@
 //! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
 
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod config_changes;
 pub mod create_acls;
@@ -14,6 +15,7 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_user_scram_credentials;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -70,6 +72,16 @@ pub struct Ctx {
     pub acls: crate::acl::Acls,
     /// The users SASL/PLAIN accepts (`sasl_plain_users_file`), when a listener uses SASL.
     pub plain_users: Option<Arc<crate::sasl::PlainUsers>>,
+    /// The SCRAM credentials (AlterUserScramCredentials keeps them).
+    pub scram: crate::scram::ScramUsers,
+    /// Rate limit of the log lines peers cause (refused, failed, malformed connections).
+    pub noisy: crate::ratelog::RateLog,
+}
+
+/// Who may do what: the ACLs and the SCRAM users, both loaded from the store.
+pub struct Access {
+    pub acls: crate::acl::Acls,
+    pub scram: crate::scram::ScramUsers,
 }
 
 impl Ctx {
@@ -80,8 +92,9 @@ impl Ctx {
         cluster_id: String,
         shutdown: tokio_util::sync::CancellationToken,
         archive: strata_storage::archive::Archive,
-        acls: crate::acl::Acls,
+        access: Access,
     ) -> Self {
+        let Access { acls, scram } = access;
         let decoding = Arc::new(tokio::sync::Semaphore::new(
             config.decoding_max_bytes.min(u32::MAX as usize),
         ));
@@ -100,6 +113,8 @@ impl Ctx {
             archive_stats: Default::default(),
             acls,
             plain_users: None,
+            scram,
+            noisy: Default::default(),
             config,
             store,
             groups,
@@ -253,6 +268,14 @@ pub async fn dispatch(
         RequestKind::CreateAcls(r) => create_acls::handle(ctx, session, r).await.into(),
         RequestKind::DescribeAcls(r) => describe_acls::handle(ctx, session, r).into(),
         RequestKind::DeleteAcls(r) => delete_acls::handle(ctx, session, r).await.into(),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            describe_user_scram_credentials::handle(ctx, session, r).into()
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            alter_user_scram_credentials::handle(ctx, session, r)
+                .await
+                .into()
+        }
         other => unsupported(other),
     }
 }

@@ -32,7 +32,39 @@ pub async fn handle(
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect()
         });
-        return match lookup(ctx, session, req.group_id.to_string(), wanted).await {
+        // v0/v1 have no group-level error: a refusal goes on every partition asked for.
+        let asked: Found = if version < 2 {
+            wanted
+                .iter()
+                .flatten()
+                .map(|(t, ps): &(String, Vec<i32>)| {
+                    (
+                        t.clone(),
+                        ps.iter()
+                            .map(|&p| (p, -1, -1, String::new(), code::NONE))
+                            .collect(),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let found = lookup(ctx, session, req.group_id.to_string(), wanted).await;
+        let found = match found {
+            Err(c) if version < 2 => Ok(asked
+                .into_iter()
+                .map(|(t, ps)| {
+                    (
+                        t,
+                        ps.into_iter()
+                            .map(|(p, o, e, m, _)| (p, o, e, m, c))
+                            .collect(),
+                    )
+                })
+                .collect()),
+            other => other,
+        };
+        return match found {
             Ok(found) => {
                 let topics = found
                     .into_iter()
@@ -59,11 +91,7 @@ pub async fn handle(
                     .collect();
                 OffsetFetchResponse::default().with_topics(topics)
             }
-            Err(c) => OffsetFetchResponse::default().with_error_code(if version >= 2 {
-                c
-            } else {
-                code::NONE
-            }),
+            Err(c) => OffsetFetchResponse::default().with_error_code(c),
         };
     }
     let mut groups = Vec::with_capacity(req.groups.len());

@@ -7,6 +7,7 @@ mod perf;
 mod produce;
 mod time;
 mod topic;
+mod user;
 
 use std::time::Duration;
 
@@ -77,7 +78,7 @@ pub struct Cli {
         requires = "tls_cert"
     )]
     tls_key: Option<std::path::PathBuf>,
-    /// Log in with SASL/PLAIN as this user (a broker's SASL_PLAINTEXT or SASL_SSL listener).
+    /// Log in with SASL as this user (a broker's SASL_PLAINTEXT or SASL_SSL listener).
     #[arg(
         long,
         env = "STRATA_SASL_USER",
@@ -85,8 +86,8 @@ pub struct Cli {
         requires = "sasl_password"
     )]
     sasl_user: Option<String>,
-    /// The SASL/PLAIN password (prefer the STRATA_SASL_PASSWORD variable: arguments are
-    /// visible to other users of the machine).
+    /// The SASL password (prefer the STRATA_SASL_PASSWORD variable: arguments are visible
+    /// to other users of the machine).
     #[arg(
         long,
         env = "STRATA_SASL_PASSWORD",
@@ -95,6 +96,15 @@ pub struct Cli {
         requires = "sasl_user"
     )]
     sasl_password: Option<String>,
+    /// The SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(
+        long,
+        env = "STRATA_SASL_MECHANISM",
+        global = true,
+        default_value = "PLAIN",
+        value_parser = sasl_mechanism
+    )]
+    sasl_mechanism: strata_client::sasl::Mechanism,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +136,9 @@ enum Command {
     #[cfg(feature = "archive")]
     #[command(subcommand)]
     Archive(ArchiveCmd),
+    /// SCRAM users: list, set a password, delete.
+    #[command(subcommand)]
+    User(user::UserCmd),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -169,6 +182,11 @@ impl Ctx {
     }
 }
 
+fn sasl_mechanism(s: &str) -> Result<strata_client::sasl::Mechanism, String> {
+    strata_client::sasl::Mechanism::from_name(s)
+        .ok_or_else(|| format!("{s:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))
+}
+
 /// Runs the CLI; returns the exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -194,7 +212,15 @@ pub fn main() -> i32 {
     config.client_id = cli.client_id.clone();
     config.retry_timeout = Duration::from_secs(cli.timeout.max(1));
     config.request_timeout = Duration::from_secs(cli.timeout.max(1));
-    config.sasl_plain = cli.sasl_user.clone().zip(cli.sasl_password.clone());
+    config.sasl = cli
+        .sasl_user
+        .clone()
+        .zip(cli.sasl_password.clone())
+        .map(|(user, password)| strata_client::sasl::Credentials {
+            mechanism: cli.sasl_mechanism,
+            user,
+            password,
+        });
     if let Some(ca) = &cli.tls_ca {
         let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
         match strata_client::cluster::tls_config(ca, client) {
@@ -240,6 +266,7 @@ pub fn main() -> i32 {
                     Command::Group(cmd) => group::run(&ctx, cmd).await,
                     Command::Replay(args) => group::replay(&ctx, args).await,
                     Command::Perf(cmd) => perf::run(&ctx, cmd).await,
+                    Command::User(cmd) => user::run(&ctx, cmd).await,
                     Command::Completions { .. } => unreachable!("handled above"),
                     #[cfg(feature = "archive")]
                     Command::Archive(_) => unreachable!("handled above"),
@@ -268,9 +295,9 @@ pub fn code_of(err: &Error) -> i32 {
     match err {
         Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout(_) => exit::UNREACHABLE,
         Error::Kafka { error, .. } => match error.code() {
-            3 | 100 | 69 => exit::NOT_FOUND,
+            3 | 100 | 69 | 91 => exit::NOT_FOUND,
             29 | 30 | 31 | 58 => exit::DENIED,
-            36 | 68 => exit::CONFLICT,
+            36 | 68 | 92 => exit::CONFLICT,
             7 => exit::UNREACHABLE,
             _ => exit::ERROR,
         },

@@ -1,5 +1,6 @@
 //! `strata perf produce|consume`: throughput and latency percentiles, like Kafka's
-//! producer-perf-test and consumer-perf-test.
+//! producer-perf-test and consumer-perf-test; `strata perf connect`: how many connections
+//! (with their TLS handshake and SASL login) a broker accepts per second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,21 @@ pub enum PerfCmd {
     Produce(PerfProduceArgs),
     /// Read records from the beginning; report throughput and fetch latency.
     Consume(PerfConsumeArgs),
+    /// Open connections (TLS and SASL login as the global options say) and close them;
+    /// report connections per second and connect latency.
+    Connect(PerfConnectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PerfConnectArgs {
+    /// Connections to open, in all.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Connections being opened at once.
+    #[arg(short = 'c', long, default_value_t = 8)]
+    pub concurrency: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -72,7 +88,59 @@ pub async fn run(ctx: &Ctx, cmd: PerfCmd) -> Result<i32> {
     match cmd {
         PerfCmd::Produce(a) => produce(ctx, a).await,
         PerfCmd::Consume(a) => consume(ctx, a).await,
+        PerfCmd::Connect(a) => connect(ctx, a).await,
     }
+}
+
+async fn connect(ctx: &Ctx, a: PerfConnectArgs) -> Result<i32> {
+    let addr = ctx
+        .config
+        .bootstrap
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no bootstrap server"))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..a.concurrency.clamp(1, 1024) {
+        let (next, addr, config) = (next.clone(), addr.clone(), ctx.config.clone());
+        let total = a.connections;
+        workers.spawn(async move {
+            let mut hist = histogram();
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let t0 = Instant::now();
+                let conn = strata_client::cluster::connect(&addr, &config).await?;
+                hist.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+                drop(conn);
+            }
+            Ok::<_, strata_client::Error>(hist)
+        });
+    }
+    let mut hist = histogram();
+    while let Some(done) = workers.join_next().await {
+        hist.add(done??).expect("same bounds");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let result = json!({
+        "connections": hist.len(),
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "connections_per_sec": (hist.len() as f64 / secs).round(),
+        "connect_latency_ms": percentiles(&hist),
+    });
+    if a.json {
+        println!("{result}");
+    } else {
+        let l = &result["connect_latency_ms"];
+        println!(
+            "{} connections in {secs:.2} s, {} connections/sec, latency {} ms p50, {} ms p99, {} ms max",
+            hist.len(),
+            result["connections_per_sec"],
+            l["p50"],
+            l["p99"],
+            l["max"]
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn histogram() -> Histogram<u64> {

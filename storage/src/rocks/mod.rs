@@ -8,6 +8,7 @@ mod log;
 mod producers;
 pub(crate) mod raw;
 mod read;
+mod scram;
 mod syncer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
 pub use self::read::{BatchAt, ReadOutcome};
+pub use self::scram::ScramCredential;
 pub use self::syncer::SyncHold;
 
 const CF_LOG: &str = "log";

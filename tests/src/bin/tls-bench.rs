@@ -1,13 +1,16 @@
 //! TLS against plaintext in one run: a broker process with a PLAINTEXT and an SSL listener
 //! (certificates made here), `strata perf produce` (acks=all) and `strata perf consume`
-//! through each, alternating which goes first; the broker's CPU per GB for each.
+//! through each, alternating which goes first; the broker's CPU per GB for each. Then the
+//! login rate: `strata perf connect` opening and closing connections with no login, SASL/PLAIN,
+//! SCRAM-SHA-256 and SCRAM-SHA-512 (4096 iterations, users made with `strata user`), over
+//! SASL_PLAINTEXT and SASL_SSL, and the broker's CPU per login.
 //!
 //! ```text
 //! cargo build -p strata-client && cargo run -p strata-tests --bin tls-bench -- --messages 1000000
 //! ```
 //!
-//! Options: `--messages N` `--size BYTES` `--rounds R` `--strata PATH` (default: the
-//! `strata` binary beside this one).
+//! Options: `--messages N` `--size BYTES` `--rounds R` `--logins N` `--strata PATH` (default:
+//! the `strata` binary beside this one).
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +51,7 @@ fn strata(cli: &Path, args: &[String]) -> Result<serde_json::Value> {
 }
 
 fn main() -> Result<()> {
-    let (mut messages, mut size, mut rounds) = (500_000u64, 1024usize, 2u32);
+    let (mut messages, mut size, mut rounds, mut logins) = (500_000u64, 1024usize, 2u32, 2000u64);
     let mut cli: PathBuf = std::env::current_exe()?
         .parent()
         .context("no directory")?
@@ -60,17 +63,24 @@ fn main() -> Result<()> {
             "--messages" => messages = value()?.parse()?,
             "--size" => size = value()?.parse()?,
             "--rounds" => rounds = value()?.parse()?,
+            "--logins" => logins = value()?.parse()?,
             "--strata" => cli = value()?.into(),
             other => {
-                bail!("unknown option {other} (--messages N --size B --rounds R --strata PATH)")
+                bail!("unknown option {other} (--messages N --size B --rounds R --logins N --strata PATH)")
             }
         }
     }
     let dir = tempfile::tempdir()?;
     certificates(dir.path())?;
-    let (plain, ssl) = (free_port()?, free_port()?);
-    let listeners = format!("PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl}");
+    let (plain, ssl, sasl, sasl_ssl) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let listeners = format!(
+        "PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{ssl},SASL_PLAINTEXT://127.0.0.1:{sasl},SASL_SSL://127.0.0.1:{sasl_ssl}"
+    );
     let d = |n: &str| dir.path().join(n).display().to_string();
+    std::fs::write(
+        dir.path().join("users"),
+        plain_user("bench", "bench-secret"),
+    )?;
     let broker = BrokerProcess::spawn(
         &dir.path().join("data"),
         plain,
@@ -78,6 +88,11 @@ fn main() -> Result<()> {
             ("STRATA_LISTENERS", listeners.as_str()),
             ("STRATA_SSL_CERTIFICATE_LOCATION", &d("server.pem")),
             ("STRATA_SSL_KEY_LOCATION", &d("server.key")),
+            (
+                "STRATA_SASL_ENABLED_MECHANISMS",
+                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            ),
+            ("STRATA_SASL_PLAIN_USERS_FILE", &d("users")),
         ],
     )?;
     let pid = broker.pid().to_string();
@@ -156,7 +171,87 @@ fn main() -> Result<()> {
         totals[1][1] / r,
         totals[1][1] / totals[0][1]
     );
+    // Login rate.
+    let bootstrap = format!("127.0.0.1:{plain}");
+    for m in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let out = std::process::Command::new(&cli)
+            .args([
+                "-b",
+                &bootstrap,
+                "user",
+                "scram-set",
+                "bench",
+                "-m",
+                m,
+                "-i",
+                "4096",
+            ])
+            .env("STRATA_NEW_PASSWORD", "bench-secret")
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "strata user scram-set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    println!("login rate: {logins} connections each, 8 at a time, 4096 PBKDF2 iterations");
+    for (port, tls, mechanism) in [
+        (plain, false, None),
+        (sasl, false, Some("PLAIN")),
+        (sasl, false, Some("SCRAM-SHA-256")),
+        (sasl, false, Some("SCRAM-SHA-512")),
+        (ssl, true, None),
+        (sasl_ssl, true, Some("SCRAM-SHA-256")),
+    ] {
+        let mut a: Vec<String> = vec!["-b".into(), format!("127.0.0.1:{port}")];
+        if tls {
+            a.extend(["--tls-ca".into(), d("ca.pem")]);
+        }
+        if let Some(m) = mechanism {
+            a.extend(
+                [
+                    "--sasl-user",
+                    "bench",
+                    "--sasl-password",
+                    "bench-secret",
+                    "--sasl-mechanism",
+                    m,
+                ]
+                .map(String::from),
+            );
+        }
+        a.extend(
+            [
+                "perf",
+                "connect",
+                "-n",
+                &logins.to_string(),
+                "-c",
+                "8",
+                "--json",
+            ]
+            .map(String::from),
+        );
+        let c0 = cpu();
+        let r = strata(&cli, &a)?;
+        let c1 = cpu();
+        println!(
+            "  {:>4} {:>13}: {:>6} logins/s, p50 {} ms, p99 {} ms; broker {:.0} CPU-us per login",
+            if tls { "TLS" } else { "" },
+            mechanism.unwrap_or("no login"),
+            r["connections_per_sec"],
+            r["connect_latency_ms"]["p50"],
+            r["connect_latency_ms"]["p99"],
+            (c1 - c0) / logins as f64 * 1e6
+        );
+    }
     let mut broker = broker;
     broker.terminate()?;
     Ok(())
+}
+
+/// A `sasl_plain_users_file` line (4096 rounds).
+fn plain_user(name: &str, password: &str) -> String {
+    strata_broker::sasl::users_file_line(name, password, b"tls-bench-salt16", 4096) + "\n"
 }
