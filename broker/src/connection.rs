@@ -229,6 +229,15 @@ async fn serve_halves<R, W>(
                 tracing::debug!(%peer, error = %e, "write failed");
                 break;
             }
+            // TLS keeps what the socket did not take in its own buffer until a flush: with
+            // no further answer queued, flush now, or the client waits for the rest of this
+            // one (a no-op on plain TCP).
+            if rx.is_empty() {
+                if let Err(e) = wr.flush().await {
+                    tracing::debug!(%peer, error = %e, "flush failed");
+                    break;
+                }
+            }
         }
         let _ = wr.shutdown().await;
     });
