@@ -47,5 +47,6 @@ pub mod raw {
 }
 pub use rocks::{
     AclBinding, AppendOutcome, BatchAt, EngineStats, ExportChunk, ExportedBatch, GroupOffset,
-    PartitionOffsets, ReadOutcome, SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
+    PartitionOffsets, ProducerInfo, ReadOutcome, SegmentExport, SegmentInfo, Store, SyncHold,
+    TopicInfo,
 };

@@ -1,6 +1,7 @@
 //! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod api_versions;
 pub mod config_changes;
 pub mod create_acls;
@@ -14,6 +15,9 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -23,6 +27,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -253,6 +258,15 @@ pub async fn dispatch(
         RequestKind::CreateAcls(r) => create_acls::handle(ctx, session, r).await.into(),
         RequestKind::DescribeAcls(r) => describe_acls::handle(ctx, session, r).into(),
         RequestKind::DeleteAcls(r) => delete_acls::handle(ctx, session, r).await.into(),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(ctx, session, r).into(),
+        RequestKind::DescribeProducers(r) => describe_producers::handle(ctx, session, r).into(),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(ctx, session, r).into(),
+        RequestKind::AlterPartitionReassignments(r) => {
+            alter_partition_reassignments::handle(ctx, session, r).into()
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            list_partition_reassignments::handle(ctx, session, r).into()
+        }
         other => unsupported(other),
     }
 }
@@ -306,4 +320,11 @@ pub fn partition_room(ctx: &Ctx, more: i32) -> Result<(), (i16, String)> {
         ));
     }
     Ok(())
+}
+
+/// Whether `topic` exists and has partition `partition`.
+pub fn partition_exists(ctx: &Ctx, topic: &str, partition: i32) -> bool {
+    ctx.store
+        .topic(topic)
+        .is_some_and(|t| (0..t.partitions).contains(&partition))
 }
