@@ -11,7 +11,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource,
                                    NewTopic, ResourceType)
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka import TopicPartition as KTopicPartition
+from kafka import errors as kerr
 
 from clients import admin_client, create_topic, produce_records
 from harness import unique_topic
@@ -22,9 +24,9 @@ DEFAULT = ConfigSource.DEFAULT_CONFIG.value
 
 
 def describe_topic(bootstrap: str, name: str) -> dict[str, ConfigEntry]:
+    admin = admin_client(bootstrap)  # kept alive until the result is in
     res = ConfigResource(ResourceType.TOPIC, name)
-    return admin_client(bootstrap).describe_configs([res], request_timeout=TIMEOUT_S)[res] \
-        .result(timeout=TIMEOUT_S)
+    return admin.describe_configs([res], request_timeout=TIMEOUT_S)[res].result(timeout=TIMEOUT_S)
 
 
 def assert_configs(bootstrap: str, topic: str, expected: dict[str, tuple[str, int]]):
@@ -74,8 +76,9 @@ def test_librdkafka_admin_with_kafka_configs(bootstrap):
 ])
 def test_kafka_validators_refuse_bad_values(bootstrap, name, value):
     topic = unique_topic("bad-kafka-value")
-    fut = admin_client(bootstrap).create_topics([NewTopic(topic, 1, 1, config={name: value})],
-                                                request_timeout=TIMEOUT_S)[topic]
+    admin = admin_client(bootstrap)
+    fut = admin.create_topics([NewTopic(topic, 1, 1, config={name: value})],
+                              request_timeout=TIMEOUT_S)[topic]
     with pytest.raises(KafkaException) as ex:
         fut.result(TIMEOUT_S)
     err = ex.value.args[0]
@@ -114,26 +117,76 @@ def test_compacted_topic_refuses_keyless_records(bootstrap):
     assert err is not None and err.code() == KafkaError.INVALID_RECORD, bad
 
 
+def kp_admin(bootstrap: str) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000,
+                            client_id="strata-compat-kafka-configs")
+
+
 def test_kafka_python_describe_log_dirs(bootstrap):
     """kafka-python's describe_log_dirs: one log dir, with the partitions and their sizes."""
     topic = unique_topic("log-dirs")
     create_topic(bootstrap, topic, partitions=2)
     produce_records(bootstrap, topic, [(1, b"k", b"x" * 1000, None)] * 20)
-    kp = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    kp = kp_admin(bootstrap)
     try:
-        if not hasattr(kp, "describe_log_dirs"):
-            pytest.skip("this kafka-python has no describe_log_dirs")
-        resp = kp.describe_log_dirs()
+        everything = kp.describe_log_dirs()
+        only = kp.describe_log_dirs({topic: [1]})
     finally:
         kp.close()
-    results = resp.to_object()["results"] if hasattr(resp, "to_object") else resp.results
-    assert len(results) == 1, results
-    d = results[0]
-    get = (lambda o, k: o[k]) if isinstance(d, dict) else getattr
-    assert get(d, "error_code") == 0 and get(d, "log_dir"), d
-    sizes = {}
-    for t in get(d, "topics"):
-        for p in get(t, "partitions"):
-            sizes[(get(t, "name"), get(p, "partition_index"))] = get(p, "partition_size")
+    assert len(everything) == 1 and len(everything[0]["log_dirs"]) == 1, everything
+    d = everything[0]["log_dirs"][0]
+    assert d["error_code"] == 0 and d["log_dir"], d
+    assert 0 < d["usable_bytes"] <= d["total_bytes"], d
+    sizes = {(t["name"], p["partition_index"]): p["partition_size"]
+             for t in d["topics"] for p in t["partitions"]}
     assert sizes[(topic, 0)] == 0, sizes
-    assert sizes[(topic, 1)] >= 20_000, sizes
+    assert 20_000 <= sizes[(topic, 1)] < 30_000, sizes
+    d = only[0]["log_dirs"][0]
+    assert [(t["name"], [p["partition_index"] for p in t["partitions"]]) for t in d["topics"]] \
+        == [(topic, [1])], d
+
+
+def test_kafka_python_describe_producers(bootstrap):
+    topic = unique_topic("producers")
+    create_topic(bootstrap, topic)
+    p = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    try:
+        for i in range(10):
+            p.send(topic, key=b"k", value=b"v%d" % i, partition=0)
+        p.flush(TIMEOUT_S)
+    finally:
+        p.close()
+    kp = kp_admin(bootstrap)
+    try:
+        states = kp.describe_producers([KTopicPartition(topic, 0)])
+    finally:
+        kp.close()
+    producers = states[KTopicPartition(topic, 0)].active_producers
+    assert len(producers) == 1, producers
+    s = producers[0]
+    assert s.producer_id >= 0 and s.last_sequence == 9 and s.coordinator_epoch == -1, s
+
+
+def test_kafka_python_replica_management_on_one_broker(bootstrap):
+    """ElectLeaders, AlterPartitionReassignments and ListPartitionReassignments as an admin
+    tool drives them: nothing to elect, nothing to move, nothing in progress."""
+    topic = unique_topic("placement")
+    create_topic(bootstrap, topic, partitions=2)
+    kp = kp_admin(bootstrap)
+    try:
+        # ELECTION_NOT_NEEDED is what a healthy cluster answers; kafka-python ignores it.
+        r = kp.elect_leaders(0, {topic: [0, 1]})
+        codes = [p.error_code for t in r.replica_election_results for p in t.partition_result]
+        assert codes == [84, 84], r
+        with pytest.raises(kerr.UnknownTopicOrPartitionError):
+            kp.elect_leaders(0, {topic: [7]})
+        tp0, tp1 = KTopicPartition(topic, 0), KTopicPartition(topic, 1)
+        moved = kp.alter_partition_reassignments({tp0: [1], tp1: None})
+        assert moved[tp0] is None, moved
+        assert moved[tp1] is kerr.NoReassignmentInProgressError, moved
+        moved = kp.alter_partition_reassignments({tp0: [2]})
+        assert moved[tp0] is kerr.InvalidReplicationAssignmentError, moved
+        assert kp.list_partition_reassignments() == {}
+        assert kp.list_partition_reassignments({topic: [0, 1]}) == {}
+    finally:
+        kp.close()
