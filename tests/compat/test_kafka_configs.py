@@ -36,6 +36,7 @@ def assert_configs(bootstrap: str, topic: str, expected: dict[str, tuple[str, in
         assert (e.value, e.source) == (value, source), e
 
 
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")
 def test_librdkafka_admin_with_kafka_configs(bootstrap):
     """CreateTopics, AlterConfigs and IncrementalAlterConfigs with Kafka configs succeed
     through librdkafka; DescribeConfigs shows each with the right source."""
