@@ -16,6 +16,16 @@ use crate::topic_config::effective;
 /// An error for the partition's produce response: Kafka's code and a message.
 pub type Refusal = (i16, String);
 
+/// Produce requests whose batches are being expanded and recompressed at once, over all
+/// connections: one per CPU. The work is CPU-bound, so more at once only adds memory — up to
+/// [`MAX_DECOMPRESSED_BYTES`] expanded plus the recompressed copy per batch — and this bounds
+/// that memory at a few hundred MiB however many producers send at once; the others wait.
+pub static INSPECTING: std::sync::LazyLock<tokio::sync::Semaphore> =
+    std::sync::LazyLock::new(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cpus)
+    });
+
 /// A topic's produce-time settings, read from its configs (overrides, then defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TopicPolicy {

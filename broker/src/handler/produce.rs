@@ -66,6 +66,8 @@ pub async fn handle(
         .iter()
         .any(|(allowed, p)| *allowed && p.is_some_and(|p| p.inspects_batches()));
     let (req, results) = if inspects {
+        // Never closed, so acquiring only waits.
+        let _slot = crate::topic_policy::INSPECTING.acquire().await;
         let store = ctx.store.clone();
         let appended = tokio::task::spawn_blocking(move || {
             let results = append_all(&store, &req, &topics, transactional);
