@@ -645,21 +645,21 @@ fn replica_management_apis_answer_as_a_single_broker() -> Result<()> {
                 .with_partitions(vec![0, 1, 9])]));
         let mut s = raw::connect(broker.addr())?;
         let r = raw::call(&mut s, version, 1, &req)?;
-        let codes: Vec<i16> = r.replica_election_results[0]
+        let codes = r.replica_election_results[0]
             .partition_result
             .iter()
-            .map(|p| p.error_code)
-            .collect();
-        ensure!(
-            r.error_code == NONE
-                && codes
-                    == [
-                        ELECTION_NOT_NEEDED,
-                        ELECTION_NOT_NEEDED,
-                        UNKNOWN_TOPIC_OR_PARTITION
-                    ],
-            "ElectLeaders v{version}: {r:?}"
-        );
+            .map(|p| p.error_code);
+        let want = [
+            ELECTION_NOT_NEEDED,
+            ELECTION_NOT_NEEDED,
+            UNKNOWN_TOPIC_OR_PARTITION,
+        ];
+        expect_codes(
+            &format!("ElectLeaders v{version}: {r:?}"),
+            r.error_code,
+            codes,
+            &want,
+        )?;
     }
     let all = call_best(
         broker.addr(),
@@ -689,29 +689,38 @@ fn replica_management_apis_answer_as_a_single_broker() -> Result<()> {
             ]),
     ]);
     let r = call_best(broker.addr(), &req)?;
-    let codes: Vec<i16> = r.responses[0]
-        .partitions
-        .iter()
-        .map(|p| p.error_code)
-        .collect();
-    ensure!(
-        r.error_code == NONE
-            && codes
-                == [
-                    NONE,
-                    NO_REASSIGNMENT_IN_PROGRESS,
-                    INVALID_REPLICA_ASSIGNMENT,
-                    INVALID_REPLICA_ASSIGNMENT,
-                    INVALID_REPLICA_ASSIGNMENT,
-                    INVALID_REPLICA_ASSIGNMENT,
-                    UNKNOWN_TOPIC_OR_PARTITION
-                ],
-        "AlterPartitionReassignments: {r:?}"
-    );
+    let codes = r.responses[0].partitions.iter().map(|p| p.error_code);
+    let want = [
+        NONE,
+        NO_REASSIGNMENT_IN_PROGRESS,
+        INVALID_REPLICA_ASSIGNMENT,
+        INVALID_REPLICA_ASSIGNMENT,
+        INVALID_REPLICA_ASSIGNMENT,
+        INVALID_REPLICA_ASSIGNMENT,
+        UNKNOWN_TOPIC_OR_PARTITION,
+    ];
+    expect_codes(
+        &format!("AlterPartitionReassignments: {r:?}"),
+        r.error_code,
+        codes,
+        &want,
+    )?;
     let r = call_best(broker.addr(), &ListPartitionReassignmentsRequest::default())?;
     ensure!(r.error_code == NONE && r.topics.is_empty(), "{r:?}");
     ensure!(partition_count(&bs, &topic)? == 2);
     broker.shutdown()
+}
+
+/// A response's top-level code is NONE and its per-partition codes are `want`, in order.
+fn expect_codes(
+    what: &str,
+    top: i16,
+    codes: impl Iterator<Item = i16>,
+    want: &[i16],
+) -> Result<()> {
+    let codes: Vec<i16> = codes.collect();
+    ensure!(top == NONE && codes == want, "{what}");
+    Ok(())
 }
 
 /// Without DESCRIBE / ALTER on the cluster (no ACLs, and nothing allowed without one), the
