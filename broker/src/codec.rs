@@ -3,9 +3,10 @@
 //! A record batch of `max.message.bytes` (1 MiB by default) can expand to gigabytes: a gzip or
 //! zstd stream of zeros compresses more than 1000:1, and a snappy block header may simply
 //! declare 4 GiB. Every decompression of client data goes through [`decompress`], which stops
-//! at a limit instead of allocating whatever the stream asks for.
+//! at a limit instead of allocating whatever the stream asks for. [`compress`] is the way
+//! back, for topics whose `compression.type` recompresses batches.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
@@ -88,6 +89,62 @@ pub fn decompress(
             read_capped("lz4", d, limit)
         }
         Compression::Snappy => snappy(input, limit),
+    }
+}
+
+/// Input bytes per snappy block in the snappy-java framing [`compress`] writes: snappy-java's
+/// own block size, which Kafka's Java clients and brokers use.
+const XERIAL_BLOCK: usize = 32 * 1024;
+
+/// Compresses a records section with `compression` at `level` (Kafka's topic levels:
+/// `compression.gzip.level`, -1 for the default; `compression.lz4.level`, 1 fast and above
+/// that high compression; `compression.zstd.level`; ignored for snappy and none), in the
+/// framing Kafka's own clients write: a gzip member, an LZ4 frame of independent blocks,
+/// snappy-java's block framing, a zstd frame.
+pub fn compress(compression: Compression, level: i32, input: &[u8]) -> Result<Vec<u8>, CodecError> {
+    match compression {
+        Compression::None => Ok(input.to_vec()),
+        Compression::Gzip => {
+            let level = match u32::try_from(level) {
+                Ok(l @ 1..=9) => flate2::Compression::new(l),
+                _ => flate2::Compression::default(),
+            };
+            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(input.len() / 2), level);
+            e.write_all(input).map_err(|e| invalid("gzip", e))?;
+            e.finish().map_err(|e| invalid("gzip", e))
+        }
+        Compression::Lz4 => {
+            // Kafka's level 1 is LZ4's fast mode (LZ4F level 0); 2 and up are high
+            // compression levels, which LZ4F caps at 12.
+            let level = if level <= 1 { 0 } else { level.unsigned_abs() };
+            let mut e = lz4::EncoderBuilder::new()
+                .level(level)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::with_capacity(input.len() / 2))
+                .map_err(|e| invalid("lz4", e))?;
+            e.write_all(input).map_err(|e| invalid("lz4", e))?;
+            let (out, done) = e.finish();
+            done.map_err(|e| invalid("lz4", e))?;
+            Ok(out)
+        }
+        Compression::Zstd => zstd::bulk::compress(input, level).map_err(|e| invalid("zstd", e)),
+        Compression::Snappy => {
+            let mut out = Vec::with_capacity(input.len() / 2 + XERIAL_HEADER_LEN);
+            out.extend_from_slice(XERIAL_MAGIC);
+            // Version 1, minimum compatible version 1 (snappy-java's header).
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let mut encoder = snap::raw::Encoder::new();
+            for block in input.chunks(XERIAL_BLOCK) {
+                let packed = encoder
+                    .compress_vec(block)
+                    .map_err(|e| invalid("snappy", e))?;
+                let len = u32::try_from(packed.len()).map_err(|e| invalid("snappy", e))?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&packed);
+            }
+            Ok(out)
+        }
     }
 }
 

@@ -113,21 +113,40 @@ pub(crate) fn fetch_body(records: Vec<Bytes>, version: i16) -> ResponseKind {
 /// A v2 record batch as an idempotent client sends it: `n` records with keys, 100-byte values
 /// and a header, compressed with `compression`. Seeds for the batch properties and tests.
 pub fn sample_batch(compression: Compression, n: i64) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
+    let records = (0..n).map(|i| {
+        (
+            Some(Bytes::from(format!("key-{i}"))),
+            Bytes::from(vec![b'v'; 100]),
+        )
+    });
+    encode_batch(compression, 1000, records)
+}
+
+/// One v2 batch of `(key, value)` records, as a client sends it: from producer `producer_id`
+/// (-1: not idempotent) at epoch 0 and sequences from 0, timestamps from 1_700_000_000_000 a
+/// millisecond apart, one header `h=x` each, compressed with `compression`.
+pub fn encode_batch(
+    compression: Compression,
+    producer_id: i64,
+    records: impl IntoIterator<Item = (Option<Bytes>, Bytes)>,
+) -> Bytes {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: 1000,
+            producer_id,
             producer_epoch: 0,
             timestamp_type: TimestampType::Creation,
-            offset: i,
+            offset: i as i64,
             // offset - sequence is the same for every record of one batch.
             sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![b'v'; 100])),
+            timestamp: 1_700_000_000_000 + i as i64,
+            key,
+            value: Some(value),
             headers: [(
                 StrBytes::from_static_str("h"),
                 Some(Bytes::from_static(b"x")),

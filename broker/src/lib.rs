@@ -9,6 +9,7 @@ pub mod archive;
 pub mod archive_tool;
 pub mod archive_upload;
 pub mod auth;
+pub mod broker_configs;
 pub mod codec;
 pub mod config;
 mod connection;
@@ -27,6 +28,7 @@ mod server;
 pub mod tier;
 pub mod tls;
 pub mod topic_config;
+pub mod topic_policy;
 
 pub use config::Config;
 pub use server::Broker;

@@ -142,6 +142,30 @@ fn for_each_error(body: &ResponseKind, f: &mut dyn FnMut(i16)) {
             r.responses.iter().for_each(|c| f(c.error_code))
         }
         ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|c| f(c.error_code)),
+        ResponseKind::DescribeLogDirs(r) => {
+            f(r.error_code);
+            r.results.iter().for_each(|d| f(d.error_code));
+        }
+        ResponseKind::DescribeProducers(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::ElectLeaders(r) => {
+            f(r.error_code);
+            r.replica_election_results
+                .iter()
+                .flat_map(|t| &t.partition_result)
+                .for_each(|p| f(p.error_code));
+        }
+        ResponseKind::AlterPartitionReassignments(r) => {
+            f(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+        }
+        ResponseKind::ListPartitionReassignments(r) => f(r.error_code),
         _ => {}
     }
 }

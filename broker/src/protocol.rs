@@ -169,6 +169,33 @@ pub const SUPPORTED: &[Supported] = &[
         min: 1,
         max: 3,
     },
+    // Kafka 4.0's ranges (v0 of DescribeLogDirs is gone in 4.0; AlterPartitionReassignments
+    // v1 is 4.1's).
+    Supported {
+        key: ApiKey::DescribeLogDirs,
+        min: 1,
+        max: 4,
+    },
+    Supported {
+        key: ApiKey::DescribeProducers,
+        min: 0,
+        max: 0,
+    },
+    Supported {
+        key: ApiKey::ElectLeaders,
+        min: 0,
+        max: 2,
+    },
+    Supported {
+        key: ApiKey::AlterPartitionReassignments,
+        min: 0,
+        max: 0,
+    },
+    Supported {
+        key: ApiKey::ListPartitionReassignments,
+        min: 0,
+        max: 0,
+    },
     // v1 only: v0 would send the SASL tokens as bare frames after the handshake.
     Supported {
         key: ApiKey::SaslHandshake,

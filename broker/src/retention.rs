@@ -131,8 +131,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `retention.ms` / `retention.bytes` of a topic with these overrides.
+    /// `retention.ms` / `retention.bytes` of a topic with these overrides; none when its
+    /// `cleanup.policy` lacks `delete` (Kafka deletes nothing of a compact-only topic by time
+    /// or size; its log is compacted instead).
     pub fn of(overrides: &BTreeMap<String, String>, config: &Config) -> Limits {
+        let policy = crate::topic_config::effective(overrides, config, "cleanup.policy");
+        if policy.is_some_and(|p| !p.split(',').any(|p| p.trim() == "delete")) {
+            return Limits { ms: -1, bytes: -1 };
+        }
         Limits {
             ms: effective_i64(overrides, config, "retention.ms").unwrap_or(-1),
             bytes: effective_i64(overrides, config, "retention.bytes").unwrap_or(-1),
@@ -338,15 +344,34 @@ mod tests {
         assert_eq!(first_kept(&segs, i64::MAX, -1, 250, 10, 1000), 2);
     }
 
+    fn o(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn compact_only_topics_keep_everything() {
+        let c = Config::default();
+        let limits = |policy: &str| {
+            Limits::of(
+                &o(&[
+                    ("cleanup.policy", policy),
+                    ("retention.ms", "10"),
+                    ("retention.bytes", "5"),
+                ]),
+                &c,
+            )
+        };
+        assert_eq!(limits("compact"), Limits { ms: -1, bytes: -1 });
+        assert_eq!(limits("compact,delete"), Limits { ms: 10, bytes: 5 });
+        assert_eq!(limits("delete"), Limits { ms: 10, bytes: 5 });
+    }
+
     #[test]
     fn local_limits_default_to_and_never_exceed_the_whole_log() {
         let c = Config::default();
-        let o = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
         let total = Limits {
             ms: 1000,
             bytes: -1,

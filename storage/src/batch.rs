@@ -29,6 +29,9 @@ pub const HEADER_LEN: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 /// Where the CRC-covered part of the batch starts (the attributes field).
 const CRC_START: usize = 21;
+/// Attribute bits 0-2: the codec of the records section (0 none, 1 gzip, 2 snappy, 3 lz4,
+/// 4 zstd).
+pub const ATTR_CODEC_MASK: i16 = 0x07;
 /// Attribute bit 3: the timestamps are LogAppendTime (set by the broker).
 pub const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 /// Attribute bit 4: the batch belongs to a transaction.
@@ -206,6 +209,34 @@ pub fn set_log_append_time(bytes: &mut [u8], timestamp_ms: i64) {
     bytes[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A batch with the header fields of `header` (the first [`HEADER_LEN`] bytes of a batch)
+/// and a new records section, `records`, whose codec is `codec` (attribute bits 0-2): the
+/// batch length, the codec bits and the CRC are rewritten, every other field is kept. For
+/// recompressing a batch's records; the record count must not change.
+pub fn with_records(header: &[u8], codec: i16, records: &[u8]) -> StorageResult<Vec<u8>> {
+    let head = header.get(..HEADER_LEN).ok_or_else(|| {
+        StorageError::CorruptBatch(format!(
+            "{} bytes is shorter than a batch header",
+            header.len()
+        ))
+    })?;
+    let length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + records.len()).map_err(|_| {
+        StorageError::InvalidRequest(format!(
+            "{} bytes of records is too large for a batch",
+            records.len()
+        ))
+    })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(records);
+    out[8..12].copy_from_slice(&length.to_be_bytes());
+    let attributes = (be_i16(&out, 21) & !ATTR_CODEC_MASK) | (codec & ATTR_CODEC_MASK);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// Builds a valid uncompressed v2 batch. The storage never needs to build batches; tests,
 /// benchmarks and tools in the workspace do, so it lives here once.
 #[derive(Debug, Clone)]
@@ -336,6 +367,35 @@ mod tests {
         let h = validate(&bytes).unwrap();
         assert_eq!((h.first_timestamp, h.max_timestamp), (77, 77));
         assert_ne!(h.attributes & ATTR_LOG_APPEND_TIME, 0);
+    }
+
+    #[test]
+    fn with_records_keeps_the_header_and_fixes_length_and_crc() {
+        let original = BatchBuilder::new(5)
+            .producer(9, 2, 40)
+            .record(5, None, b"abc")
+            .record(6, None, b"d")
+            .build();
+        let h = validate(&original).unwrap();
+        let records = b"pretend these are compressed";
+        let out = with_records(&original, 3, records).unwrap();
+        let n = validate(&out).unwrap();
+        assert_eq!(n.size, HEADER_LEN + records.len());
+        assert_eq!(n.attributes & ATTR_CODEC_MASK, 3);
+        assert_eq!(&out[HEADER_LEN..], records);
+        let same = |b: BatchHeader| {
+            (
+                b.producer_id,
+                b.producer_epoch,
+                b.base_sequence,
+                b.record_count,
+                b.last_offset_delta,
+                b.first_timestamp,
+                b.max_timestamp,
+            )
+        };
+        assert_eq!(same(n), same(h));
+        assert!(with_records(&original[..10], 0, records).is_err());
     }
 
     #[test]

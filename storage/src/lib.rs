@@ -47,6 +47,6 @@ pub mod raw {
 }
 pub use rocks::{
     AclBinding, AppendOutcome, BatchAt, EngineStats, ExportChunk, ExportedBatch, GroupOffset,
-    PartitionOffsets, ReadOutcome, ScramCredential, SegmentExport, SegmentInfo, Store, SyncHold,
-    TopicInfo,
+    PartitionOffsets, ProducerInfo, ReadOutcome, ScramCredential, SegmentExport, SegmentInfo,
+    Store, SyncHold, TopicInfo,
 };

@@ -232,13 +232,15 @@ def test_incremental_alter_configs_round_trip(bootstrap, topic):
     e = describe_topic(bootstrap, topic)
     assert (e["cleanup.policy"].value, e["cleanup.policy"].source) == \
         ("delete", ConfigSource.DYNAMIC_TOPIC_CONFIG.value), e["cleanup.policy"]
+    incremental(bootstrap, topic, [("cleanup.policy", "compact", APPEND)])
+    assert describe_topic(bootstrap, topic)["cleanup.policy"].value == "delete,compact"
     incremental(bootstrap, topic, [("cleanup.policy", "compact", SUBTRACT)])
     assert describe_topic(bootstrap, topic)["cleanup.policy"].value == "delete"
     with pytest.raises(KafkaException) as ex:
-        incremental(bootstrap, topic, [("cleanup.policy", "compact", APPEND)])
+        incremental(bootstrap, topic, [("cleanup.policy", "shred", APPEND)])
     err = kafka_error(ex)
     assert err.code() == KafkaError.INVALID_CONFIG, err
-    assert "compact" in err.str() and "cleanup.policy" in err.str(), err.str()
+    assert "shred" in err.str() and "cleanup.policy" in err.str(), err.str()
     assert describe_topic(bootstrap, topic)["cleanup.policy"].value == "delete"
 
     # APPEND on a config that is not a list.
@@ -259,9 +261,15 @@ def test_incremental_alter_configs_round_trip(bootstrap, topic):
     ("retention.ms", "soon", "retention.ms"),
     ("retention.bytes", "-7", "retention.bytes"),
     ("segment.bytes", "99999999999", "segment.bytes"),
-    ("cleanup.policy", "compact", "compact"),
+    ("cleanup.policy", "shred", "shred"),
     ("message.timestamp.type", "WallClock", "message.timestamp.type"),
-    ("min.insync.replicas", "2", "min.insync.replicas"),
+    ("min.insync.replicas", "0", "min.insync.replicas"),
+    ("flush.ms", "-1", "flush.ms"),
+    ("compression.type", "brotli", "compression.type"),
+    ("compression.zstd.level", "23", "compression.zstd.level"),
+    ("min.cleanable.dirty.ratio", "1.01", "min.cleanable.dirty.ratio"),
+    ("leader.replication.throttled.replicas", "0:one", "leader.replication.throttled.replicas"),
+    ("message.format.version", "3.0", "message.format.version"),
 ])
 def test_invalid_configs_are_invalid_config_with_a_message(bootstrap, topic, name, value, needle):
     create_topic(bootstrap, topic, configs={"retention.ms": "86400000"})
@@ -367,7 +375,7 @@ def test_create_topics_with_configs_and_validate_only(bootstrap, topic):
         other = unique_topic("kp-validate")
         with pytest.raises(kerr.InvalidConfigurationError):
             kp.create_topics({other: {"num_partitions": 1, "replication_factor": 1,
-                                      "configs": {"cleanup.policy": "compact"}}},
+                                      "configs": {"cleanup.policy": "shred"}}},
                              validate_only=True)
         kp.create_topics({other: {"num_partitions": 1, "replication_factor": 1,
                                   "configs": {"retention.ms": "1000"}}}, validate_only=True)

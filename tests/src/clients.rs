@@ -99,6 +99,23 @@ pub fn try_create_topic_with(
     }
 }
 
+/// DescribeConfigs of one resource: its entries by name.
+pub fn describe_configs(
+    bootstrap: &str,
+    spec: rdkafka::admin::ResourceSpecifier<'_>,
+) -> Result<BTreeMap<String, rdkafka::admin::ConfigEntry>> {
+    let admin = admin(bootstrap)?;
+    let opts = admin_opts().request_timeout(Some(CALL_TIMEOUT));
+    let mut results = futures::executor::block_on(admin.describe_configs([&spec], &opts))?;
+    if results.len() != 1 {
+        bail!("DescribeConfigs: {} results", results.len());
+    }
+    let r = results
+        .remove(0)
+        .map_err(|c| anyhow!("DescribeConfigs {spec:?}: {c:?}"))?;
+    Ok(r.entries.into_iter().map(|e| (e.name.clone(), e)).collect())
+}
+
 /// DeleteTopics; returns the per-topic result code.
 pub fn delete_topic(
     bootstrap: &str,

@@ -45,6 +45,22 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteAcls => RequestKind::DeleteAcls(
             DeleteAclsRequest::default().with_filters(vec![Default::default()]),
         ),
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(
+            DescribeLogDirsRequest::default().with_topics(Some(vec![Default::default()])),
+        ),
+        ApiKey::DescribeProducers => RequestKind::DescribeProducers(
+            DescribeProducersRequest::default().with_topics(vec![Default::default()]),
+        ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![Default::default()])),
+        ),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![Default::default()]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default()
+                .with_topics(Some(vec![Default::default()])),
+        ),
         ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
         _ => return None,

@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::Ctx;
 use crate::error::{code, storage_code};
-use crate::topic_config::{self, Kind};
+use crate::topic_config;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -95,7 +95,7 @@ pub async fn apply(
             );
         };
         let list_op = matches!(change, Change::Append(_) | Change::Subtract(_));
-        if list_op && !matches!(def.kind, Kind::ListOf(_)) {
+        if list_op && !def.kind.is_list() {
             return (
                 code::INVALID_CONFIG,
                 Some(format!(

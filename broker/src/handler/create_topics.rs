@@ -121,8 +121,7 @@ async fn create_one(
         configs.insert(c.name.to_string(), v);
     }
     // Like Kafka, describe every config of the new topic: the given ones and the defaults.
-    let described: Vec<CreatableTopicConfigs> = topic_config::TOPIC_CONFIGS
-        .iter()
+    let described: Vec<CreatableTopicConfigs> = topic_config::all()
         .map(|d| {
             let (value, source) = match configs.get(d.name) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use super::{str_bytes, Ctx, Session};
 use crate::config::Config;
 use crate::error::code;
-use crate::topic_config::{Kind, TOPIC_CONFIGS};
+use crate::topic_config::{self, Kind};
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -52,8 +52,7 @@ pub fn handle(
             }
             let configs = match r.resource_type {
                 RESOURCE_TOPIC => match ctx.store.topic(&r.resource_name) {
-                    Some(t) => TOPIC_CONFIGS
-                        .iter()
+                    Some(t) => topic_config::all()
                         .filter(|d| wanted(d.name))
                         .map(|d| {
                             let default = (d.default)(&ctx.config);
@@ -148,7 +147,9 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 
 /// DEFAULT_CONFIG when the broker runs with the built-in value, else STATIC_BROKER_CONFIG.
 fn broker_source(broker_name: &str, value: &str) -> i8 {
-    let builtin = broker_configs(&Config::default());
+    static BUILTIN: std::sync::OnceLock<Vec<(&'static str, String, Kind)>> =
+        std::sync::OnceLock::new();
+    let builtin = BUILTIN.get_or_init(|| broker_configs(&Config::default()));
     match builtin.iter().find(|(n, _, _)| *n == broker_name) {
         Some((_, v, _)) if v == value => SOURCE_DEFAULT,
         Some(_) => SOURCE_STATIC_BROKER,
@@ -160,19 +161,25 @@ fn broker_source(broker_name: &str, value: &str) -> i8 {
 pub fn broker_configs(c: &Config) -> Vec<(&'static str, String, Kind)> {
     let long = Kind::Long(i64::MIN);
     let int = Kind::Int(i64::MIN);
-    vec![
+    let mut configs = vec![
         ("node.id", c.node_id.to_string(), int),
         (
             "listeners",
-            format!("PLAINTEXT://{}", c.listen),
+            match c.listeners.is_empty() {
+                true => format!("PLAINTEXT://{}", c.listen),
+                false => c.listeners.clone(),
+            },
             Kind::OneOf(&[]),
         ),
         (
             "advertised.listeners",
-            format!(
-                "PLAINTEXT://{}",
-                c.advertise.clone().unwrap_or_else(|| c.listen.clone())
-            ),
+            match c.advertised_listeners.is_empty() {
+                true => format!(
+                    "PLAINTEXT://{}",
+                    c.advertise.clone().unwrap_or_else(|| c.listen.clone())
+                ),
+                false => c.advertised_listeners.clone(),
+            },
             Kind::OneOf(&[]),
         ),
         (
@@ -238,5 +245,7 @@ pub fn broker_configs(c: &Config) -> Vec<(&'static str, String, Kind)> {
             c.offsets_retention_minutes.to_string(),
             int,
         ),
-    ]
+    ];
+    crate::broker_configs::add_kafka_names(c, &mut configs);
+    configs
 }

@@ -1,6 +1,7 @@
 //! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
 
 pub mod alter_configs;
+pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
 pub mod api_versions;
 pub mod config_changes;
@@ -15,7 +16,10 @@ pub mod describe_acls;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod describe_user_scram_credentials;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -25,6 +29,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_partition_reassignments;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -276,6 +281,15 @@ pub async fn dispatch(
                 .await
                 .into()
         }
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(ctx, session, r).into(),
+        RequestKind::DescribeProducers(r) => describe_producers::handle(ctx, session, r).into(),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(ctx, session, r).into(),
+        RequestKind::AlterPartitionReassignments(r) => {
+            alter_partition_reassignments::handle(ctx, session, r).into()
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            list_partition_reassignments::handle(ctx, session, r).into()
+        }
         other => unsupported(other),
     }
 }
@@ -329,4 +343,11 @@ pub fn partition_room(ctx: &Ctx, more: i32) -> Result<(), (i16, String)> {
         ));
     }
     Ok(())
+}
+
+/// Whether `topic` exists and has partition `partition`.
+pub fn partition_exists(ctx: &Ctx, topic: &str, partition: i32) -> bool {
+    ctx.store
+        .topic(topic)
+        .is_some_and(|t| (0..t.partitions).contains(&partition))
 }

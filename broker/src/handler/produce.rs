@@ -12,6 +12,7 @@ use strata_storage::{batch, AppendOutcome, StorageError, Store};
 use super::{str_bytes, Ctx, Reply, Response, Session};
 use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
+use crate::topic_policy::TopicPolicy;
 
 /// `acks` values Kafka accepts; anything else is INVALID_REQUIRED_ACKS.
 const INVALID_REQUIRED_ACKS: i16 = 21;
@@ -39,39 +40,48 @@ pub async fn handle(
         .into();
     }
     let transactional = req.transactional_id.is_some();
+    // WRITE on the topic, checked before anything else about it (as Kafka does: an
+    // unauthorized client learns nothing, not even whether the topic exists); then what the
+    // topic's configs ask of its batches (`None`: no such topic, which the append reports).
+    let topics: Vec<(bool, Option<TopicPolicy>)> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            let allowed = authorize(ctx, session, op::WRITE, Resource::Topic(&t.name));
+            let policy = ctx
+                .store
+                .with_topic_configs(&t.name, |c| TopicPolicy::from_configs(c, &ctx.config));
+            (allowed, policy)
+        })
+        .collect();
     // Appends run right here on the connection's task, not on the blocking pool: an append
     // is a memtable insert plus a buffered write() of the WAL (no fsync; the syncer does
     // that), a few microseconds per batch. Handing each request to another thread cost more
     // than the append itself and, with many small requests (linger.ms=0), saturated a core
     // on context switches. RocksDB may briefly delay writes when memtables pile up; that
-    // back-pressure then reaches the producer, as it should.
-    let results: Vec<Vec<PartitionResult>> = req
-        .topic_data
+    // back-pressure then reaches the producer, as it should. Requests to topics that
+    // recompress batches or check their keys are the exception: that costs milliseconds of
+    // CPU per batch, which must not stall the other connections of this thread.
+    let inspects = topics
         .iter()
-        .map(|t| {
-            // WRITE on the topic, checked before anything else about it (as Kafka does: an
-            // unauthorized client learns nothing, not even whether the topic exists).
-            let allowed = authorize(ctx, session, op::WRITE, Resource::Topic(&t.name));
-            t.partition_data
-                .iter()
-                .map(|p| {
-                    if !allowed {
-                        return Err((
-                            code::TOPIC_AUTHORIZATION_FAILED,
-                            format!("not authorized to write to topic {}", &*t.name),
-                        ));
-                    }
-                    append_partition(
-                        &ctx.store,
-                        &t.name,
-                        p.index,
-                        p.records.as_ref(),
-                        transactional,
-                    )
-                })
-                .collect()
+        .any(|(allowed, p)| *allowed && p.is_some_and(|p| p.inspects_batches()));
+    let (req, results) = if inspects {
+        // Never closed, so acquiring only waits.
+        let _slot = crate::topic_policy::INSPECTING.acquire().await;
+        let store = ctx.store.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            let results = append_all(&store, &req, &topics, transactional);
+            (req, results)
         })
-        .collect();
+        .await;
+        match appended {
+            Ok(done) => done,
+            Err(e) => return Reply::Close(format!("produce task failed: {e}")),
+        }
+    } else {
+        let results = append_all(&ctx.store, &req, &topics, transactional);
+        (req, results)
+    };
     keep_cache_honest(ctx, &req, &results, frame_len);
     for (topic, results) in req.topic_data.iter().zip(&results) {
         for (part, result) in topic.partition_data.iter().zip(results) {
@@ -119,15 +129,48 @@ pub async fn handle(
     }))
 }
 
+/// Appends every partition's records of the request; results in request order.
+fn append_all(
+    store: &Store,
+    req: &ProduceRequest,
+    topics: &[(bool, Option<TopicPolicy>)],
+    transactional: bool,
+) -> Vec<Vec<PartitionResult>> {
+    req.topic_data
+        .iter()
+        .zip(topics)
+        .map(|(t, (allowed, policy))| {
+            t.partition_data
+                .iter()
+                .map(|p| {
+                    if !allowed {
+                        return Err((
+                            code::TOPIC_AUTHORIZATION_FAILED,
+                            format!("not authorized to write to topic {}", &*t.name),
+                        ));
+                    }
+                    if let Some(policy) = policy {
+                        policy.check_acks(req.acks)?;
+                    }
+                    let records = p.records.as_ref();
+                    let partition = (&t.name[..], p.index);
+                    append_partition(store, partition, records, transactional, policy.as_ref())
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Appends every batch of one partition's records, in order, all or none: the storage
 /// validates the whole payload (each batch, and producer sequences across them) before it
 /// appends any of it, so a request answered with an error has written nothing.
+/// Batches are first recompressed or checked as the topic's `policy` asks.
 fn append_partition(
     store: &Store,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
     records: Option<&Bytes>,
     transactional: bool,
+    policy: Option<&TopicPolicy>,
 ) -> PartitionResult {
     let fail = |e: StorageError| (storage_code(&e), e.to_string());
     if transactional {
@@ -153,8 +196,17 @@ fn append_partition(
             ));
         }
     }
-    // Slices of the request's buffer: the storage may keep them (read cache) uncopied.
-    let batches: Vec<Bytes> = batches.iter().map(|b| records.slice_ref(b)).collect();
+    // Slices of the request's buffer (the storage may keep them in the read cache uncopied),
+    // or the batches recompressed for the topic.
+    let batches = batches
+        .iter()
+        .map(
+            |b| match policy.map(|p| p.apply(b)).transpose()?.flatten() {
+                Some(rewritten) => Ok(Bytes::from(rewritten)),
+                None => Ok(records.slice_ref(b)),
+            },
+        )
+        .collect::<Result<Vec<Bytes>, (i16, String)>>()?;
     store
         .append_batches(topic, partition, &batches)
         .map_err(|e| {

@@ -319,6 +319,21 @@ impl Store {
             .map(|t| t.info.clone())
     }
 
+    /// Calls `f` with the topic's config map, without copying it (the produce path reads a
+    /// few configs of every topic it writes to); `None` when there is no such topic. Holds
+    /// the catalog's read lock while `f` runs: keep `f` short.
+    pub fn with_topic_configs<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&BTreeMap<String, String>) -> R,
+    ) -> Option<R> {
+        self.inner
+            .read_catalog()
+            .topics
+            .get(name)
+            .map(|t| f(&t.info.configs))
+    }
+
     /// When the topic was created (ms since the epoch), as recorded at creation.
     pub fn topic_created_ms(&self, name: &str) -> Option<i64> {
         self.inner

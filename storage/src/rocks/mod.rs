@@ -34,6 +34,7 @@ pub use self::acls::AclBinding;
 pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
+pub use self::producers::ProducerInfo;
 pub use self::read::{BatchAt, ReadOutcome};
 pub use self::scram::ScramCredential;
 pub use self::syncer::SyncHold;

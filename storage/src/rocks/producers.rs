@@ -17,7 +17,44 @@ pub(super) fn expired(last_write_ms: i64, now_ms: i64, expiration_ms: i64) -> bo
     now_ms.saturating_sub(last_write_ms) >= expiration_ms
 }
 
+/// An idempotent producer's state on one partition (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Sequence number of the last record written; -1 when none is remembered.
+    pub last_sequence: i32,
+    /// Offset of the last record written; -1 when none is remembered.
+    pub last_offset: i64,
+    /// When the producer last wrote here (the broker's clock, ms since the epoch).
+    pub last_write_ms: i64,
+}
+
 impl Store {
+    /// The idempotent producers the partition remembers (those that wrote to it within
+    /// `producer_id_expiration_ms`), by producer id. Takes the partition's lock briefly;
+    /// does not block on I/O.
+    pub fn producers(&self, topic: &str, partition: i32) -> StorageResult<Vec<ProducerInfo>> {
+        let p = self.inner.partition(topic, partition)?;
+        let state = p.lock();
+        let mut out: Vec<ProducerInfo> = state
+            .producers
+            .iter()
+            .map(|(&id, r)| {
+                let last = r.batches.last();
+                ProducerInfo {
+                    producer_id: id,
+                    epoch: i16::try_from(r.epoch).unwrap_or(-1),
+                    last_sequence: last.map_or(-1, |b| b.last_seq),
+                    last_offset: last.map_or(-1, |b| b.last_offset),
+                    last_write_ms: r.last_timestamp,
+                }
+            })
+            .collect();
+        out.sort_by_key(|i| i.producer_id);
+        Ok(out)
+    }
+
     /// Forgets every producer that has not written to a partition for
     /// `producer_id_expiration_ms` (see [`crate::StoreConfig`]) as of now; returns how many
     /// producer states were dropped. A forgotten producer is treated as new: its next batch

@@ -9,7 +9,9 @@
 //!
 //! Options: `--messages N` `--size BYTES` `--partitions P` `--rate-mbps R` (steady produce
 //! rate in MB/s, 10^6 bytes; default: as fast as possible) `--fsync on|off|both`
-//! `--compression none|gzip|snappy|lz4|zstd` `--linger-ms MS` `--strata-cli [PATH]` (also
+//! `--compression none|gzip|snappy|lz4|zstd` `--topic-compression CODEC` (the topic's
+//! `compression.type`: `producer` by default; a codec other than the producer's makes the
+//! broker recompress every batch) `--linger-ms MS` `--strata-cli [PATH]` (also
 //! run `strata perf produce` / `perf consume` on another topic of the same broker, right after
 //! librdkafka, and compare; PATH defaults to the `strata` binary beside this one, built by
 //! `cargo build -p strata-client`).
@@ -30,7 +32,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use strata_tests::broker::{free_port, BrokerProcess};
 use strata_tests::procstat::{cpu_seconds, self_cpu_seconds};
-use strata_tests::{consumer_config, create_topic, producer_config, raw};
+use strata_tests::{consumer_config, producer_config, raw, try_create_topic_with};
 
 struct Args {
     messages: u64,
@@ -39,6 +41,7 @@ struct Args {
     rate_mbps: Option<f64>,
     fsync: Vec<bool>,
     compression: String,
+    topic_compression: String,
     linger_ms: u32,
     strata_cli: Option<std::path::PathBuf>,
 }
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Args> {
         rate_mbps: None,
         fsync: vec![true, false],
         compression: "none".into(),
+        topic_compression: "producer".into(),
         linger_ms: 5,
         strata_cli: None,
     };
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args> {
             "--partitions" => a.partitions = value()?.parse()?,
             "--rate-mbps" => a.rate_mbps = Some(value()?.parse()?),
             "--compression" => a.compression = value()?,
+            "--topic-compression" => a.topic_compression = value()?,
             "--linger-ms" => a.linger_ms = value()?.parse()?,
             "--strata-cli" => {
                 a.strata_cli = Some(match it.next_if(|v| !v.starts_with("--")) {
@@ -84,8 +89,8 @@ fn parse_args() -> Result<Args> {
             "-h" | "--help" => {
                 println!(
                     "e2e-bench [--messages N] [--size BYTES] [--partitions P] [--rate-mbps R] \
-                     [--fsync on|off|both] [--compression CODEC] [--linger-ms MS] \
-                     [--strata-cli [PATH]]"
+                     [--fsync on|off|both] [--compression CODEC] [--topic-compression CODEC] \
+                     [--linger-ms MS] [--strata-cli [PATH]]"
                 );
                 std::process::exit(0);
             }
@@ -138,6 +143,13 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
 
 fn cpu_now() -> f64 {
     self_cpu_seconds().map(|(u, s)| u + s).unwrap_or(f64::NAN)
+}
+
+/// The benchmark's topic, with the topic compression asked for.
+fn create_bench_topic(a: &Args, bs: &str, topic: &str) -> Result<()> {
+    let configs = [("compression.type", a.topic_compression.as_str())];
+    try_create_topic_with(bs, topic, a.partitions, &configs)?
+        .map_err(|e| anyhow::anyhow!("CreateTopics {topic}: {e:?}"))
 }
 
 /// Throughput (MB/s) and client CPU seconds per MB of a run.
@@ -298,7 +310,7 @@ fn strata_perf(
     lib: Measured,
     lib_consume: Measured,
 ) -> Result<()> {
-    create_topic(bs, topic, a.partitions)?;
+    create_bench_topic(a, bs, topic)?;
     let mut args: Vec<String> = [
         "-b",
         bs,
@@ -360,11 +372,12 @@ fn strata_perf(
 fn main() -> Result<()> {
     let a = parse_args()?;
     println!(
-        "e2e-bench: {} messages x {} bytes, {} partition(s), acks=all, compression {}, linger {} ms, rate {}",
+        "e2e-bench: {} messages x {} bytes, {} partition(s), acks=all, compression {} (topic: {}), linger {} ms, rate {}",
         a.messages,
         a.size,
         a.partitions,
         a.compression,
+        a.topic_compression,
         a.linger_ms,
         a.rate_mbps
             .map(|r| format!("{r} MB/s"))
@@ -388,7 +401,7 @@ fn main() -> Result<()> {
         let pid = broker.pid().to_string();
         let cpu0 = cpu_seconds(&pid).map_or(0.0, |(u, s)| u + s);
         let topic = format!("bench-{}", if fsync { "fsync" } else { "nofsync" });
-        create_topic(&bs, &topic, a.partitions)?;
+        create_bench_topic(&a, &bs, &topic)?;
         let lib = produce(&a, &bs, &topic)?;
         let lib_consume = consume(&a, &bs, &topic)?;
         consume_raw(&a, broker.addr(), &topic)?;

@@ -272,17 +272,7 @@ pub(crate) fn describe(
     bs: &str,
     spec: ResourceSpecifier<'_>,
 ) -> Result<BTreeMap<String, ConfigEntry>> {
-    let admin = admin_client(bs)?;
-    let mut results = futures::executor::block_on(admin.describe_configs([&spec], &admin_opts()))?;
-    ensure!(
-        results.len() == 1,
-        "DescribeConfigs: {} results",
-        results.len()
-    );
-    let r = results
-        .remove(0)
-        .map_err(|c| anyhow!("DescribeConfigs {spec:?}: {c:?}"))?;
-    Ok(r.entries.into_iter().map(|e| (e.name.clone(), e)).collect())
+    describe_configs(bs, spec)
 }
 
 pub(crate) fn describe_topic(bs: &str, topic: &str) -> Result<BTreeMap<String, ConfigEntry>> {

@@ -161,8 +161,8 @@ fn describe_configs_on_the_broker_lists_read_only_settings() -> Result<()> {
     broker.shutdown()
 }
 
-/// Unknown names and bad values are INVALID_CONFIG and change nothing; cleanup.policy=compact
-/// is refused (no compaction); validate_only changes nothing.
+/// Unknown names and values Kafka's validators refuse are INVALID_CONFIG and change nothing;
+/// validate_only changes nothing.
 #[test]
 fn alter_configs_validates_names_and_values() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -175,8 +175,11 @@ fn alter_configs_validates_names_and_values() -> Result<()> {
         &[("retention.ms", "soon")],
         &[("retention.ms", "-5")],
         &[("segment.bytes", "99999999999")],
-        &[("cleanup.policy", "compact")],
-        &[("cleanup.policy", "delete,compact")],
+        &[("cleanup.policy", "shred")],
+        &[("cleanup.policy", "delete,shred")],
+        &[("flush.ms", "-1")],
+        &[("min.cleanable.dirty.ratio", "1.5")],
+        &[("compression.type", "brotli")],
         &[("message.timestamp.type", "WallClock")],
         &[("remote.storage.enable", "maybe")],
         // One bad entry spoils the whole request.
@@ -285,11 +288,11 @@ fn create_topics_with_configs_and_validate_only() -> Result<()> {
             == Some(RDKafkaErrorCode::UnknownTopicOrPartition),
         "validate_only created the topic"
     );
-    let bad = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let bad = NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "shred");
     let r = futures::executor::block_on(admin.create_topics([&bad], &opts))?;
     ensure!(
         matches!(r.as_slice(), [Err((_, RDKafkaErrorCode::InvalidConfig))]),
-        "validate_only with compact: {r:?}"
+        "validate_only with cleanup.policy=shred: {r:?}"
     );
 
     let r = futures::executor::block_on(admin.create_topics([&new], &admin_opts()))?;
