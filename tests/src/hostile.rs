@@ -63,6 +63,15 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ),
         ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
+        ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsRequest::default()
+                .with_users(Some(vec![Default::default()])),
+        ),
+        ApiKey::AlterUserScramCredentials => RequestKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![Default::default()])
+                .with_upsertions(vec![Default::default()]),
+        ),
         _ => return None,
     })
 }
