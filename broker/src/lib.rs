@@ -19,6 +19,7 @@ pub mod group;
 pub mod handler;
 pub mod metrics;
 pub mod protocol;
+pub mod quota;
 pub mod retention;
 pub mod sasl;
 mod server;

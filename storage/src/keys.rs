@@ -42,6 +42,10 @@ pub enum Tag {
     /// `[tag][resource type][pattern type][len-prefixed resource name][len-prefixed
     /// principal][len-prefixed host][operation][permission]` → `AclRecord`
     Acl = 7,
+    // 8 is taken by the SCRAM credentials.
+    /// `[tag]` then per entity component, in the caller's order: `[len-prefixed type][0 for
+    /// the default entity, 1 for a named one][len-prefixed name]` → `ClientQuotaRecord`
+    ClientQuota = 9,
 }
 
 pub fn topic_key(name: &str) -> Vec<u8> {
@@ -119,6 +123,17 @@ pub fn acl_key(b: &crate::rocks::AclBinding) -> Vec<u8> {
     put_str(&mut k, &b.host);
     k.push(b.operation as u8);
     k.push(b.permission as u8);
+    k
+}
+
+/// One client-quota entity's key: its components in the order given (callers sort them).
+pub fn client_quota_key(entity: &[(String, Option<String>)]) -> Vec<u8> {
+    let mut k = vec![Tag::ClientQuota as u8];
+    for (kind, name) in entity {
+        put_str(&mut k, kind);
+        k.push(u8::from(name.is_some()));
+        put_str(&mut k, name.as_deref().unwrap_or(""));
+    }
     k
 }
 

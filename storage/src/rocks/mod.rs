@@ -6,6 +6,7 @@ mod export;
 mod groups;
 mod log;
 mod producers;
+mod quotas;
 pub(crate) mod raw;
 mod read;
 mod syncer;
@@ -33,6 +34,7 @@ pub use self::acls::AclBinding;
 pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
 pub use self::groups::GroupOffset;
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
+pub use self::quotas::ClientQuota;
 pub use self::read::{BatchAt, ReadOutcome};
 pub use self::syncer::SyncHold;
 
