@@ -389,6 +389,9 @@ fn producer_over_quota_is_throttled_while_its_neighbour_keeps_its_rate() -> Resu
     // Records count a little less than the request bytes the quota measures.
     near_quota(slow_rate, CLIENT_QUOTA_SWING, "the throttled producer")?;
     ensure!(max_ms > 0, "librdkafka saw throttle_time_ms");
+    let admin = b.admin_addr().context("admin listener")?;
+    let label = "client_id=\"slow-producer\"";
+    ensure!(metric(admin, "strata_throttle_time_ms_total", label)? > 0.0);
     ensure!(neighbour_throttles == 0, "the neighbour was throttled");
     ensure!(
         neighbour_rate >= 0.8 * neighbour_pace,
@@ -496,5 +499,81 @@ fn a_partition_ingress_cap_holds_with_several_producers() -> Result<()> {
     let admin = b.admin_addr().context("admin listener")?;
     let label = format!("topic=\"{topic}\"");
     ensure!(metric(admin, "strata_partition_throttled_total", &label)? > 0.0);
+    Ok(())
+}
+
+/// CreateTopics at `version` for topics of `partitions` partitions each: (each topic's error
+/// code, throttle_time_ms).
+fn create_topics(
+    c: &mut TcpStream,
+    version: i16,
+    names: &[String],
+    partitions: i32,
+) -> Result<(Vec<i16>, i32)> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let topics = names
+        .iter()
+        .map(|n| {
+            CreatableTopic::default()
+                .with_name(TopicName(s(n)))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+        })
+        .collect();
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(topics);
+    let resp = raw::call(c, version, 9, &req)?;
+    let codes = resp.topics.iter().map(|t| t.error_code).collect();
+    Ok((codes, resp.throttle_time_ms))
+}
+
+/// The raw helpers' client id (`raw::encode_request`).
+const RAW_CLIENT: &str = "strata-raw-test";
+
+#[test]
+fn mutation_and_request_quotas_throttle() -> Result<()> {
+    const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+    let b = broker()?;
+    let mut c = raw::connect(b.addr())?;
+    let client = [("client-id", Some(RAW_CLIENT))];
+    // 1 partition per second, so a bucket of 3 (three windows of 1 s).
+    set_quota(b.addr(), &client, "controller_mutation_rate", Some(1.0))?;
+    let names: Vec<String> = (0..3).map(|_| topic_name("quota-mutation")).collect();
+    // v7 understands the error: the first topic runs the bucket into debt (5 > 3), the
+    // others are refused until it is paid, and the answer says for how long.
+    let (codes, throttle) = create_topics(&mut c, 7, &names, 5)?;
+    ensure!(
+        codes == [0, THROTTLING_QUOTA_EXCEEDED, THROTTLING_QUOTA_EXCEEDED],
+        "{codes:?}"
+    );
+    ensure!(throttle > 1000, "throttle_time_ms {throttle}");
+    // v5 does not: its topics are created, and it is throttled instead (the connection was
+    // muted meanwhile, so this request waited for the debt above).
+    let started = Instant::now();
+    let (codes, throttle) = create_topics(&mut c, 5, &names[1..], 1)?;
+    ensure!(codes == [0, 0] && throttle > 0, "{codes:?} {throttle}");
+    ensure!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the muted connection answered at once"
+    );
+    // A request_percentage so small that any handling time exceeds it.
+    set_quota(b.addr(), &client, "request_percentage", Some(0.000_001))?;
+    let mut throttled = false;
+    for _ in 0..3 {
+        let resp = raw::call(
+            &mut c,
+            12,
+            10,
+            &MetadataRequest::default().with_topics(None),
+        )?;
+        throttled |= resp.throttle_time_ms > 0;
+    }
+    ensure!(
+        throttled,
+        "Metadata never throttled under request_percentage"
+    );
+    // ApiVersions is exempt (a client must be able to connect), even on this connection.
+    raw::api_versions_call(&mut raw::connect(b.addr())?)?;
     Ok(())
 }
