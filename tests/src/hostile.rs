@@ -45,6 +45,16 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
         ApiKey::DeleteAcls => RequestKind::DeleteAcls(
             DeleteAclsRequest::default().with_filters(vec![Default::default()]),
         ),
+        ApiKey::DescribeClientQuotas => RequestKind::DescribeClientQuotas(
+            DescribeClientQuotasRequest::default().with_components(vec![Default::default()]),
+        ),
+        ApiKey::AlterClientQuotas => {
+            RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default().with_entries(vec![
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![Default::default()])
+                    .with_ops(vec![Default::default()]),
+            ]))
+        }
         ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
         _ => return None,
