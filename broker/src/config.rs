@@ -171,6 +171,10 @@ pub struct Config {
     /// (Kafka's `allow.everyone.if.no.acl.found`). On by default, so a broker without ACLs
     /// serves everyone; off, only ACLs (and super users) grant anything.
     pub allow_everyone_if_no_acl_found: bool,
+    /// Client quotas measure rates over this many samples (Kafka's `quota.window.num`)...
+    pub quota_window_num: u32,
+    /// ...of this many seconds each (Kafka's `quota.window.size.seconds`).
+    pub quota_window_size_seconds: u64,
 }
 
 impl Default for Config {
@@ -261,6 +265,10 @@ impl Default for Config {
             // Unlike Kafka (false once an authorizer is configured): a broker with no ACLs
             // keeps serving everyone, as it did before ACLs existed.
             allow_everyone_if_no_acl_found: true,
+            // Kafka's defaults: 11 samples of 1 s, so rates are averaged over ~10 s and a
+            // client may burst ~10 s worth of its quota before it is throttled.
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
         }
     }
 }
@@ -295,7 +303,7 @@ trait FromEnv: Sized {
 macro_rules! from_env_via_parse {
     ($($t:ty),*) => { $(impl FromEnv for $t { fn from_env(s: &str) -> Option<Self> { s.trim().parse().ok() } })* };
 }
-from_env_via_parse!(i32, i64, u64, usize, String, PathBuf);
+from_env_via_parse!(i32, i64, u32, u64, usize, String, PathBuf);
 impl FromEnv for Option<PathBuf> {
     fn from_env(s: &str) -> Option<Self> {
         Some(Some(PathBuf::from(s)).filter(|p| !p.as_os_str().is_empty()))
@@ -356,6 +364,7 @@ impl Config {
             producer_id_expiration_ms, super_users, allow_everyone_if_no_acl_found,
             connections_max_reauth_ms, max_scram_credentials, max_acls,
         });
+        env_overrides!(self, lookup, { quota_window_num, quota_window_size_seconds });
         Ok(self)
     }
 
@@ -447,6 +456,15 @@ impl Config {
         self.connection_limits()?;
         if self.producer_id_expiration_ms < 1 {
             return Err(bad("producer_id_expiration_ms must be at least 1"));
+        }
+        // At least two samples (one filling, one full); at most an hour of samples and of
+        // seconds each (a rate over days would hardly move).
+        if !(2..=3600).contains(&self.quota_window_num)
+            || !(1..=3600).contains(&self.quota_window_size_seconds)
+        {
+            return Err(bad(
+                "quota_window_num must be between 2 and 3600 and quota_window_size_seconds between 1 and 3600",
+            ));
         }
         for p in crate::acl::parse_principals(&self.super_users) {
             if !p

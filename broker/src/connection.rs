@@ -265,6 +265,13 @@ async fn serve_halves<R, W>(
                 break;
             }
         };
+        // A throttled client's connection is muted (KIP-219): its next request waits.
+        if let Some(until) = session.quota.mute.until() {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(until.into()) => {}
+            }
+        }
         // Hold the request's bytes against the budget until its answer is written; when the
         // budget is spent, stop reading until answers go out. A request larger than the whole
         // budget takes all of it and runs alone.
@@ -348,10 +355,6 @@ async fn answer(
     let version = request.header.request_api_version;
     let correlation_id = request.header.correlation_id;
     let started = std::time::Instant::now();
-    let encode = move |r: handler::Response| {
-        crate::metrics::observe_request(api_key, started, &r.body);
-        protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
-    };
     if session
         .sasl
         .as_ref()
@@ -362,6 +365,7 @@ async fn answer(
             "{api_key:?} after the SASL login lapsed (connections_max_reauth_ms)"
         )));
     }
+    let client = crate::quota::enforce::begin(ctx, session, &request.header);
     let reply = match request.body {
         // SASL is handled here, where the session can change.
         RequestKind::SaslHandshake(r) => match session.sasl.as_mut() {
@@ -404,13 +408,27 @@ async fn answer(
             handler::dispatch(ctx, session, &request.header, other, frame.len()).await
         }
     };
+    let usage = crate::quota::enforce::Usage {
+        api: api_key,
+        request_bytes: frame.len(),
+        handled: started.elapsed(),
+    };
+    let charge = crate::quota::enforce::Charge::new(ctx, client, usage, &session.quota.mute);
+    let encode = move |charge: crate::quota::enforce::Charge, mut r: handler::Response| {
+        charge.settle(Some(&mut r));
+        crate::metrics::observe_request(api_key, started, &r.body);
+        protocol::encode_parts(api_key, version, correlation_id, r.body, r.records)
+    };
     Ok(match reply {
-        Reply::None => None,
+        Reply::None => {
+            charge.settle(None);
+            None
+        }
         Reply::Close(why) => return Err(ProtocolError::Malformed(why)),
-        Reply::Now(body) => Some(Outgoing::Ready(encode(*body)?, permit)),
+        Reply::Now(body) => Some(Outgoing::Ready(encode(charge, *body)?, permit)),
         Reply::Later(fut) => Some(Outgoing::Later(
             Box::pin(async move {
-                match encode(fut.await) {
+                match encode(charge, fut.await) {
                     Ok(b) => Some(b),
                     Err(e) => {
                         tracing::error!(error = %e, "dropping connection");

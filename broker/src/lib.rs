@@ -20,6 +20,7 @@ pub mod group;
 pub mod handler;
 pub mod metrics;
 pub mod protocol;
+pub mod quota;
 pub mod ratelog;
 pub mod retention;
 pub mod sasl;

@@ -196,6 +196,16 @@ pub const SUPPORTED: &[Supported] = &[
         min: 0,
         max: 0,
     },
+    Supported {
+        key: ApiKey::DescribeClientQuotas,
+        min: 0,
+        max: 1,
+    },
+    Supported {
+        key: ApiKey::AlterClientQuotas,
+        min: 0,
+        max: 1,
+    },
     // v1 only: v0 would send the SASL tokens as bare frames after the handshake.
     Supported {
         key: ApiKey::SaslHandshake,
@@ -339,6 +349,17 @@ pub struct RecordRef {
     mark: [u8; MARK_LEN],
     chunks: Vec<Bytes>,
     len: usize,
+}
+
+impl RecordRef {
+    /// The bytes of the record set.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// The value for a response's `records` field: the bytes themselves when small (one copy,

@@ -134,6 +134,11 @@ impl Broker {
             crate::handler::Access { acls, scram },
         );
         ctx.plain_users = plain_users;
+        ctx.quotas = crate::quota::Quotas::load(
+            &ctx.store,
+            crate::quota::rate::Windows::from_config(&ctx.config),
+        )
+        .context("loading the client quotas")?;
         let ctx = Arc::new(ctx);
         ctx.tier
             .load_floors(&ctx.store)

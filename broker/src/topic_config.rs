@@ -157,6 +157,29 @@ pub const TOPIC_CONFIGS: &[Def] = &[
         default: |_| "-2".into(),
         doc: "with remote storage, bytes kept on local disk per partition; -2: as retention.bytes",
     },
+    // Strata's per-partition throughput caps (crate::quota::partition): no broker-wide
+    // setting; the default, Long.MAX_VALUE, is no cap.
+    Def {
+        name: crate::quota::partition::INGRESS_BYTES,
+        kind: Kind::Long(1),
+        broker_name: crate::quota::partition::INGRESS_BYTES,
+        default: |_| crate::quota::partition::UNCAPPED.to_string(),
+        doc: "bytes per second each partition accepts; produce requests over it are throttled",
+    },
+    Def {
+        name: crate::quota::partition::INGRESS_RECORDS,
+        kind: Kind::Long(1),
+        broker_name: crate::quota::partition::INGRESS_RECORDS,
+        default: |_| crate::quota::partition::UNCAPPED.to_string(),
+        doc: "records per second each partition accepts; produce requests over it are throttled",
+    },
+    Def {
+        name: crate::quota::partition::EGRESS_BYTES,
+        kind: Kind::Long(1),
+        broker_name: crate::quota::partition::EGRESS_BYTES,
+        default: |_| crate::quota::partition::UNCAPPED.to_string(),
+        doc: "bytes per second each partition sends to consumers; fetches over it are throttled",
+    },
 ];
 
 /// Every topic config Kafka 4.0 defines (and this broker's own), in table order.

@@ -44,6 +44,9 @@ pub enum Tag {
     Acl = 7,
     /// `[tag][len-prefixed user][mechanism]` → `ScramRecord`
     Scram = 8,
+    /// `[tag]` then per entity component, in the caller's order: `[len-prefixed type][0 for
+    /// the default entity, 1 for a named one][len-prefixed name]` → `ClientQuotaRecord`
+    ClientQuota = 9,
 }
 
 pub fn topic_key(name: &str) -> Vec<u8> {
@@ -129,6 +132,17 @@ pub fn scram_key(user: &str, mechanism: i8) -> Vec<u8> {
     let mut k = vec![Tag::Scram as u8];
     put_str(&mut k, user);
     k.push(mechanism as u8);
+    k
+}
+
+/// One client-quota entity's key: its components in the order given (callers sort them).
+pub fn client_quota_key(entity: &[(String, Option<String>)]) -> Vec<u8> {
+    let mut k = vec![Tag::ClientQuota as u8];
+    for (kind, name) in entity {
+        put_str(&mut k, kind);
+        k.push(u8::from(name.is_some()));
+        put_str(&mut k, name.as_deref().unwrap_or(""));
+    }
     k
 }
 

@@ -23,7 +23,7 @@
 //! ## Layout
 //! Column family `log`: `[partition id][base offset]` → batch bytes (big values live in blob
 //! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
-//! partition, segment, producer, group-offset and ACL records, encoded with prost.
+//! partition, segment, producer, group-offset, ACL and client-quota records, encoded with prost.
 
 pub mod archive;
 pub mod batch;
@@ -46,7 +46,7 @@ pub mod raw {
     pub use crate::rocks::raw::RawDb;
 }
 pub use rocks::{
-    AclBinding, AppendOutcome, BatchAt, EngineStats, ExportChunk, ExportedBatch, GroupOffset,
-    PartitionOffsets, ProducerInfo, ReadOutcome, ScramCredential, SegmentExport, SegmentInfo,
-    Store, SyncHold, TopicInfo,
+    AclBinding, AppendOutcome, BatchAt, ClientQuota, EngineStats, ExportChunk, ExportedBatch,
+    GroupOffset, PartitionOffsets, ProducerInfo, ReadOutcome, ScramCredential, SegmentExport,
+    SegmentInfo, Store, SyncHold, TopicInfo,
 };

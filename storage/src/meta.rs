@@ -137,3 +137,22 @@ pub struct ScramRecord {
     #[prost(bytes = "vec", tag = "6")]
     pub server_key: Vec<u8>,
 }
+
+/// One component of a client-quota entity: its type (`user`, `client-id`) and name; no name
+/// is the type's default entity.
+#[derive(Clone, PartialEq, Message)]
+pub struct QuotaEntityPart {
+    #[prost(string, tag = "1")]
+    pub entity_type: String,
+    #[prost(string, optional, tag = "2")]
+    pub name: Option<String>,
+}
+
+/// `meta` CF, tag ClientQuota: the quota values set for one entity (the caller's keys).
+#[derive(Clone, PartialEq, Message)]
+pub struct ClientQuotaRecord {
+    #[prost(message, repeated, tag = "1")]
+    pub entity: Vec<QuotaEntityPart>,
+    #[prost(btree_map = "string, double", tag = "2")]
+    pub values: std::collections::BTreeMap<String, f64>,
+}

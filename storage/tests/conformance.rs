@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use strata_storage::batch::{self, BatchBuilder};
 use strata_storage::{
-    AclBinding, GroupOffset, Records, ScramCredential, StorageError, Store, StoreConfig,
+    AclBinding, ClientQuota, GroupOffset, Records, ScramCredential, StorageError, Store,
+    StoreConfig,
 };
 
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
@@ -621,6 +622,52 @@ fn scram_credentials_persist(engine: Engine) {
     );
 }
 
+fn client_quotas_persist(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let quota = |entity: &[(&str, Option<&str>)], values: &[(&str, f64)]| ClientQuota {
+        entity: entity
+            .iter()
+            .map(|(t, n)| (t.to_string(), n.map(str::to_string)))
+            .collect(),
+        values: values.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    };
+    let alice = quota(
+        &[("user", Some("alice")), ("client-id", None)],
+        &[("producer_byte_rate", 1e6), ("request_percentage", 12.5)],
+    );
+    // A named entity and the default of the same type are different keys.
+    let default_user = quota(&[("user", None)], &[("consumer_byte_rate", 5.0)]);
+    let empty_name = quota(&[("user", Some(""))], &[("consumer_byte_rate", 7.0)]);
+    {
+        let s = engine(dir.path());
+        assert!(s.client_quotas().unwrap().is_empty());
+        s.put_client_quotas(&[alice.clone(), default_user.clone(), empty_name.clone()])
+            .unwrap();
+        s.close();
+    }
+    let s = engine(dir.path());
+    let got = s.client_quotas().unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for q in [&alice, &default_user, &empty_name] {
+        assert!(got.contains(q), "{q:?} survives reopen");
+    }
+    // No values removes the entity; replacing values replaces them all.
+    s.put_client_quotas(&[
+        quota(&[("user", None)], &[]),
+        quota(&[("user", Some(""))], &[("producer_byte_rate", 1.0)]),
+    ])
+    .unwrap();
+    let got = s.client_quotas().unwrap();
+    assert_eq!(
+        got,
+        vec![
+            quota(&[("user", Some(""))], &[("producer_byte_rate", 1.0)]),
+            alice,
+        ],
+        "in key order: the empty name sorts before alice"
+    );
+}
+
 fn bad_input_is_refused(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let s = engine(dir.path());
@@ -728,5 +775,5 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     append_read_round_trip, read_starts_with_batch_containing_offset, max_bytes_edges,
     repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
     topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
-    chunked_export, acls_persist, scram_credentials_persist,
+    chunked_export, acls_persist, scram_credentials_persist, client_quotas_persist,
 ]);

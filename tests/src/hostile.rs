@@ -61,6 +61,16 @@ pub fn empty_request(key: ApiKey) -> Option<RequestKind> {
             ListPartitionReassignmentsRequest::default()
                 .with_topics(Some(vec![Default::default()])),
         ),
+        ApiKey::DescribeClientQuotas => RequestKind::DescribeClientQuotas(
+            DescribeClientQuotasRequest::default().with_components(vec![Default::default()]),
+        ),
+        ApiKey::AlterClientQuotas => {
+            RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default().with_entries(vec![
+                alter_client_quotas_request::EntryData::default()
+                    .with_entity(vec![Default::default()])
+                    .with_ops(vec![Default::default()]),
+            ]))
+        }
         ApiKey::SaslHandshake => RequestKind::SaslHandshake(Default::default()),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
         ApiKey::DescribeUserScramCredentials => RequestKind::DescribeUserScramCredentials(

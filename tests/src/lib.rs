@@ -10,6 +10,7 @@ pub mod group_storm;
 pub mod hostile;
 pub mod powerfs;
 pub mod procstat;
+pub mod quotas;
 pub mod raw;
 pub mod s3;
 pub mod scrape;

@@ -8,13 +8,16 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{str_bytes, Ctx, Session};
 use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
+use crate::quota::mutation::Mutations;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
     session: &Session,
+    version: i16,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
+    let mut mutations = Mutations::new(ctx, session, version >= 3);
     for t in req.topics {
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let fail = |c: i16, msg: String| {
@@ -47,6 +50,10 @@ pub async fn handle(
             ));
             continue;
         }
+        if let Err((c, msg)) = mutations.admit() {
+            results.push(fail(c, msg));
+            continue;
+        }
         let added = (t.count - info.partitions) as usize;
         let node = ctx.node_id();
         if let Some(a) = &t.assignments {
@@ -75,11 +82,14 @@ pub async fn handle(
             {
                 Ok(_) => {
                     tracing::info!(topic = %info.name, partitions = count, "added partitions");
+                    mutations.record(count - info.partitions);
                     result
                 }
                 Err(e) => fail(storage_code(&e), e.to_string()),
             },
         );
     }
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(mutations.throttle_ms())
 }

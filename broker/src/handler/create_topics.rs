@@ -13,6 +13,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::{str_bytes, validate_topic_name, Ctx, Session};
 use crate::auth::{authorize_cluster_or, op, Resource};
 use crate::error::{code, storage_code};
+use crate::quota::mutation::Mutations;
 use crate::topic_config;
 
 /// DescribeConfigs config sources: set on the topic; the broker's default.
@@ -26,11 +27,15 @@ pub async fn handle(
     req: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
+    let mut mutations = Mutations::new(ctx, session, version >= 6);
     for t in req.topics {
         let name = t.name.clone();
         // CREATE on the cluster, or on the topic (Kafka's rule).
         let r = if authorize_cluster_or(ctx, session, op::CREATE, Resource::Topic(&name)) {
-            create_one(ctx, t, req.validate_only).await
+            match mutations.admit() {
+                Ok(()) => create_one(ctx, t, req.validate_only).await,
+                Err(e) => Err(e),
+            }
         } else {
             Err((
                 code::TOPIC_AUTHORIZATION_FAILED,
@@ -38,7 +43,12 @@ pub async fn handle(
             ))
         };
         let r = match r {
-            Ok(r) => r,
+            Ok(r) => {
+                if !req.validate_only {
+                    mutations.record(r.num_partitions);
+                }
+                r
+            }
             Err((c, msg)) => {
                 tracing::debug!(topic = %&*name, error = %msg, "create topic refused");
                 CreatableTopicResult::default()
@@ -55,7 +65,9 @@ pub async fn handle(
             r.with_configs(None)
         });
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_topics(results)
+        .with_throttle_time_ms(mutations.throttle_ms())
 }
 
 async fn create_one(

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::{str_bytes, Ctx, Session};
 use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
+use crate::quota::mutation::Mutations;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
@@ -29,6 +30,7 @@ pub async fn handle(
             .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
+    let mut mutations = Mutations::new(ctx, session, version >= 5);
     for (name, id) in targets {
         let result = DeletableTopicResult::default()
             .with_name(name.clone())
@@ -61,6 +63,14 @@ pub async fn handle(
             responses.push(result.with_error_code(code::TOPIC_AUTHORIZATION_FAILED));
             continue;
         }
+        if let Err((c, msg)) = mutations.admit() {
+            responses.push(
+                result
+                    .with_error_code(c)
+                    .with_error_message(Some(str_bytes(msg))),
+            );
+            continue;
+        }
         let topic = info.name.clone();
         // Recorded in the deletion's own write, so the archive goes exactly when the topic
         // did, even across a crash (the connector deletes it and clears the record).
@@ -75,6 +85,7 @@ pub async fn handle(
         let r = match deleted.await {
             Ok(_) => {
                 tracing::info!(topic = %info.name, "deleted topic");
+                mutations.record(info.partitions);
                 result.with_error_code(code::NONE)
             }
             Err(e) => result
@@ -86,5 +97,7 @@ pub async fn handle(
                 .with_topic_id(info.id),
         );
     }
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(mutations.throttle_ms())
 }

@@ -42,6 +42,8 @@ struct TopicWant {
     wire_name: TopicName,
     topic_id: Uuid,
     parts: Vec<Want>,
+    /// The topic's per-partition egress cap (`strata.partition.egress.bytes.per.sec`).
+    egress_cap: Option<f64>,
 }
 
 /// What one pass over the partitions found.
@@ -56,6 +58,11 @@ struct Pass {
     /// What it read, per partition read: (topic, bytes, records), counted in the metrics
     /// only for the pass that is sent (a long poll discards earlier ones).
     sent: Vec<(String, usize, u64)>,
+    /// Partitions of capped topics read: (topic id, topic, partition, cap, bytes), counted
+    /// against their egress caps for the pass that is sent.
+    capped: Vec<(Uuid, String, i32, f64, usize)>,
+    /// The longest throttle an egress cap called for (its partition was not read).
+    throttle: Duration,
 }
 
 pub async fn handle(ctx: &Arc<Ctx>, session: &Session, version: i16, req: FetchRequest) -> Reply {
@@ -66,18 +73,27 @@ pub async fn handle(ctx: &Arc<Ctx>, session: &Session, version: i16, req: FetchR
     }
     let plan = resolve(ctx, session, version, &req);
     // The broker's fetch_max_bytes caps what the client asks for (a non-positive ask means
-    // "no limit" to old clients); partition limits are capped in `resolve`.
+    // "no limit" to old clients); partition limits are capped in `resolve`. A consumer
+    // quota caps it further, so that one response can fit the quota at all.
     let max_bytes = usize::try_from(req.max_bytes)
         .ok()
         .filter(|&b| b > 0)
         .map_or(ctx.config.fetch_max_bytes, |b| {
             b.min(ctx.config.fetch_max_bytes)
         });
+    let max_bytes = match (!ctx.quotas.is_empty()).then(|| {
+        let client = crate::quota::Client::new(&session.principal, &session.quota.client_id);
+        ctx.quotas.fetch_bound(&client)
+    }) {
+        Some(Some(bound)) => max_bytes.min(bound),
+        _ => max_bytes,
+    };
     let committed = req.isolation_level == READ_COMMITTED;
     let first = read(ctx, plan.clone(), max_bytes, committed).await;
     let min_bytes = req.min_bytes.max(0) as usize;
-    if first.bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || first.any_error {
-        return Reply::Now(Box::new(response(version, &plan, first)));
+    let throttled = !first.throttle.is_zero();
+    if first.bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || first.any_error || throttled {
+        return Reply::Now(Box::new(response(ctx, version, &plan, first)));
     }
     let ctx = ctx.clone();
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms as u64);
@@ -93,9 +109,9 @@ pub async fn handle(ctx: &Arc<Ctx>, session: &Session, version: i16, req: FetchR
                 _ = ctx.shutdown.cancelled() => true,
             };
             let pass = read(&ctx, plan.clone(), max_bytes, committed).await;
-            let done = pass.bytes >= min_bytes.max(1) || pass.any_error;
+            let done = pass.bytes >= min_bytes.max(1) || pass.any_error || !pass.throttle.is_zero();
             if done || stopping || Instant::now() >= deadline {
-                return response(version, &plan, pass);
+                return response(&ctx, version, &plan, pass);
             }
             note_high_watermarks(&mut plan, &pass);
         }
@@ -123,6 +139,10 @@ fn resolve(ctx: &Ctx, session: &Session, version: i16, req: &FetchRequest) -> Ve
                 (None, false) => authorize(ctx, session, op::READ, Resource::Topic(&t.topic)),
                 (None, true) => true,
             };
+            let egress_cap = info.as_ref().and_then(|i| {
+                crate::quota::partition::cap(&i.configs, crate::quota::partition::EGRESS_BYTES)
+            });
+            let bound = egress_cap.map_or(usize::MAX, |c| ctx.quotas.partitions.read_bound(c));
             let parts = t
                 .partitions
                 .iter()
@@ -141,7 +161,8 @@ fn resolve(ctx: &Ctx, session: &Session, version: i16, req: &FetchRequest) -> Ve
                         partition: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: (p.partition_max_bytes.max(0) as usize)
-                            .min(ctx.config.fetch_max_bytes),
+                            .min(ctx.config.fetch_max_bytes)
+                            .min(bound),
                         error,
                         seen_hw: -1,
                     }
@@ -152,6 +173,7 @@ fn resolve(ctx: &Ctx, session: &Session, version: i16, req: &FetchRequest) -> Ve
                 wire_name: t.topic.clone(),
                 topic_id: info.map_or(t.topic_id, |i| i.id),
                 parts,
+                egress_cap,
             }
         })
         .collect()
@@ -160,8 +182,12 @@ fn resolve(ctx: &Ctx, session: &Session, version: i16, req: &FetchRequest) -> Ve
 /// Reads every wanted partition once, in request order, sharing the response byte budget.
 async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed: bool) -> Pass {
     let wants = plan.clone();
+    let caps = ctx.clone();
     let result = ctx
         .blocking(move |store| {
+            let caps = &caps.quotas.partitions;
+            let mut throttle = Duration::ZERO;
+            let mut capped = Vec::new();
             let mut budget = max_bytes;
             let mut total = 0usize;
             let mut any_error = false;
@@ -191,6 +217,21 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                         parts.push(failed(w.error.unwrap_or(code::UNKNOWN_TOPIC_OR_PARTITION)));
                         continue;
                     };
+                    // A partition over its egress cap is not read until it is back under.
+                    let due = t.egress_cap.map_or(Duration::ZERO, |c| {
+                        caps.egress_due(t.topic_id, w.partition, c)
+                    });
+                    if !due.is_zero() {
+                        throttle = throttle.max(due);
+                        let o = store.offsets(name, w.partition).ok();
+                        parts.push(
+                            base.with_high_watermark(o.as_ref().map_or(-1, |o| o.high_watermark))
+                                .with_last_stable_offset(o.as_ref().map_or(-1, |o| o.last_stable))
+                                .with_log_start_offset(o.as_ref().map_or(-1, |o| o.log_start))
+                                .with_records(Some(Bytes::new())),
+                        );
+                        continue;
+                    }
                     let limit = w.max_bytes.min(budget);
                     match store.read(name, w.partition, w.offset, limit, total == 0) {
                         Ok(r) => {
@@ -200,6 +241,10 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                             if !r.records.is_empty() {
                                 let records = (r.next_offset - w.offset).max(0) as u64;
                                 sent.push((name.clone(), r.records.len(), records));
+                                if let Some(cap) = t.egress_cap {
+                                    let n = r.records.len();
+                                    capped.push((t.topic_id, name.clone(), w.partition, cap, n));
+                                }
                             }
                             total += r.records.len();
                             budget = budget.saturating_sub(r.records.len());
@@ -236,6 +281,8 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
                 any_error,
                 high_watermarks,
                 sent,
+                capped,
+                throttle,
             })
         })
         .await;
@@ -248,6 +295,8 @@ async fn read(ctx: &Arc<Ctx>, plan: Vec<TopicWant>, max_bytes: usize, committed:
             any_error: true,
             high_watermarks: Vec::new(),
             sent: Vec::new(),
+            capped: Vec::new(),
+            throttle: Duration::ZERO,
         }
     });
     if pass.any_error {
@@ -341,9 +390,24 @@ async fn wait_for_data(ctx: &Arc<Ctx>, plan: &[TopicWant], deadline: Instant) {
     }
 }
 
-fn response(version: i16, plan: &[TopicWant], pass: Pass) -> Response {
+fn response(ctx: &Ctx, version: i16, plan: &[TopicWant], pass: Pass) -> Response {
     for (topic, bytes, records) in &pass.sent {
         crate::metrics::fetched(topic, *bytes, *records);
+    }
+    let mut throttle = pass.throttle;
+    for (id, topic, partition, cap, bytes) in &pass.capped {
+        let t = ctx
+            .quotas
+            .partitions
+            .egress((*id, topic), *partition, *cap, *bytes);
+        throttle = throttle.max(t);
+    }
+    if !pass.throttle.is_zero() {
+        // Counted here, for the answer sent (passes of a long poll are not all sent).
+        let capped = plan.iter().filter(|t| t.egress_cap.is_some());
+        for t in capped.filter_map(|t| t.name.as_deref()) {
+            crate::quota::partition::counted(t, "egress", pass.throttle);
+        }
     }
     if pass.parts.len() != plan.len() {
         return FetchResponse::default()
@@ -364,6 +428,7 @@ fn response(version: i16, plan: &[TopicWant], pass: Pass) -> Response {
         .collect();
     Response {
         body: FetchResponse::default()
+            .with_throttle_time_ms(crate::quota::enforce::millis(throttle))
             .with_session_id(0)
             .with_responses(topics)
             .into(),

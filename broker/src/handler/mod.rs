@@ -1,5 +1,6 @@
 //! One Kafka API per file; [`dispatch`] is a flat match with one line per API.
 
+pub mod alter_client_quotas;
 pub mod alter_configs;
 pub mod alter_partition_reassignments;
 pub mod alter_user_scram_credentials;
@@ -13,6 +14,7 @@ pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_acls;
+pub mod describe_client_quotas;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -77,6 +79,8 @@ pub struct Ctx {
     pub acls: crate::acl::Acls,
     /// The users SASL/PLAIN accepts (`sasl_plain_users_file`), when a listener uses SASL.
     pub plain_users: Option<Arc<crate::sasl::PlainUsers>>,
+    /// Client quotas and per-partition caps, and what clients used of them.
+    pub quotas: crate::quota::Quotas,
     /// The SCRAM credentials (AlterUserScramCredentials keeps them).
     pub scram: crate::scram::ScramUsers,
     /// Rate limit of the log lines peers cause (refused, failed, malformed connections).
@@ -120,6 +124,10 @@ impl Ctx {
             plain_users: None,
             scram,
             noisy: Default::default(),
+            quotas: crate::quota::Quotas::new(
+                Vec::new(),
+                crate::quota::rate::Windows::from_config(&config),
+            ),
             config,
             store,
             groups,
@@ -178,6 +186,8 @@ pub struct Session {
     pub principal: String,
     /// On SASL listeners: how far authentication has come.
     pub sasl: Option<crate::sasl::SaslState>,
+    /// The latest request's client id and the connection's mute (quotas).
+    pub quota: crate::quota::SessionQuota,
 }
 
 impl Session {
@@ -189,6 +199,7 @@ impl Session {
             sasl: listener.sasl.then(crate::sasl::SaslState::default),
             listener,
             principal: Session::ANONYMOUS.to_string(),
+            quota: Default::default(),
         }
     }
 }
@@ -245,7 +256,9 @@ pub async fn dispatch(
         RequestKind::ListOffsets(r) => list_offsets::handle(ctx, session, v, r).await.into(),
         RequestKind::CreateTopics(r) => create_topics::handle(ctx, session, v, r).await.into(),
         RequestKind::DeleteTopics(r) => delete_topics::handle(ctx, session, v, r).await.into(),
-        RequestKind::CreatePartitions(r) => create_partitions::handle(ctx, session, r).await.into(),
+        RequestKind::CreatePartitions(r) => {
+            create_partitions::handle(ctx, session, v, r).await.into()
+        }
         RequestKind::DescribeCluster(r) => describe_cluster::handle(ctx, session, r).into(),
         RequestKind::InitProducerId(r) => init_producer_id::handle(ctx, session, r).await.into(),
         RequestKind::FindCoordinator(r) => find_coordinator::handle(ctx, session, v, r).into(),
@@ -289,6 +302,12 @@ pub async fn dispatch(
         }
         RequestKind::ListPartitionReassignments(r) => {
             list_partition_reassignments::handle(ctx, session, r).into()
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            describe_client_quotas::handle(ctx, session, r).into()
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            alter_client_quotas::handle(ctx, session, r).await.into()
         }
         other => unsupported(other),
     }

@@ -83,19 +83,37 @@ pub async fn handle(
         (req, results)
     };
     keep_cache_honest(ctx, &req, &results, frame_len);
+    // Per-partition ingress caps: the data is in; a partition over its cap throttles.
+    let mut capped = Duration::ZERO;
     for (topic, results) in req.topic_data.iter().zip(&results) {
+        let mut info = None;
         for (part, result) in topic.partition_data.iter().zip(results) {
             if let Some(o) = result.as_ref().ok().filter(|o| !o.duplicate) {
                 let bytes = part.records.as_ref().map_or(0, Bytes::len);
-                crate::metrics::produced(&topic.name, bytes, o.last_offset - o.base_offset + 1);
+                let records = o.last_offset - o.base_offset + 1;
+                crate::metrics::produced(&topic.name, bytes, records);
+                if let Some(i) = info.get_or_insert_with(|| ctx.store.topic(&topic.name)) {
+                    let t = ctx.quotas.partitions.ingress(
+                        (i.id, &i.name),
+                        &i.configs,
+                        part.index,
+                        bytes,
+                        records,
+                    );
+                    capped = capped.max(t);
+                }
             }
         }
     }
     if acks == 0 {
+        session.quota.mute.extend(capped);
         return Reply::None;
     }
+    let throttle_ms = crate::quota::enforce::millis(capped);
     if acks == 1 || !ctx.config.fsync {
-        return respond(version, &req, |t, p| results[t][p].clone()).into();
+        return respond(version, &req, |t, p| results[t][p].clone())
+            .with_throttle_time_ms(throttle_ms)
+            .into();
     }
     let ctx = ctx.clone();
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_DURABILITY_WAIT);
@@ -125,7 +143,9 @@ pub async fn handle(
         }
         ::metrics::histogram!("strata_produce_durable_seconds")
             .record(appended.elapsed().as_secs_f64());
-        Response::from(respond(version, &req, |t, p| results[t][p].clone()))
+        Response::from(
+            respond(version, &req, |t, p| results[t][p].clone()).with_throttle_time_ms(throttle_ms),
+        )
     }))
 }
 
