@@ -307,8 +307,9 @@ impl SaslState {
         let mut response = SaslAuthenticateResponse::default().with_auth_bytes(reply.into());
         let lifetime = ctx.config.connections_max_reauth_ms.min(i64::MAX as u64);
         if lifetime > 0 {
+            // A lifetime past what the clock can count never lapses.
             self.expires =
-                Some(std::time::Instant::now() + std::time::Duration::from_millis(lifetime));
+                std::time::Instant::now().checked_add(std::time::Duration::from_millis(lifetime));
             if version >= 1 {
                 response.session_lifetime_ms = lifetime as i64;
             }
