@@ -327,6 +327,15 @@ fn hostile_scram_admin_requests_get_kafkas_error_codes() -> Result<()> {
     // Replacing one at the cap is fine.
     let got = alter(&mut c, vec![], vec![upsert("min", 1, 8000, b"s", 32)])?;
     ensure!(got == r(&[("min", 0)]), "{got:?}");
+    // A request naming 100,000 users is answered (one result each) without work growing
+    // with the square of its size.
+    let many: Vec<_> = (0..100_000).map(|i| delete(&format!("u{i}"), 1)).collect();
+    let got = alter(&mut c, many, vec![])?;
+    ensure!(
+        got.len() == 100_000 && got.iter().all(|(_, e)| *e == 91),
+        "{}",
+        got.len()
+    );
     // Describe: everyone, some, a missing one, a duplicate.
     type Described = Vec<(String, i16, Vec<(i8, i32)>)>;
     let describe = |c: &mut std::net::TcpStream, users: Option<Vec<&str>>| -> Result<Described> {
@@ -378,6 +387,9 @@ fn hostile_scram_admin_requests_get_kafkas_error_codes() -> Result<()> {
         ],
         "{some:?}"
     );
+    let names: Vec<String> = (0..100_000).map(|i| format!("u{i}")).collect();
+    let many = describe(&mut c, Some(names.iter().map(String::as_str).collect()))?;
+    ensure!(many.len() == 100_000 && many.iter().all(|r| r.1 == 91));
     Ok(())
 }
 

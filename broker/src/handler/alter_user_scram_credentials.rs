@@ -3,6 +3,7 @@
 //! are all valid has them applied, together with every other such user's, in one durable
 //! write; a user with any invalid change has none applied.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -32,33 +33,27 @@ pub async fn handle(
     session: &Session,
     req: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
-    // Users in the order they first appear.
+    // Users in the order they first appear, found by name (a request may name a great
+    // many: lookups stay constant-time).
     let mut users: Vec<(String, UserChanges)> = Vec::new();
-    fn entry<'a>(users: &'a mut Vec<(String, UserChanges)>, name: &str) -> &'a mut UserChanges {
-        let i = match users.iter().position(|(n, _)| n == name) {
-            Some(i) => i,
-            None => {
-                users.push((name.to_string(), UserChanges::default()));
-                users.len() - 1
-            }
-        };
-        &mut users[i].1
-    }
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut entry = |users: &mut Vec<(String, UserChanges)>, name: &str| -> usize {
+        *index.entry(name.to_string()).or_insert_with(|| {
+            users.push((name.to_string(), UserChanges::default()));
+            users.len() - 1
+        })
+    };
     let fail = |c: &mut UserChanges, code: i16, msg: &str| {
         if c.error.is_none() {
             c.error = Some((code, msg.to_string()));
         }
     };
-    let mut seen: Vec<(String, i8)> = Vec::new();
-    let mut twice = |user: &str, mechanism: i8| {
-        let key = (user.to_string(), mechanism);
-        let dup = seen.contains(&key);
-        seen.push(key);
-        dup
-    };
+    let mut seen: HashSet<(String, i8)> = HashSet::new();
+    let mut twice = |user: &str, mechanism: i8| !seen.insert((user.to_string(), mechanism));
     for d in &req.deletions {
         let dup = twice(&d.name, d.mechanism);
-        let c = entry(&mut users, &d.name);
+        let i = entry(&mut users, &d.name);
+        let c = &mut users[i].1;
         match Mechanism::from_code(d.mechanism) {
             _ if dup => fail(
                 c,
@@ -80,7 +75,8 @@ pub async fn handle(
     }
     for u in req.upsertions {
         let dup = twice(&u.name, u.mechanism);
-        let c = entry(&mut users, &u.name);
+        let i = entry(&mut users, &u.name);
+        let c = &mut users[i].1;
         let Some(m) = Mechanism::from_code(u.mechanism) else {
             fail(
                 c,

@@ -50,16 +50,18 @@ pub fn handle(
         None => known.iter().map(|(u, ms)| found(u, ms)).collect(),
         Some(asked) => {
             let mut results: Vec<DescribeUserScramCredentialsResult> = Vec::new();
+            let mut index: std::collections::HashMap<&str, usize> = Default::default();
             for name in asked.iter().map(|u| &*u.name) {
                 // A name asked twice gets one result, the error.
-                if let Some(r) = results.iter_mut().find(|r| &*r.user == name) {
-                    *r = failed(
+                if let Some(&i) = index.get(name) {
+                    results[i] = failed(
                         name,
                         code::DUPLICATE_RESOURCE,
                         "Cannot describe SCRAM credentials for the same user twice in a single request",
                     );
                     continue;
                 }
+                index.insert(name, results.len());
                 results.push(match known.get(name) {
                     Some(ms) => found(name, ms),
                     None => failed(
