@@ -65,6 +65,30 @@ pub fn add_kafka_names(c: &Config, configs: &mut Vec<(&'static str, String, Kind
         ("ssl.client.auth", c.ssl_client_auth.clone(), string),
         ("super.users", c.super_users.clone(), string),
         (
+            "log.cleaner.enable",
+            c.log_cleaner_enable.to_string(),
+            Kind::Bool,
+        ),
+        ("log.cleaner.threads", "1".into(), int),
+        (
+            "log.cleaner.backoff.ms",
+            c.log_cleaner_backoff_ms.to_string(),
+            long,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            c.log_cleaner_dedupe_buffer_size.to_string(),
+            long,
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            match c.log_cleaner_io_max_bytes_per_second {
+                0 => format!("{:e}", f64::MAX),
+                n => n.to_string(),
+            },
+            Kind::Double(0.0, f64::MAX),
+        ),
+        (
             "allow.everyone.if.no.acl.found",
             c.allow_everyone_if_no_acl_found.to_string(),
             Kind::Bool,

@@ -66,6 +66,18 @@ fn read_capped(codec: &'static str, mut r: impl Read, limit: usize) -> Result<Ve
     Ok(out)
 }
 
+/// The codec of a batch's attribute bits 0-2; `None` for the values Kafka does not define.
+pub fn of_attributes(attributes: i16) -> Option<Compression> {
+    Some(match attributes & strata_storage::batch::ATTR_CODEC_MASK {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        _ => return None,
+    })
+}
+
 /// Decompresses the records section of a batch, producing at most `limit` bytes.
 pub fn decompress(
     compression: Compression,

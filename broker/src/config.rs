@@ -164,6 +164,19 @@ pub struct Config {
     /// detection) is dropped once it has not written there for this long (Kafka's
     /// `producer.id.expiration.ms`); checked with every retention pass.
     pub producer_id_expiration_ms: i64,
+    /// Whether the log cleaner compacts topics whose `cleanup.policy` includes `compact`
+    /// (Kafka's `log.cleaner.enable`).
+    pub log_cleaner_enable: bool,
+    /// How long the cleaner sleeps when no partition needs cleaning (Kafka's
+    /// `log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's map of keys (Kafka's `log.cleaner.dedupe.buffer.size`): about
+    /// 25 bytes a key, so the default dedupes ~1.2 million distinct keys per pass; a log
+    /// with more takes several passes.
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// The cleaner's I/O (bytes read plus written) per second (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`); 0: unlimited.
+    pub log_cleaner_io_max_bytes_per_second: u64,
     /// Principals allowed every operation whatever the ACLs say, separated by `;` or `,`
     /// (Kafka's `super.users`), e.g. `User:admin;User:ops`.
     pub super_users: String,
@@ -261,6 +274,13 @@ impl Default for Config {
             archive_read_chunk_bytes: 4 * 1024 * 1024,
             // Kafka's default: 1 day.
             producer_id_expiration_ms: strata_storage::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            // Kafka's defaults: on, 15 s between looks.
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            // 32 MiB (Kafka's is 128 MiB): within the broker's 512 MiB memory budget next to
+            // the memtables and caches, and ~1.2 million keys per pass.
+            log_cleaner_dedupe_buffer_size: 32 << 20,
+            log_cleaner_io_max_bytes_per_second: 0,
             super_users: String::new(),
             // Unlike Kafka (false once an authorizer is configured): a broker with no ACLs
             // keeps serving everyone, as it did before ACLs existed.
@@ -364,6 +384,10 @@ impl Config {
             producer_id_expiration_ms, super_users, allow_everyone_if_no_acl_found,
             connections_max_reauth_ms, max_scram_credentials, max_acls,
         });
+        env_overrides!(self, lookup, {
+            log_cleaner_enable, log_cleaner_backoff_ms, log_cleaner_dedupe_buffer_size,
+            log_cleaner_io_max_bytes_per_second,
+        });
         env_overrides!(self, lookup, { quota_window_num, quota_window_size_seconds });
         Ok(self)
     }
@@ -456,6 +480,16 @@ impl Config {
         self.connection_limits()?;
         if self.producer_id_expiration_ms < 1 {
             return Err(bad("producer_id_expiration_ms must be at least 1"));
+        }
+        if self.log_cleaner_backoff_ms == 0 {
+            return Err(bad("log_cleaner_backoff_ms must be at least 1"));
+        }
+        // Kafka's lower bound: a map smaller than this holds too few keys to make progress
+        // on any real log.
+        if self.log_cleaner_dedupe_buffer_size < 1 << 20 {
+            return Err(bad(
+                "log_cleaner_dedupe_buffer_size must be at least 1048576",
+            ));
         }
         // At least two samples (one filling, one full); at most an hour of samples and of
         // seconds each (a rate over days would hardly move).

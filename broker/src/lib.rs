@@ -10,6 +10,7 @@ pub mod archive_tool;
 pub mod archive_upload;
 pub mod auth;
 pub mod broker_configs;
+pub mod cleaner;
 pub mod codec;
 pub mod config;
 mod connection;

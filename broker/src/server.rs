@@ -144,6 +144,7 @@ impl Broker {
             .load_floors(&ctx.store)
             .context("loading the archive's DeleteRecords offsets")?;
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
+        tasks.spawn(crate::cleaner::run(ctx.clone(), cancel.clone()));
         tasks.spawn(crate::archive::run(
             ctx.clone(),
             ctx.archive.clone(),

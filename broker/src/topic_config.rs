@@ -11,6 +11,8 @@ use crate::config::Config;
 
 mod kafka;
 
+use kafka::LONG_MAX;
+
 /// Longest config value accepted. Values are stored in the topic's record and sent back in
 /// every DescribeConfigs; 32 KiB holds a throttled-replica list of thousands of partitions
 /// and keeps a hostile client from parking megabytes in the catalog.
@@ -74,7 +76,35 @@ pub const TOPIC_CONFIGS: &[Def] = &[
         kind: Kind::ListOf(&["compact", "delete"]),
         broker_name: "log.cleanup.policy",
         default: |_| "delete".into(),
-        doc: "delete: old segments are dropped by retention; compact: records without a key are refused (INVALID_RECORD) — the log is not compacted yet, so compacted topics keep every record",
+        doc: "delete: old segments are dropped by retention; compact: the log cleaner keeps the latest record of each key, and records without a key are refused (INVALID_RECORD); both: compacted and retention applies",
+    },
+    Def {
+        name: "delete.retention.ms",
+        kind: Kind::Long(0),
+        broker_name: "log.cleaner.delete.retention.ms",
+        default: |_| "86400000".into(),
+        doc: "compacted topics: a tombstone (null value) stays readable at least this long after it was written, then the cleaner removes it",
+    },
+    Def {
+        name: "max.compaction.lag.ms",
+        kind: Kind::Long(1),
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        default: |_| LONG_MAX.into(),
+        doc: "compacted topics: the active segment rolls once this old, and a partition with dirty data this old is cleaned whatever its dirty ratio",
+    },
+    Def {
+        name: "min.cleanable.dirty.ratio",
+        kind: Kind::Double(0.0, 1.0),
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        default: |_| "0.5".into(),
+        doc: "compacted topics: the cleaner takes a partition once this share of its cleanable bytes is dirty (not yet compacted)",
+    },
+    Def {
+        name: "min.compaction.lag.ms",
+        kind: Kind::Long(0),
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        default: |_| "0".into(),
+        doc: "compacted topics: a record stays uncompacted at least this long (judged by when its segment was sealed, on the broker's clock)",
     },
     Def {
         name: "retention.ms",
@@ -277,14 +307,35 @@ fn replica_list_ok(value: &str) -> bool {
     })
 }
 
-/// Validates and normalizes a whole set of `name -> value` pairs.
+/// Validates and normalizes a whole set of `name -> value` pairs, each alone and then
+/// together ([`check_together`]).
 pub fn normalize_all(
     configs: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, String> {
-    configs
+    let configs = configs
         .into_iter()
         .map(|(k, v)| normalize(&k, &v).map(|n| (k, n)))
-        .collect()
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    check_together(&configs)?;
+    Ok(configs)
+}
+
+/// The rules between a topic's (normalized) configs. As in Kafka, a compacted topic cannot
+/// be tiered: the cleaner rewrites sealed segments, which the archive holds as written.
+pub fn check_together(configs: &BTreeMap<String, String>) -> Result<(), String> {
+    let compacted = configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+    if compacted
+        && configs
+            .get("remote.storage.enable")
+            .is_some_and(|v| v == "true")
+    {
+        return Err(
+            "remote storage is only supported for topics with cleanup.policy=delete".into(),
+        );
+    }
+    Ok(())
 }
 
 /// The value in force for `name` on a topic with these overrides.

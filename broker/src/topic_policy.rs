@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use kafka_protocol::records::Compression;
 use strata_storage::batch::{self, ATTR_CODEC_MASK, HEADER_LEN};
+use strata_storage::records;
 
 use crate::codec::{self, CodecError, MAX_DECOMPRESSED_BYTES};
 use crate::config::Config;
@@ -15,6 +16,27 @@ use crate::topic_config::effective;
 
 /// An error for the partition's produce response: Kafka's code and a message.
 pub type Refusal = (i16, String);
+
+/// A refused partition payload as the produce response reports it: Kafka's code, a message,
+/// and (Produce v8+, KIP-467) the records that caused it, by index within their batch, so
+/// that clients fail those records with the error and the rest of the batch with
+/// INVALID_RECORD's companion (librdkafka's `_INVALID_DIFFERENT_RECORD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: i16,
+    pub message: String,
+    pub record_errors: Vec<(i32, String)>,
+}
+
+impl From<Refusal> for Refused {
+    fn from((code, message): Refusal) -> Self {
+        Refused {
+            code,
+            message,
+            record_errors: Vec::new(),
+        }
+    }
+}
 
 /// Produce requests whose batches are being expanded and recompressed at once, over all
 /// connections: one per CPU. The work is CPU-bound, so more at once only adds memory — up to
@@ -90,7 +112,7 @@ impl TopicPolicy {
     /// timestamps and producer fields unchanged; new attributes, length and CRC). Checks the
     /// CRC first, so a corrupt batch is refused rather than given a fresh CRC. Expands at most
     /// [`MAX_DECOMPRESSED_BYTES`].
-    pub fn apply(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+    pub fn apply(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Refused> {
         if !self.inspects_batches() {
             return Ok(None);
         }
@@ -101,14 +123,14 @@ impl TopicPolicy {
             return Ok(None);
         }
         if bytes.len() > self.max_message_bytes {
-            return Err((
+            return Err(Refused::from((
                 code::MESSAGE_TOO_LARGE,
                 format!(
                     "batch of {} bytes is over max.message.bytes {}",
                     bytes.len(),
                     self.max_message_bytes
                 ),
-            ));
+            )));
         }
         let section = &bytes[HEADER_LEN..];
         let records: Cow<'_, [u8]> = match source {
@@ -127,23 +149,19 @@ impl TopicPolicy {
             .map_err(|e| (code::CORRUPT_MESSAGE, e.to_string()))?;
         batch::with_records(bytes, codec as i16, &packed)
             .map(Some)
-            .map_err(|e| (code::MESSAGE_TOO_LARGE, e.to_string()))
+            .map_err(|e| Refused::from((code::MESSAGE_TOO_LARGE, e.to_string())))
     }
 }
 
 fn codec_of(attributes: i16) -> Result<Compression, Refusal> {
-    Ok(match attributes & ATTR_CODEC_MASK {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        other => {
-            return Err((
-                code::CORRUPT_MESSAGE,
-                format!("unknown compression codec {other} in the batch attributes"),
-            ))
-        }
+    codec::of_attributes(attributes).ok_or_else(|| {
+        (
+            code::CORRUPT_MESSAGE,
+            format!(
+                "unknown compression codec {} in the batch attributes",
+                attributes & ATTR_CODEC_MASK
+            ),
+        )
     })
 }
 
@@ -154,55 +172,45 @@ fn expand_error(e: CodecError) -> Refusal {
     }
 }
 
-/// Walks `count` records of an uncompressed records section and refuses the first without a
-/// key (INVALID_RECORD, as Kafka answers for compacted topics); records that do not parse,
-/// or bytes left over, are CORRUPT_MESSAGE.
-fn check_keys(records: &[u8], count: i32) -> Result<(), Refusal> {
-    let corrupt = |what: &str| (code::CORRUPT_MESSAGE, format!("record batch: {what}"));
-    let mut rest = records;
-    for i in 0..count {
-        let len = varint(&mut rest).ok_or_else(|| corrupt("bad record length"))?;
-        let len = usize::try_from(len).map_err(|_| corrupt("negative record length"))?;
-        if len > rest.len() {
-            return Err(corrupt("record longer than the batch"));
+/// Walks `count` records of an uncompressed records section and refuses the batch when any
+/// has no key (INVALID_RECORD, as Kafka answers for compacted topics), naming each such
+/// record; records that do not parse, or more or fewer records than the header counts, are
+/// CORRUPT_MESSAGE.
+fn check_keys(section: &[u8], count: i32) -> Result<(), Refused> {
+    let corrupt =
+        |what: String| Refused::from((code::CORRUPT_MESSAGE, format!("record batch: {what}")));
+    let mut seen: i32 = 0;
+    let mut keyless = Vec::new();
+    for r in records::records(section) {
+        let r = r.map_err(|e| corrupt(e.to_string()))?;
+        if seen >= count {
+            return Err(corrupt("bytes after the last record".into()));
         }
-        let (record, tail) = rest.split_at(len);
-        rest = tail;
-        let key_len = key_length(record).ok_or_else(|| corrupt("truncated record"))?;
-        if key_len < 0 {
-            return Err((
-                code::INVALID_RECORD,
-                format!("record {i} of the batch has no key; a compacted topic needs one for every record"),
-            ));
+        if r.key.is_none() {
+            keyless.push((seen, KEYLESS.to_string()));
         }
+        seen += 1;
     }
-    if !rest.is_empty() {
-        return Err(corrupt("bytes after the last record"));
+    if seen < count {
+        return Err(corrupt(format!(
+            "{seen} records where the header counts {count}"
+        )));
     }
-    Ok(())
+    match keyless.first() {
+        None => Ok(()),
+        Some((first, _)) => Err(Refused {
+            code: code::INVALID_RECORD,
+            message: format!(
+                "{} of the batch's records have no key (the first is record {first}); {KEYLESS}",
+                keyless.len()
+            ),
+            record_errors: keyless,
+        }),
+    }
 }
 
-/// The key length of one record (-1: no key): after its attributes (one byte), timestamp
-/// delta and offset delta.
-fn key_length(record: &[u8]) -> Option<i64> {
-    let mut fields = record.get(1..)?;
-    varint(&mut fields)?;
-    varint(&mut fields)?;
-    varint(&mut fields)
-}
-
-/// Reads one zigzag varint (Kafka's varint and varlong) off the front of `buf`.
-fn varint(buf: &mut &[u8]) -> Option<i64> {
-    let mut raw: u64 = 0;
-    for (i, &b) in buf.iter().enumerate().take(10) {
-        raw |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            *buf = &buf[i + 1..];
-            return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
-        }
-    }
-    None
-}
+/// Why a record without a key is refused.
+const KEYLESS: &str = "compacted topic cannot accept message without key";
 
 #[cfg(test)]
 mod tests;

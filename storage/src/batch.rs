@@ -212,7 +212,7 @@ pub fn set_log_append_time(bytes: &mut [u8], timestamp_ms: i64) {
 /// A batch with the header fields of `header` (the first [`HEADER_LEN`] bytes of a batch)
 /// and a new records section, `records`, whose codec is `codec` (attribute bits 0-2): the
 /// batch length, the codec bits and the CRC are rewritten, every other field is kept. For
-/// recompressing a batch's records; the record count must not change.
+/// recompressing a batch's records; the record count must not change (see [`filtered`]).
 pub fn with_records(header: &[u8], codec: i16, records: &[u8]) -> StorageResult<Vec<u8>> {
     let head = header.get(..HEADER_LEN).ok_or_else(|| {
         StorageError::CorruptBatch(format!(
@@ -232,6 +232,27 @@ pub fn with_records(header: &[u8], codec: i16, records: &[u8]) -> StorageResult<
     out[8..12].copy_from_slice(&length.to_be_bytes());
     let attributes = (be_i16(&out, 21) & !ATTR_CODEC_MASK) | (codec & ATTR_CODEC_MASK);
     out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// The batch `header` (the first [`HEADER_LEN`] bytes of a batch) left with fewer records,
+/// as the log cleaner writes it: `records` is the new records section (compressed with
+/// `codec`), holding `count` records with their original offset and timestamp deltas. The
+/// base offset, last offset delta, first timestamp and producer fields are kept (so the
+/// offsets and the producer's sequence range stay those of the original, as in Kafka); the
+/// record count, max timestamp, length and CRC are rewritten.
+pub fn filtered(
+    header: &[u8],
+    codec: i16,
+    records: &[u8],
+    count: i32,
+    max_timestamp: i64,
+) -> StorageResult<Vec<u8>> {
+    let mut out = with_records(header, codec, records)?;
+    out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    out[57..61].copy_from_slice(&count.to_be_bytes());
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
@@ -272,8 +293,22 @@ impl BatchBuilder {
     }
 
     /// Appends a record with a key (or none) and value at `timestamp`.
-    pub fn record(mut self, timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> Self {
-        let mut body = Vec::with_capacity(value.len() + 16);
+    pub fn record(self, timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> Self {
+        self.record_or_tombstone(timestamp, key, Some(value))
+    }
+
+    /// Appends a record with a null value: on a compacted topic, a delete marker for `key`.
+    pub fn tombstone(self, timestamp: i64, key: &[u8]) -> Self {
+        self.record_or_tombstone(timestamp, Some(key), None)
+    }
+
+    fn record_or_tombstone(
+        mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Self {
+        let mut body = Vec::with_capacity(value.map_or(0, <[u8]>::len) + 16);
         body.push(0); // record attributes
         put_varlong(&mut body, timestamp.wrapping_sub(self.first_timestamp));
         put_varlong(&mut body, i64::from(self.count));
@@ -284,8 +319,13 @@ impl BatchBuilder {
             }
             None => put_varlong(&mut body, -1),
         }
-        put_varlong(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
+        match value {
+            Some(v) => {
+                put_varlong(&mut body, v.len() as i64);
+                body.extend_from_slice(v);
+            }
+            None => put_varlong(&mut body, -1),
+        }
         put_varlong(&mut body, 0); // no headers
         put_varlong(&mut self.records, body.len() as i64);
         self.records.extend_from_slice(&body);

@@ -7,9 +7,10 @@
 //! copied and patched) and when a read had to go to RocksDB for them. Readers get nothing at
 //! or above the high watermark, so a batch appended but not yet durable stays invisible.
 //!
-//! A stored batch never changes, and partition ids are never reused, so a cached batch is
-//! valid for as long as its partition exists: entries only ever leave by eviction (oldest
-//! inserted first, within a byte budget), by a topic delete or by retention. Readers check
+//! Partition ids are never reused, and a stored batch changes only when the log cleaner
+//! compacts it, so a cached batch is valid for as long as its partition exists: entries
+//! leave by eviction (oldest inserted first, within a byte budget), by a topic delete, by
+//! retention, and when the cleaner rewrites or removes them. Readers check
 //! the log start offset before they look here, so entries below it are never returned even
 //! before they are dropped. An appended batch keeps the buffer its request was read into
 //! alive while cached, so the memory held can exceed the budget by the rest of those
@@ -162,6 +163,32 @@ struct State {
     miss_bytes: u64,
 }
 
+impl State {
+    /// Accounts for entries just removed from partition `pid`'s map.
+    fn dropped(&mut self, pid: u64, entries: impl IntoIterator<Item = Entry>) {
+        for e in entries {
+            self.class_bytes[e.class] -= e.cost();
+        }
+        if self.parts.get(&pid).is_some_and(BTreeMap::is_empty) {
+            self.parts.remove(&pid);
+        }
+        // The eviction queues still name the dropped batches; rebuild them when those are
+        // most of them, so that they stay proportional to what is cached.
+        let live: usize = self.parts.values().map(BTreeMap::len).sum();
+        if self.order[APPENDED].len() + self.order[READ].len() > 2 * live + 1024 {
+            let parts = &self.parts;
+            for (class, order) in self.order.iter_mut().enumerate() {
+                order.retain(|(pid, base)| {
+                    parts
+                        .get(pid)
+                        .and_then(|m| m.get(base))
+                        .is_some_and(|e| e.class == class)
+                });
+            }
+        }
+    }
+}
+
 /// How the cache has done since the store opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -298,7 +325,6 @@ impl ReadCache {
     /// `i64::MAX`).
     pub fn forget_before(&self, pid: u64, offset: i64) {
         let mut s = self.lock();
-        let s = &mut *s;
         let Some(map) = s.parts.get_mut(&pid) else {
             return;
         };
@@ -311,26 +337,18 @@ impl ReadCache {
                 map.extend(e.map(|e| (base, e)));
             }
         }
-        for e in dropped.values() {
-            s.class_bytes[e.class] -= e.cost();
-        }
-        if map.is_empty() {
-            s.parts.remove(&pid);
-        }
-        // The eviction queues still name the dropped batches; rebuild them when those are
-        // most of them, so that they stay proportional to what is cached.
-        let live: usize = s.parts.values().map(BTreeMap::len).sum();
-        if s.order[APPENDED].len() + s.order[READ].len() > 2 * live + 1024 {
-            let parts = &s.parts;
-            for (class, order) in s.order.iter_mut().enumerate() {
-                order.retain(|(pid, base)| {
-                    parts
-                        .get(pid)
-                        .and_then(|m| m.get(base))
-                        .is_some_and(|e| e.class == class)
-                });
-            }
-        }
+        s.dropped(pid, dropped.into_values());
+    }
+
+    /// Drops partition `pid`'s batches based at `bases` (the log cleaner rewrote or removed
+    /// them).
+    pub fn forget(&self, pid: u64, bases: &[i64]) {
+        let mut s = self.lock();
+        let Some(map) = s.parts.get_mut(&pid) else {
+            return;
+        };
+        let dropped: Vec<Entry> = bases.iter().filter_map(|b| map.remove(b)).collect();
+        s.dropped(pid, dropped);
     }
 
     pub fn stats(&self) -> CacheStats {

@@ -89,9 +89,18 @@ impl TopicLimits {
         fn get<T: std::str::FromStr>(c: &BTreeMap<String, String>, k: &str, d: T) -> T {
             c.get(k).and_then(|v| v.trim().parse().ok()).unwrap_or(d)
         }
+        let mut segment_ms = get(configs, "segment.ms", defaults.segment_ms);
+        // A compacted topic's active segment is never cleaned: roll it once it is as old as
+        // `max.compaction.lag.ms`, so no record stays uncompacted for longer (as Kafka does).
+        let compacted = configs
+            .get("cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+        if compacted {
+            segment_ms = segment_ms.min(get(configs, "max.compaction.lag.ms", i64::MAX));
+        }
         TopicLimits {
             segment_bytes: get(configs, "segment.bytes", defaults.segment_bytes),
-            segment_ms: get(configs, "segment.ms", defaults.segment_ms),
+            segment_ms,
             max_message_bytes: get(configs, "max.message.bytes", defaults.max_message_bytes),
             log_append_time: configs
                 .get("message.timestamp.type")

@@ -47,6 +47,9 @@ pub enum Tag {
     /// `[tag]` then per entity component, in the caller's order: `[len-prefixed type][0 for
     /// the default entity, 1 for a named one][len-prefixed name]` → `ClientQuotaRecord`
     ClientQuota = 9,
+    /// `[tag][partition id]` → `CleanerRecord` (the log cleaner's checkpoint). Tag 10 is
+    /// group metadata.
+    Cleaner = 11,
 }
 
 pub fn topic_key(name: &str) -> Vec<u8> {
@@ -59,6 +62,14 @@ pub fn topic_key(name: &str) -> Vec<u8> {
 pub fn partition_key(pid: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = Tag::Partition as u8;
+    k[1..].copy_from_slice(&pid.to_be_bytes());
+    k
+}
+
+/// `[tag][partition id]`: the log cleaner's checkpoint of a partition.
+pub fn cleaner_key(pid: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = Tag::Cleaner as u8;
     k[1..].copy_from_slice(&pid.to_be_bytes());
     k
 }

@@ -28,11 +28,13 @@
 pub mod archive;
 pub mod batch;
 mod cache;
+pub mod clean;
 mod config;
 mod error;
 mod keys;
 mod meta;
 mod partition;
+pub mod records;
 mod rocks;
 
 pub use cache::{CacheStats, Records};

@@ -52,6 +52,18 @@ pub struct SegmentRecord {
     pub batches: u32,
 }
 
+/// `meta` CF, tag Cleaner: how far the log cleaner has compacted a partition, written in the
+/// same atomic write as the end of the pass that got there.
+#[derive(Clone, PartialEq, Message)]
+pub struct CleanerRecord {
+    /// Below this offset each key appears at most once (the log is clean).
+    #[prost(int64, tag = "1")]
+    pub first_dirty_offset: i64,
+    /// When the oldest segment still holding a tombstone was sealed (broker clock, ms).
+    #[prost(int64, optional, tag = "2")]
+    pub tombstones_since_ms: Option<i64>,
+}
+
 /// One of a producer's recent batches, for duplicate detection.
 #[derive(Clone, PartialEq, Message)]
 pub struct ProducerBatch {

@@ -38,6 +38,10 @@ pub(crate) struct PartitionState {
     pub limits: TopicLimits,
     /// Set when the topic is deleted, so an append racing the delete writes nothing.
     pub deleted: bool,
+    /// The log cleaner's checkpoint: below this offset the log is compacted.
+    pub first_dirty: i64,
+    /// When the oldest segment the cleaner left a tombstone in was sealed.
+    pub tombstones_since: Option<i64>,
 }
 
 impl Partition {

@@ -12,6 +12,10 @@ use strata_storage::{
     StoreConfig,
 };
 
+#[path = "conformance/compaction.rs"]
+mod compaction;
+use compaction::*;
+
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
 type Engine = fn(&Path) -> Store;
 
@@ -776,4 +780,7 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
     topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
     chunked_export, acls_persist, scram_credentials_persist, client_quotas_persist,
+    compaction_keeps_the_latest_value_per_key, compaction_removes_tombstones_after_delete_retention,
+    compaction_takes_several_passes_with_a_small_key_map, compaction_cut_short_leaves_a_whole_log,
+    compaction_keeps_idempotent_producers_whole,
 ]);

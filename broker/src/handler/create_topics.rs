@@ -132,6 +132,7 @@ async fn create_one(
         let v = topic_config::normalize(&c.name, v).map_err(|m| (code::INVALID_CONFIG, m))?;
         configs.insert(c.name.to_string(), v);
     }
+    topic_config::check_together(&configs).map_err(|m| (code::INVALID_CONFIG, m))?;
     // Like Kafka, describe every config of the new topic: the given ones and the defaults.
     let described: Vec<CreatableTopicConfigs> = topic_config::all()
         .map(|d| {

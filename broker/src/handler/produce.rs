@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_storage::{batch, AppendOutcome, StorageError, Store};
 
 use super::{str_bytes, Ctx, Reply, Response, Session};
 use crate::auth::{authorize, op, Resource};
 use crate::error::{code, storage_code};
-use crate::topic_policy::TopicPolicy;
+use crate::topic_policy::{Refused, TopicPolicy};
 
 /// `acks` values Kafka accepts; anything else is INVALID_REQUIRED_ACKS.
 const INVALID_REQUIRED_ACKS: i16 = 21;
@@ -20,7 +22,7 @@ const INVALID_REQUIRED_ACKS: i16 = 21;
 /// otherwise fail every request.
 const MIN_DURABILITY_WAIT: Duration = Duration::from_millis(100);
 
-type PartitionResult = Result<AppendOutcome, (i16, String)>;
+type PartitionResult = Result<AppendOutcome, Refused>;
 
 pub async fn handle(
     ctx: &Arc<Ctx>,
@@ -32,10 +34,10 @@ pub async fn handle(
     let acks = req.acks;
     if !matches!(acks, -1..=1) {
         return respond(version, &req, |_, _| {
-            Err((
+            Err(Refused::from((
                 INVALID_REQUIRED_ACKS,
                 format!("acks={acks} is not one of -1, 0, 1"),
-            ))
+            )))
         })
         .into();
     }
@@ -133,10 +135,10 @@ pub async fn handle(
                         )
                         .await;
                     if !matches!(hw, Ok(hw) if hw > outcome.last_offset) {
-                        results[t][i] = Err((
+                        results[t][i] = Err(Refused::from((
                             code::REQUEST_TIMED_OUT,
                             "the write was not made durable in time".into(),
-                        ));
+                        )));
                     }
                 }
             }
@@ -164,10 +166,10 @@ fn append_all(
                 .iter()
                 .map(|p| {
                     if !allowed {
-                        return Err((
+                        return Err(Refused::from((
                             code::TOPIC_AUTHORIZATION_FAILED,
                             format!("not authorized to write to topic {}", &*t.name),
-                        ));
+                        )));
                     }
                     if let Some(policy) = policy {
                         policy.check_acks(req.acks)?;
@@ -194,26 +196,26 @@ fn append_partition(
 ) -> PartitionResult {
     let fail = |e: StorageError| (storage_code(&e), e.to_string());
     if transactional {
-        return Err((
+        return Err(Refused::from((
             code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             "transactions are not supported".into(),
-        ));
+        )));
     }
     let records = records.cloned().unwrap_or_default();
     let batches = batch::split(&records).map_err(fail)?;
     if batches.is_empty() {
-        return Err((
+        return Err(Refused::from((
             code::CORRUPT_MESSAGE,
             "the request holds no record batch".into(),
-        ));
+        )));
     }
     for b in &batches {
         let h = batch::read_header(b).map_err(fail)?;
         if h.is_transactional() || h.is_control() {
-            return Err((
+            return Err(Refused::from((
                 code::INVALID_REQUEST,
                 "transactional and control batches are not supported".into(),
-            ));
+            )));
         }
     }
     // Slices of the request's buffer (the storage may keep them in the read cache uncopied),
@@ -226,15 +228,27 @@ fn append_partition(
                 None => Ok(records.slice_ref(b)),
             },
         )
-        .collect::<Result<Vec<Bytes>, (i16, String)>>()?;
+        .collect::<Result<Vec<Bytes>, Refused>>()?;
     store
         .append_batches(topic, partition, &batches)
         .map_err(|e| {
             if !matches!(e, StorageError::OutOfOrderSequence { .. }) {
                 tracing::debug!(topic, partition, error = %e, "append refused");
             }
-            fail(e)
+            Refused::from(fail(e))
         })
+}
+
+/// KIP-467's per-record errors.
+fn record_errors(errors: &[(i32, String)]) -> Vec<BatchIndexAndErrorMessage> {
+    errors
+        .iter()
+        .map(|(i, m)| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(*i)
+                .with_batch_index_error_message(Some(str_bytes(m.clone())))
+        })
+        .collect()
 }
 
 /// Builds the response in request order from a result per (topic index, partition index).
@@ -259,12 +273,17 @@ fn respond(
                             .with_base_offset(o.base_offset)
                             .with_log_append_time_ms(o.log_append_time.unwrap_or(-1))
                             .with_log_start_offset(o.log_start_offset),
-                        Err((c, msg)) => base
-                            .with_error_code(c)
+                        Err(r) => base
+                            .with_error_code(r.code)
                             .with_base_offset(-1)
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(-1)
-                            .with_error_message((version >= 8).then(|| str_bytes(msg))),
+                            .with_record_errors(if version >= 8 {
+                                record_errors(&r.record_errors)
+                            } else {
+                                Vec::new()
+                            })
+                            .with_error_message((version >= 8).then(|| str_bytes(r.message))),
                     }
                 })
                 .collect();

@@ -2,12 +2,12 @@
 //! and broker-level names, besides those in [`super::TOPIC_CONFIGS`]. They are accepted,
 //! validated and stored so that admin tools and client test suites that set them work; each
 //! doc says why it has no effect on this broker (one replica, a RocksDB log instead of
-//! segment files, no log cleaner yet).
+//! segment files).
 
 use super::{Def, Kind};
 
 /// Kafka's "no limit" for its time and count settings.
-const LONG_MAX: &str = "9223372036854775807";
+pub(super) const LONG_MAX: &str = "9223372036854775807";
 
 pub const STORED_CONFIGS: &[Def] = &[
     Def {
@@ -30,13 +30,6 @@ pub const STORED_CONFIGS: &[Def] = &[
         broker_name: "compression.zstd.level",
         default: |_| "3".into(),
         doc: "zstd level when compression.type=zstd recompresses batches",
-    },
-    Def {
-        name: "delete.retention.ms",
-        kind: Kind::Long(0),
-        broker_name: "log.cleaner.delete.retention.ms",
-        default: |_| "86400000".into(),
-        doc: "stored only: how long compaction keeps tombstones (the log is not compacted yet)",
     },
     Def {
         name: "file.delete.delay.ms",
@@ -81,13 +74,6 @@ pub const STORED_CONFIGS: &[Def] = &[
         doc: "stored only: there is no replication on a single broker",
     },
     Def {
-        name: "max.compaction.lag.ms",
-        kind: Kind::Long(1),
-        broker_name: "log.cleaner.max.compaction.lag.ms",
-        default: |_| LONG_MAX.into(),
-        doc: "stored only: the log is not compacted yet",
-    },
-    Def {
         name: "message.downconversion.enable",
         kind: Kind::Bool,
         broker_name: "log.message.downconversion.enable",
@@ -107,20 +93,6 @@ pub const STORED_CONFIGS: &[Def] = &[
         broker_name: "log.message.timestamp.before.max.ms",
         default: |_| LONG_MAX.into(),
         doc: "stored only: record timestamps behind the broker's clock are not refused",
-    },
-    Def {
-        name: "min.cleanable.dirty.ratio",
-        kind: Kind::Double(0.0, 1.0),
-        broker_name: "log.cleaner.min.cleanable.ratio",
-        default: |_| "0.5".into(),
-        doc: "stored only: the log is not compacted yet",
-    },
-    Def {
-        name: "min.compaction.lag.ms",
-        kind: Kind::Long(0),
-        broker_name: "log.cleaner.min.compaction.lag.ms",
-        default: |_| "0".into(),
-        doc: "stored only: the log is not compacted yet",
     },
     Def {
         name: "preallocate",

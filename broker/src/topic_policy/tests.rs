@@ -128,10 +128,12 @@ fn compacted_topics_need_a_key_on_every_record() {
     for c in CODECS {
         let ok = keyed_batch(c, &[Some("a"), Some(""), Some("c")]);
         assert_eq!(compact.apply(&ok).unwrap(), None, "{c:?}");
-        let bad = keyed_batch(c, &[Some("a"), None, Some("c")]);
-        let (code, msg) = compact.apply(&bad).unwrap_err();
-        assert_eq!(code, code::INVALID_RECORD, "{c:?}: {msg}");
-        assert!(msg.contains("record 1"), "{msg}");
+        let bad = keyed_batch(c, &[Some("a"), None, Some("c"), None]);
+        let r = compact.apply(&bad).unwrap_err();
+        assert_eq!(r.code, code::INVALID_RECORD, "{c:?}: {}", r.message);
+        assert!(r.message.contains("record 1"), "{}", r.message);
+        let named: Vec<i32> = r.record_errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(named, [1, 3], "each keyless record is named (KIP-467)");
     }
     let both = policy(&[
         ("cleanup.policy", "delete,compact"),
@@ -154,18 +156,18 @@ fn corrupt_and_oversized_batches_are_refused_not_rewritten() {
     let mut b = sample_batch(Compression::Gzip, 5).to_vec();
     let last = b.len() - 1;
     b[last] ^= 1;
-    assert_eq!(p.apply(&b).unwrap_err().0, code::CORRUPT_MESSAGE);
+    assert_eq!(p.apply(&b).unwrap_err().code, code::CORRUPT_MESSAGE);
     let small = policy(&[("compression.type", "lz4"), ("max.message.bytes", "100")]);
     let b = sample_batch(Compression::Gzip, 5);
-    assert_eq!(small.apply(&b).unwrap_err().0, code::MESSAGE_TOO_LARGE);
+    assert_eq!(small.apply(&b).unwrap_err().code, code::MESSAGE_TOO_LARGE);
     // Garbage in a records section whose CRC is right: the codec fails, nothing panics.
     let garbage = batch::with_records(&b, 1, &[0x1f, 0x8b, 1, 2, 3]).unwrap();
-    assert_eq!(p.apply(&garbage).unwrap_err().0, code::CORRUPT_MESSAGE);
+    assert_eq!(p.apply(&garbage).unwrap_err().code, code::CORRUPT_MESSAGE);
     // A gzip bomb expanding past the limit.
     let zeros = vec![0u8; MAX_DECOMPRESSED_BYTES + 1];
     let bomb = codec::compress(Compression::Gzip, 1, &zeros).unwrap();
     let bomb = batch::with_records(&b, 1, &bomb).unwrap();
-    assert_eq!(p.apply(&bomb).unwrap_err().0, code::MESSAGE_TOO_LARGE);
+    assert_eq!(p.apply(&bomb).unwrap_err().code, code::MESSAGE_TOO_LARGE);
     // Key walks over garbage: errors, never panics.
     let compact = policy(&[("cleanup.policy", "compact")]);
     for cut in [0usize, 1, 3, 10] {
@@ -181,15 +183,4 @@ fn acks_all_needs_min_insync_replicas_of_one() {
     assert_eq!(p.check_acks(-1).unwrap_err().0, code::NOT_ENOUGH_REPLICAS);
     assert!(p.check_acks(1).is_ok());
     assert!(p.check_acks(0).is_ok());
-}
-
-#[test]
-fn varints_decode_like_kafka() {
-    let mut b: &[u8] = &[0x01, 0x02, 0xfe, 0xff, 0x03, 0x80];
-    assert_eq!(varint(&mut b), Some(-1));
-    assert_eq!(varint(&mut b), Some(1));
-    assert_eq!(varint(&mut b), Some(32767));
-    assert_eq!(varint(&mut b), None, "truncated");
-    let mut long: &[u8] = &[0xff; 11];
-    assert_eq!(varint(&mut long), None, "more than 10 bytes");
 }

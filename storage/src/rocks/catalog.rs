@@ -428,7 +428,7 @@ impl Inner {
 
     fn delete_partition_data(&self, batch: &mut WriteBatch, pid: u64) {
         batch.delete_cf(self.cf(CF_META), keys::partition_key(pid));
-        for tag in [Tag::Segment, Tag::Producer] {
+        for tag in [Tag::Segment, Tag::Producer, Tag::Cleaner] {
             let (start, end) = keys::pid_range(tag, pid);
             batch.delete_range_cf(self.cf(CF_META), start, end);
         }

@@ -2,6 +2,7 @@
 
 mod acls;
 mod catalog;
+mod clean;
 mod export;
 mod groups;
 mod log;
@@ -28,7 +29,7 @@ use crate::cache::ReadCache;
 use crate::config::{StoreConfig, TopicLimits};
 use crate::error::{StorageError, StorageResult};
 use crate::keys::{self, Tag};
-use crate::meta::{PartitionRecord, ProducerRecord, SegmentRecord, TopicRecord};
+use crate::meta::{CleanerRecord, PartitionRecord, ProducerRecord, SegmentRecord, TopicRecord};
 use crate::partition::{Partition, PartitionState};
 
 pub use self::acls::AclBinding;
@@ -479,6 +480,11 @@ impl Inner {
             producers.entry(pid).or_default().insert(producer, rec);
         }
         self.delete_expired_producers(&expired)?;
+        let mut cleaned: HashMap<u64, CleanerRecord> = HashMap::new();
+        for (k, v) in self.scan_meta(&[Tag::Cleaner as u8])? {
+            let pid = u64::from_be_bytes(k[1..9].try_into().unwrap_or_default());
+            cleaned.insert(pid, CleanerRecord::decode(v.as_slice())?);
+        }
         let mut catalog = self.write_catalog();
         for (_, v) in self.scan_meta(&[Tag::Topic as u8])? {
             let rec = TopicRecord::decode(v.as_slice())?;
@@ -505,6 +511,8 @@ impl Inner {
                     producers: producers.remove(&pid).unwrap_or_default(),
                     limits,
                     deleted: false,
+                    first_dirty: cleaned.get(&pid).map_or(0, |c| c.first_dirty_offset),
+                    tombstones_since: cleaned.remove(&pid).and_then(|c| c.tombstones_since_ms),
                 };
                 parts.push(Arc::new(Partition::new(
                     pid,
@@ -541,5 +549,7 @@ fn empty_state(limits: TopicLimits) -> PartitionState {
         producers: HashMap::new(),
         limits,
         deleted: false,
+        first_dirty: 0,
+        tombstones_since: None,
     }
 }

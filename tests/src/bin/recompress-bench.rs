@@ -97,7 +97,7 @@ fn main() -> Result<()> {
             while start.elapsed() < Duration::from_secs_f64(seconds) || n == 0 {
                 let out = policy
                     .apply(&sent)
-                    .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
+                    .map_err(|r| anyhow::anyhow!("{}: {}", r.code, r.message))?;
                 if (from == to) != out.is_none() {
                     bail!("{from_name} -> {to_name}: unexpected outcome");
                 }
