@@ -195,12 +195,12 @@ impl Store {
         inner.finish_pass(&p, checkpoint, opts.segment_bytes, &mut report)?;
         report.cleaned_to = map_end.max(plan.first_dirty);
         report.complete = map_end >= plan.end;
-        // Let RocksDB drop the replaced copies now, so the space returns.
-        let first = segments.first().map_or(0, |s| s.base_offset);
-        inner.compact_in_background(vec![(
-            keys::log_key(p.pid, first),
-            keys::log_key(p.pid, map_end),
-        )])?;
+        // Have RocksDB drop the replaced copies now, so the space returns (on this thread:
+        // the cleaner's own work, like Kafka's cleaner deleting the old segment files).
+        if report.batches_written + report.batches_removed > 0 {
+            let first = segments.first().map_or(0, |s| s.base_offset);
+            inner.compact_ranges(&[(keys::log_key(p.pid, first), keys::log_key(p.pid, map_end))]);
+        }
         Ok(report)
     }
 }

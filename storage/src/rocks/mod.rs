@@ -244,6 +244,16 @@ impl Store {
         }
     }
 
+    /// Benchmark hook: writes every memtable to files, so that what RocksDB holds on disk
+    /// can be measured. Blocks until done. Not for production use.
+    #[doc(hidden)]
+    pub fn flush_memtables(&self) -> StorageResult<()> {
+        for cf in [CF_LOG, CF_IDX, CF_META] {
+            self.inner.db.flush_cf(self.inner.cf(cf))?;
+        }
+        Ok(())
+    }
+
     /// Test hook: holds the group-commit syncer until the returned value is dropped (see
     /// [`SyncHold`]). Waits for a sync in progress to publish first. Not for production use.
     #[doc(hidden)]
