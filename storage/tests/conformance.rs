@@ -15,6 +15,10 @@ use strata_storage::{
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
 type Engine = fn(&Path) -> Store;
 
+#[path = "conformance/group_metadata.rs"]
+mod group_metadata;
+use group_metadata::group_metadata_persists;
+
 fn rocks_fsync(dir: &Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open")
 }
@@ -776,4 +780,5 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     repeated_reads_agree, high_watermark_bounds_reads, timestamps, truncation_and_segments,
     topic_delete_and_recreate, idempotent_producers, group_offsets_and_kv, bad_input_is_refused,
     chunked_export, acls_persist, scram_credentials_persist, client_quotas_persist,
+    group_metadata_persists,
 ]);

@@ -67,6 +67,7 @@ impl Group {
                 let _ = r.send(sync_error(code::FENCED_INSTANCE_ID));
             }
             let was_leader = self.leader.as_deref() == Some(old_id.as_str());
+            self.revision += 1;
             m.protocols = a.protocols;
             m.session_timeout = a.session_timeout;
             m.rebalance_timeout = a.rebalance_timeout;
@@ -247,6 +248,7 @@ impl Group {
             self.protocol = None;
             self.leader = None;
             self.deadline = None;
+            self.revision += 1;
             return;
         }
         self.protocol = self.select_protocol();
