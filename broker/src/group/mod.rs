@@ -372,8 +372,8 @@ impl Coordinator {
         out
     }
 
-    /// Deletes an empty group and its offsets: NON_EMPTY_GROUP while it has members,
-    /// GROUP_ID_NOT_FOUND when there is nothing to delete.
+    /// Deletes an empty group: its stored metadata and offsets. NON_EMPTY_GROUP while it
+    /// has members, GROUP_ID_NOT_FOUND when there is nothing to delete.
     pub async fn delete(self: &Arc<Self>, group: &str) -> i16 {
         if self.running(group).is_some() {
             match self.ask(group, Cmd::Delete).await {

@@ -95,9 +95,16 @@ pub struct Group {
     /// Counts the changes a restart must see (a generation completing, members leaving or
     /// being replaced, the group emptying): the actor stores the group when it moves.
     revision: u64,
-    /// SyncGroup answers held until the generation they complete is stored (see
-    /// [`Group::release_answers`]), so no member acts on an assignment a restart would lose.
-    held_answers: Vec<(oneshot::Sender<SyncGroupResponse>, SyncGroupResponse)>,
+    /// Answers held until the change they announce is stored (see
+    /// [`Group::release_answers`]), so no member acts on a state a restart would lose.
+    held_answers: Vec<Held>,
+}
+
+/// An answer waiting for the group to be stored: SyncGroup answers completing a generation,
+/// and the JoinGroup answer giving a restarted static member its new member id.
+enum Held {
+    Sync(oneshot::Sender<SyncGroupResponse>, SyncGroupResponse),
+    Join(oneshot::Sender<JoinGroupResponse>, JoinGroupResponse),
 }
 
 fn join_error(c: i16, member_id: &str) -> JoinGroupResponse {
@@ -226,7 +233,7 @@ impl Group {
                         .zip(answers)
                     {
                         if let Some(r) = m.sync_reply.take() {
-                            self.held_answers.push((r, answer));
+                            self.held_answers.push(Held::Sync(r, answer));
                         }
                     }
                 }

@@ -87,7 +87,8 @@ impl Group {
                     r.leader = str_bytes(old_id);
                 }
                 tracing::info!(group = %self.id, member = %new_id, "static member rejoined without a rebalance");
-                let _ = reply.send(r);
+                // Answered once the group is stored with the new member id (as Kafka does).
+                self.held_answers.push(Held::Join(reply, r));
                 return;
             }
             self.set_join_reply(&new_id, reply);

@@ -20,10 +20,18 @@ impl Group {
         self.revision
     }
 
-    /// Sends the SyncGroup answers held until the generation they complete was stored.
+    /// Sends the answers held until the change they announce was stored.
     pub fn release_answers(&mut self) {
-        for (reply, answer) in self.held_answers.drain(..) {
-            let _ = reply.send(answer);
+        for held in self.held_answers.drain(..) {
+            // A member that went away meanwhile has nobody to answer.
+            match held {
+                Held::Sync(reply, answer) => {
+                    let _ = reply.send(answer);
+                }
+                Held::Join(reply, answer) => {
+                    let _ = reply.send(answer);
+                }
+            }
         }
     }
 

@@ -26,6 +26,7 @@ pub(super) fn args(member_id: &str, instance: Option<&str>) -> JoinArgs {
     }
 }
 
+/// JoinGroup; answers held for storing are released right away (the actor stores first).
 pub(super) fn join(
     g: &mut Group,
     a: JoinArgs,
@@ -33,6 +34,7 @@ pub(super) fn join(
 ) -> oneshot::Receiver<JoinGroupResponse> {
     let (tx, rx) = oneshot::channel();
     g.join(a, tx, now);
+    g.release_answers();
     rx
 }
 

@@ -36,6 +36,26 @@ fn the_leaders_sync_answers_wait_until_released() {
 }
 
 #[test]
+fn a_restarted_static_members_new_id_is_answered_once_stored() {
+    let t0 = Instant::now();
+    let (mut g, _, old) = dynamic_and_static(t0);
+    let before = g.revision();
+    let (tx, mut rx) = oneshot::channel();
+    g.join(args("", Some("i1")), tx, t0 + SECOND);
+    assert_eq!(g.state, State::Stable, "no rebalance");
+    assert!(g.revision() > before, "the replacement must be stored");
+    assert!(
+        g.snapshot().members.iter().all(|m| m.member_id != old),
+        "stored under its new id"
+    );
+    assert!(rx.try_recv().is_err(), "held until stored");
+    g.release_answers();
+    let r = rx.try_recv().unwrap();
+    assert_eq!((r.error_code, r.generation_id), (code::NONE, 1));
+    assert_ne!(r.member_id.as_str(), old);
+}
+
+#[test]
 fn a_stable_group_comes_back_stable_in_its_generation() {
     let t0 = Instant::now();
     let (g, a, s) = dynamic_and_static(t0);
