@@ -143,6 +143,16 @@ impl Broker {
         ctx.tier
             .load_floors(&ctx.store)
             .context("loading the archive's DeleteRecords offsets")?;
+        // Before any client is served: members of a group that was Stable heartbeat into
+        // their stored generation, not into an unknown group.
+        let loaded = ctx
+            .groups
+            .load()
+            .await
+            .context("loading the consumer groups")?;
+        if loaded > 0 {
+            tracing::info!(groups = loaded, "loaded consumer groups with members");
+        }
         tasks.spawn(crate::retention::run(ctx.clone(), cancel.clone()));
         tasks.spawn(crate::cleaner::run(ctx.clone(), cancel.clone()));
         tasks.spawn(crate::archive::run(

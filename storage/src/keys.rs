@@ -47,8 +47,9 @@ pub enum Tag {
     /// `[tag]` then per entity component, in the caller's order: `[len-prefixed type][0 for
     /// the default entity, 1 for a named one][len-prefixed name]` → `ClientQuotaRecord`
     ClientQuota = 9,
-    /// `[tag][partition id]` → `CleanerRecord` (the log cleaner's checkpoint). Tag 10 is
-    /// group metadata.
+    /// `[tag][group id]` → `GroupMetadataRecord`
+    GroupMetadata = 10,
+    /// `[tag][partition id]` → `CleanerRecord` (the log cleaner's checkpoint).
     Cleaner = 11,
 }
 
@@ -157,6 +158,20 @@ pub fn client_quota_key(entity: &[(String, Option<String>)]) -> Vec<u8> {
     k
 }
 
+/// One group's metadata key: the group id's bytes whole (no length prefix: nothing follows).
+pub fn group_metadata_key(group: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + group.len());
+    k.push(Tag::GroupMetadata as u8);
+    k.extend_from_slice(group.as_bytes());
+    k
+}
+
+/// The group id of a [`group_metadata_key`]; `None` when it is not one (or not UTF-8).
+pub fn parse_group_metadata_key(k: &[u8]) -> Option<String> {
+    let rest = k.strip_prefix(&[Tag::GroupMetadata as u8])?;
+    String::from_utf8(rest.to_vec()).ok()
+}
+
 pub fn kv_key(key: &[u8]) -> Vec<u8> {
     let mut k = vec![Tag::Kv as u8];
     k.extend_from_slice(key);
@@ -206,6 +221,21 @@ mod tests {
                 prop_assert!(p < end);
             }
         }
+    }
+
+    #[test]
+    fn group_metadata_keys_round_trip() {
+        for g in ["", "g", "é-группа", &"x".repeat(70_000)] {
+            assert_eq!(
+                parse_group_metadata_key(&group_metadata_key(g)).as_deref(),
+                Some(g)
+            );
+        }
+        assert_eq!(
+            parse_group_metadata_key(&[Tag::GroupMetadata as u8, 0xFF]),
+            None
+        );
+        assert_eq!(parse_group_metadata_key(&group_prefix("g")), None);
     }
 
     #[test]

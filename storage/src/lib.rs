@@ -23,7 +23,8 @@
 //! ## Layout
 //! Column family `log`: `[partition id][base offset]` → batch bytes (big values live in blob
 //! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
-//! partition, segment, producer, group-offset, ACL and client-quota records, encoded with prost.
+//! partition, segment, producer, group-offset, group-metadata, ACL and client-quota records,
+//! encoded with prost.
 
 pub mod archive;
 pub mod batch;
@@ -49,6 +50,6 @@ pub mod raw {
 }
 pub use rocks::{
     AclBinding, AppendOutcome, BatchAt, ClientQuota, EngineStats, ExportChunk, ExportedBatch,
-    GroupOffset, PartitionOffsets, ProducerInfo, ReadOutcome, ScramCredential, SegmentExport,
-    SegmentInfo, Store, SyncHold, TopicInfo,
+    GroupMember, GroupMetadata, GroupOffset, PartitionOffsets, ProducerInfo, ReadOutcome,
+    ScramCredential, SegmentExport, SegmentInfo, Store, SyncHold, TopicInfo,
 };

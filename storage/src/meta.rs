@@ -168,3 +168,54 @@ pub struct ClientQuotaRecord {
     #[prost(btree_map = "string, double", tag = "2")]
     pub values: std::collections::BTreeMap<String, f64>,
 }
+
+/// One protocol (assignor) a group member supports, with the member's metadata for it (the
+/// consumer protocol's subscription).
+#[derive(Clone, PartialEq, Message)]
+pub struct GroupProtocolRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub metadata: bytes::Bytes,
+}
+
+/// A member of a group, as its group's metadata record keeps it.
+#[derive(Clone, PartialEq, Message)]
+pub struct GroupMemberRecord {
+    #[prost(string, tag = "1")]
+    pub member_id: String,
+    /// Static members only (KIP-345).
+    #[prost(string, optional, tag = "2")]
+    pub instance_id: Option<String>,
+    #[prost(string, tag = "3")]
+    pub client_id: String,
+    #[prost(string, tag = "4")]
+    pub client_host: String,
+    #[prost(uint64, tag = "5")]
+    pub session_timeout_ms: u64,
+    #[prost(uint64, tag = "6")]
+    pub rebalance_timeout_ms: u64,
+    /// In the member's order of preference.
+    #[prost(message, repeated, tag = "7")]
+    pub protocols: Vec<GroupProtocolRecord>,
+    #[prost(bytes = "bytes", tag = "8")]
+    pub assignment: bytes::Bytes,
+}
+
+/// `meta` CF, tag GroupMetadata: a consumer group's metadata (Kafka's group metadata record
+/// in `__consumer_offsets`), written whole each time, so it survives restarts.
+#[derive(Clone, PartialEq, Message)]
+pub struct GroupMetadataRecord {
+    #[prost(string, tag = "1")]
+    pub protocol_type: String,
+    #[prost(string, tag = "2")]
+    pub protocol: String,
+    #[prost(int32, tag = "3")]
+    pub generation: i32,
+    #[prost(string, tag = "4")]
+    pub leader: String,
+    #[prost(bool, tag = "5")]
+    pub rebalance_pending: bool,
+    #[prost(message, repeated, tag = "6")]
+    pub members: Vec<GroupMemberRecord>,
+}

@@ -19,6 +19,10 @@ use compaction::*;
 /// Opens a store of one engine (and configuration) on a directory, fresh or existing.
 type Engine = fn(&Path) -> Store;
 
+#[path = "conformance/group_metadata.rs"]
+mod group_metadata;
+use group_metadata::group_metadata_persists;
+
 fn rocks_fsync(dir: &Path) -> Store {
     Store::open(StoreConfig::new(dir)).expect("open")
 }
@@ -783,4 +787,5 @@ suite!(rocks_fsync, rocks_no_fsync, rocks_no_cache, rocks_tiny_cache; [
     compaction_keeps_the_latest_value_per_key, compaction_removes_tombstones_after_delete_retention,
     compaction_takes_several_passes_with_a_small_key_map, compaction_cut_short_leaves_a_whole_log,
     compaction_keeps_idempotent_producers_whole,
+    group_metadata_persists,
 ]);

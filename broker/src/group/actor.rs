@@ -1,7 +1,9 @@
 //! The task that owns one group's state: commands in, answers out through oneshots, and a
 //! timer for session expiry and rebalance phases. No group work blocks produce or fetch.
 //! The task ends once its group is Empty with nothing pending; the group's offsets and
-//! protocol type stay in the storage, and the next command for it starts a new task.
+//! metadata stay in the storage, and the next command for it starts a new task, which
+//! picks the group up from there. Changes a restart must see are stored before the task
+//! goes on (see [`store_changes`]).
 
 use std::sync::Arc;
 
@@ -44,6 +46,9 @@ pub struct Actor {
     /// Tells this task from a successor for the same group.
     pub id: u64,
     pub group: Group,
+    /// The group was restored from the storage at start-up. Otherwise it is new, and the
+    /// task looks for the group's stored metadata before serving it.
+    pub loaded: bool,
     /// Wall-clock ms since the group has been Empty (Kafka's "current state timestamp" for
     /// offset expiry); meaningless while it has members.
     pub empty_since: i64,
@@ -58,8 +63,18 @@ pub async fn run(
     let Actor {
         id,
         group: mut g,
+        loaded,
         mut empty_since,
     } = actor;
+    // Whether the group's metadata is in the storage: then every later change is stored.
+    let mut stored = loaded;
+    if !loaded {
+        if let Some(found) = coordinator.stored_group(&g.id).await {
+            g = found;
+            stored = true;
+        }
+    }
+    let mut revision = g.revision();
     loop {
         let deadline = g.next_deadline();
         let cmd = tokio::select! {
@@ -70,6 +85,7 @@ pub async fn run(
                 if !was_empty && g.state == State::Empty {
                     empty_since = wall_ms();
                 }
+                store_changes(&coordinator, &mut g, &mut revision, &mut stored).await;
                 if reaped(&coordinator, &g, id, &mut rx, empty_since).await {
                     return;
                 }
@@ -79,7 +95,6 @@ pub async fn run(
         };
         let Some(cmd) = cmd else { return };
         let now = Instant::now();
-        let was_stable = g.state == State::Stable;
         let was_empty = g.state == State::Empty;
         match cmd {
             Cmd::Join(args, reply) => g.join(*args, reply, now),
@@ -132,17 +147,45 @@ pub async fn run(
         if !was_empty && g.state == State::Empty {
             empty_since = wall_ms();
         }
-        if !was_stable && g.state == State::Stable {
-            if let Some(t) = g.protocol_type.clone() {
-                let (c, id) = (coordinator.clone(), g.id.clone());
-                // A small synced write: off the actor's thread.
-                let _ = tokio::task::spawn_blocking(move || c.record_type(&id, &t)).await;
-            }
-        }
+        store_changes(&coordinator, &mut g, &mut revision, &mut stored).await;
         if reaped(&coordinator, &g, id, &mut rx, empty_since).await {
             return;
         }
     }
+}
+
+/// Stores the group when a change a restart must see happened since `revision` (see
+/// [`Group::revision`]), then sends the SyncGroup answers held for it: a generation is
+/// durable before any member hears it is complete, as in Kafka (which writes the group before
+/// answering the leader's SyncGroup). Only groups that completed a generation are stored
+/// (`stored`: now or before a restart); a group that never did leaves nothing behind.
+///
+/// Commands wait meanwhile: a write shares its fsync with every other one under way (the
+/// storage's group commit), and changes are rare (not on heartbeats). A failed write is
+/// logged and the members are answered all the same: the group works, and only a restart
+/// would make it rebalance, which is better than failing every generation while the disk
+/// misbehaves.
+async fn store_changes(
+    coordinator: &Coordinator,
+    g: &mut Group,
+    revision: &mut u64,
+    stored: &mut bool,
+) {
+    if g.revision() != *revision && (*stored || g.state == State::Stable) {
+        match coordinator
+            .store
+            .store_group_metadata(&g.id, &g.snapshot())
+            .await
+        {
+            Ok(()) => *stored = true,
+            Err(e) => tracing::error!(
+                group = %g.id, error = %e,
+                "cannot store the group's metadata: after a restart its members would rejoin"
+            ),
+        }
+    }
+    *revision = g.revision();
+    g.release_answers();
 }
 
 /// Ends this actor when its group is idle (Empty, nothing pending, no queued command): the

@@ -2,7 +2,8 @@
 //! offsets expire only once the group has been Empty for the retention period, counted
 //! from when it became Empty, and never before retention has passed since the offset was
 //! committed. A group not seen since the broker started counts as Empty from the start
-//! (Kafka counts from load), so a restart never expires a live group's offsets.
+//! (Kafka counts from load), so a restart never expires a live group's offsets. As in Kafka,
+//! a group left with neither members nor offsets is then removed (its metadata deleted).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use strata_storage::StorageError;
 
 use super::actor::Cmd;
-use super::{wall_ms, Coordinator, GROUP_TYPE_PREFIX};
+use super::{wall_ms, Coordinator};
 
 /// How often expiry runs: Kafka's `offsets.retention.check.interval.ms` default (10 min);
 /// retention itself is counted in days.
@@ -63,11 +64,18 @@ impl Coordinator {
             since.entry(group.clone()).or_insert(Some(*s));
         }
         let started = self.started_ms;
-        let (expired, emptied, with_offsets) = self
+        let (expired, emptied, with_offsets, memberless) = self
             .blocking(move |store| {
                 let mut expired = 0;
                 let mut emptied = Vec::new();
                 let with_offsets = store.groups_with_offsets()?;
+                // Groups whose stored metadata has no members (Empty when they were stored).
+                let memberless: Vec<String> = store
+                    .all_group_metadata()?
+                    .into_iter()
+                    .filter(|(_, m)| m.members.is_empty())
+                    .map(|(g, _)| g)
+                    .collect();
                 for group in &with_offsets {
                     let group = group.clone();
                     let empty_since = match since.get(&group) {
@@ -94,19 +102,33 @@ impl Coordinator {
                         emptied.push(group);
                     }
                 }
-                Ok((expired, emptied, with_offsets))
+                Ok((expired, emptied, with_offsets, memberless))
             })
             .await?;
         // Only groups with offsets need to remember since when they have been Empty: the
         // others have nothing to expire (and a commit made later is its own reference).
-        let with_offsets: std::collections::HashSet<String> = with_offsets.into_iter().collect();
+        let mut with_offsets: std::collections::HashSet<String> =
+            with_offsets.into_iter().collect();
+        for group in &emptied {
+            with_offsets.remove(group);
+        }
         self.idle().retain(|g, _| with_offsets.contains(g));
-        // A group left with neither members nor offsets is gone (Kafka: Dead, removed).
-        for group in emptied {
+        // A group left with neither members nor offsets is gone (Kafka: Dead, removed): the
+        // groups whose offsets all expired now, and Empty ones that never committed any. A
+        // group with an actor is not (it may have members again).
+        let gone: std::collections::BTreeSet<String> = emptied
+            .into_iter()
+            .chain(memberless.into_iter().filter(|g| !with_offsets.contains(g)))
+            .collect();
+        for group in gone {
             if self.running(&group).is_none() {
                 self.idle().remove(&group);
-                let key = format!("{GROUP_TYPE_PREFIX}{group}");
-                let _ = self.blocking(move |s| s.delete_kv(key.as_bytes())).await;
+                if let Err(e) = self
+                    .blocking(move |s| s.delete_group_metadata(&group))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot delete the metadata of a removed group");
+                }
             }
         }
         Ok(expired)

@@ -1,11 +1,16 @@
 //! The group coordinator (classic protocol): one actor task per group, driven by the
-//! group handlers; committed offsets live in the storage. An actor lives while its group
-//! has members (or work pending): an Empty group's actor ends, and the group is served from
-//! the storage (its offsets and recorded protocol type) until someone joins again.
+//! group handlers; committed offsets and each group's metadata (generation, members,
+//! assignments) live in the storage, so a Stable group stays Stable across a restart (see
+//! [`Coordinator::load`]). An actor lives while its group has members (or work pending): an
+//! Empty group's actor ends, and the group is served from the storage (its offsets and
+//! metadata) until someone joins again.
 
 mod actor;
 mod expiry;
+mod load;
 pub mod state;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,9 +29,6 @@ use self::actor::Cmd;
 pub use self::state::{JoinArgs, State, SyncArgs};
 use crate::error::code;
 
-/// KV prefix recording a group's protocol type once it has had members, so ListGroups
-/// and DescribeGroups know it after a restart (when it is Empty).
-const GROUP_TYPE_PREFIX: &str = "group.type/";
 /// Commands queued per group actor before senders wait; group traffic is light.
 const MAILBOX: usize = 64;
 /// Times a command is handed to a fresh actor when the one it was sent to ended meanwhile
@@ -121,15 +123,27 @@ impl Coordinator {
         if let Some(r) = groups.get(group).filter(|r| !r.tx.is_closed()) {
             return r.tx.clone();
         }
+        let g = state::Group::new(group.to_string(), self.settings);
+        self.spawn(&mut groups, g, false)
+    }
+
+    /// Starts the actor of `g` (registered in `groups`, the locked map); `loaded`: `g` was
+    /// restored from the storage, else the actor looks for stored metadata first.
+    fn spawn(
+        self: &Arc<Self>,
+        groups: &mut HashMap<String, Running>,
+        g: state::Group,
+        loaded: bool,
+    ) -> mpsc::Sender<Cmd> {
         let (tx, rx) = mpsc::channel(MAILBOX);
         let id = self.next_actor.fetch_add(1, Ordering::Relaxed);
-        groups.insert(group.to_string(), Running { id, tx: tx.clone() });
-        let empty_since = self.idle().remove(group).unwrap_or_else(wall_ms);
-        let g = state::Group::new(group.to_string(), self.settings);
+        groups.insert(g.id.clone(), Running { id, tx: tx.clone() });
+        let empty_since = self.idle().remove(&g.id).unwrap_or_else(wall_ms);
         self.tasks.spawn(actor::run(
             actor::Actor {
                 id,
                 group: g,
+                loaded,
                 empty_since,
             },
             rx,
@@ -297,7 +311,8 @@ impl Coordinator {
         let g = group.to_string();
         let (stored_type, has_offsets) = self
             .blocking(move |s| {
-                let kind = stored_type(s, &g);
+                // A damaged record counts as none (see `Coordinator::stored_group`).
+                let kind = s.group_metadata(&g).ok().flatten().map(|m| m.protocol_type);
                 let has_offsets = s.fetch_offsets(&g).is_ok_and(|o| !o.is_empty());
                 Ok((kind, has_offsets))
             })
@@ -315,25 +330,19 @@ impl Coordinator {
         }
     }
 
-    /// Every group: running ones, plus those known from stored offsets or types.
+    /// Every group: running ones, plus those known from stored offsets or metadata.
     pub async fn list(self: &Arc<Self>) -> Vec<(String, GroupView)> {
         let running: HashSet<String> = self.lock().keys().cloned().collect();
         // One storage pass for every group without an actor (each is Empty: it has offsets
-        // or a recorded type), instead of one blocking call per group.
+        // or stored metadata), instead of one blocking call per group.
         let (with_offsets, types) = self
             .blocking(|s| {
                 let with_offsets = s.groups_with_offsets().unwrap_or_default();
                 let types: HashMap<String, String> = s
-                    .scan_kv(GROUP_TYPE_PREFIX.as_bytes())
+                    .all_group_metadata()
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, v)| {
-                        let name = k.get(GROUP_TYPE_PREFIX.len()..).unwrap_or_default();
-                        (
-                            String::from_utf8_lossy(name).into_owned(),
-                            String::from_utf8_lossy(&v).into_owned(),
-                        )
-                    })
+                    .map(|(g, m)| (g, m.protocol_type))
                     .collect();
                 Ok((with_offsets, types))
             })
@@ -363,8 +372,8 @@ impl Coordinator {
         out
     }
 
-    /// Deletes an empty group and its offsets: NON_EMPTY_GROUP while it has members,
-    /// GROUP_ID_NOT_FOUND when there is nothing to delete.
+    /// Deletes an empty group: its stored metadata and offsets. NON_EMPTY_GROUP while it
+    /// has members, GROUP_ID_NOT_FOUND when there is nothing to delete.
     pub async fn delete(self: &Arc<Self>, group: &str) -> i16 {
         if self.running(group).is_some() {
             match self.ask(group, Cmd::Delete).await {
@@ -377,39 +386,10 @@ impl Coordinator {
         }
         self.lock().remove(group);
         self.idle().remove(group);
-        let key = format!("{GROUP_TYPE_PREFIX}{group}");
         let g = group.to_string();
-        match self
-            .blocking(move |s| {
-                s.delete_offsets(&g, None)
-                    .and_then(|()| s.delete_kv(key.as_bytes()))
-            })
-            .await
-        {
+        match self.blocking(move |s| s.delete_group(&g)).await {
             Ok(()) => code::NONE,
             Err(e) => crate::error::storage_code(&e),
         }
     }
-
-    /// Remembers that `group` had members of `protocol_type` (called on its first
-    /// stable generation). Blocks: a synced write.
-    fn record_type(&self, group: &str, protocol_type: &str) {
-        if stored_type(&self.store, group).as_deref() == Some(protocol_type) {
-            return;
-        }
-        let key = format!("{GROUP_TYPE_PREFIX}{group}");
-        if let Err(e) = self.store.put_kv(key.as_bytes(), protocol_type.as_bytes()) {
-            tracing::warn!(group, error = %e, "cannot record the group's protocol type");
-        }
-    }
-}
-
-/// The protocol type recorded for `group` (see [`Coordinator::record_type`]). Blocks.
-fn stored_type(store: &Store, group: &str) -> Option<String> {
-    let key = format!("{GROUP_TYPE_PREFIX}{group}");
-    store
-        .get_kv(key.as_bytes())
-        .ok()
-        .flatten()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }

@@ -92,6 +92,19 @@ pub struct Group {
     /// never after this.
     initial_delay_limit: Option<Instant>,
     settings: GroupSettings,
+    /// Counts the changes a restart must see (a generation completing, members leaving or
+    /// being replaced, the group emptying): the actor stores the group when it moves.
+    revision: u64,
+    /// Answers held until the change they announce is stored (see
+    /// [`Group::release_answers`]), so no member acts on a state a restart would lose.
+    held_answers: Vec<Held>,
+}
+
+/// An answer waiting for the group to be stored: SyncGroup answers completing a generation,
+/// and the JoinGroup answer giving a restarted static member its new member id.
+enum Held {
+    Sync(oneshot::Sender<SyncGroupResponse>, SyncGroupResponse),
+    Join(oneshot::Sender<JoinGroupResponse>, JoinGroupResponse),
 }
 
 fn join_error(c: i16, member_id: &str) -> JoinGroupResponse {
@@ -120,6 +133,8 @@ impl Group {
             deadline: None,
             initial_delay_limit: None,
             settings,
+            revision: 0,
+            held_answers: Vec::new(),
         }
     }
 
@@ -203,6 +218,7 @@ impl Group {
                     }
                     self.state = State::Stable;
                     self.deadline = None;
+                    self.revision += 1;
                     let response = |m: &Member| self.sync_response(m);
                     let answers: Vec<_> = self
                         .members
@@ -217,7 +233,7 @@ impl Group {
                         .zip(answers)
                     {
                         if let Some(r) = m.sync_reply.take() {
-                            let _ = r.send(answer);
+                            self.held_answers.push(Held::Sync(r, answer));
                         }
                     }
                 }
@@ -305,6 +321,7 @@ impl Group {
 
     fn remove_member(&mut self, id: &str) {
         if let Some(mut m) = self.members.remove(id) {
+            self.revision += 1;
             if let Some(r) = m.join_reply.take() {
                 let _ = r.send(join_error(code::UNKNOWN_MEMBER_ID, id));
             }
@@ -411,5 +428,6 @@ impl Group {
 }
 
 mod join;
+mod persist;
 #[cfg(test)]
 mod tests;

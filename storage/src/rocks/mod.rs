@@ -34,7 +34,7 @@ use crate::partition::{Partition, PartitionState};
 
 pub use self::acls::AclBinding;
 pub use self::export::{ExportChunk, ExportedBatch, SegmentExport};
-pub use self::groups::GroupOffset;
+pub use self::groups::{GroupMember, GroupMetadata, GroupOffset};
 pub use self::log::{AppendOutcome, PartitionOffsets, SegmentInfo};
 pub use self::producers::ProducerInfo;
 pub use self::quotas::ClientQuota;

@@ -1,8 +1,9 @@
 //! Consumer groups (classic protocol) with librdkafka: partitions are split among members,
 //! a crashed member's partitions move to the survivors within the session timeout (eagerly,
 //! or with cooperative-sticky without taking anything from the survivors), groups fan out,
-//! committed offsets survive consumer and broker restarts, and a static member that
-//! restarts within its session timeout gets its assignment back without a rebalance.
+//! committed offsets survive consumer and broker restarts, a static member that
+//! restarts within its session timeout gets its assignment back without a rebalance, and a
+//! Stable group stays Stable across a broker restart.
 //!
 //! A crash must not send LeaveGroup, and dropping an rdkafka consumer does (it closes), so
 //! crashing members run in a child process that is SIGKILLed: this test binary itself, run
@@ -30,6 +31,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use strata_tests::*;
 
+mod broker_restart;
 mod many;
 mod member;
 mod offsets;

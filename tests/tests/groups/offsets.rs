@@ -41,7 +41,12 @@ fn committing_consumer(
 }
 
 /// Committed offsets of `group` for partitions `0..partitions` (absent: nothing committed).
-fn committed(bs: &str, group: &str, topic: &str, partitions: i32) -> Result<BTreeMap<i32, i64>> {
+pub(crate) fn committed(
+    bs: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>> {
     let c: BaseConsumer =
         client_config(&member_settings(bs, group, "offsets-reader", &[])).create()?;
     let mut tpl = TopicPartitionList::new();

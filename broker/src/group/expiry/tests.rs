@@ -1,32 +1,12 @@
 //! Offset expiry and actor reaping, driven through the coordinator with the clock passed in.
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use strata_storage::{GroupOffset, Store, StoreConfig};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use strata_storage::GroupOffset;
 
 use super::*;
 use crate::error::code;
-use crate::group::{GroupSettings, JoinArgs};
+use crate::group::testkit::{coordinator, eventually, join_args};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-fn coordinator(dir: &std::path::Path) -> Arc<Coordinator> {
-    let store = Store::open(StoreConfig::new(dir)).unwrap();
-    let settings = GroupSettings {
-        initial_rebalance_delay: Duration::from_millis(10),
-        min_session_timeout: Duration::from_secs(1),
-        max_session_timeout: Duration::from_secs(100),
-    };
-    Arc::new(Coordinator::new(
-        store,
-        settings,
-        CancellationToken::new(),
-        TaskTracker::new(),
-    ))
-}
 
 fn offset(topic: &str, offset: i64, commit_timestamp_ms: i64) -> GroupOffset {
     GroupOffset {
@@ -39,20 +19,6 @@ fn offset(topic: &str, offset: i64, commit_timestamp_ms: i64) -> GroupOffset {
     }
 }
 
-fn join_args() -> JoinArgs {
-    JoinArgs {
-        member_id: String::new(),
-        instance_id: None,
-        client_id: "c".into(),
-        client_host: "/127.0.0.1".into(),
-        session_timeout: Duration::from_secs(30),
-        rebalance_timeout: Duration::from_secs(30),
-        protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-        require_known_member_id: false,
-    }
-}
-
 /// Runs an expiry pass at `at` and checks how many offsets it expired and how many of the
 /// group's are left.
 async fn expire(c: &Arc<Coordinator>, at: i64, expired: usize, left: usize) {
@@ -61,13 +27,10 @@ async fn expire(c: &Arc<Coordinator>, at: i64, expired: usize, left: usize) {
 }
 
 async fn wait_no_actors(c: &Coordinator) {
-    for _ in 0..200 {
-        if c.live_actors() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{} group actors still running", c.live_actors());
+    eventually("every group actor to end", || async {
+        c.live_actors() == 0
+    })
+    .await;
 }
 
 /// Offsets committed long ago survive a restart: the first passes after it count the

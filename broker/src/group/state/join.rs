@@ -67,6 +67,7 @@ impl Group {
                 let _ = r.send(sync_error(code::FENCED_INSTANCE_ID));
             }
             let was_leader = self.leader.as_deref() == Some(old_id.as_str());
+            self.revision += 1;
             m.protocols = a.protocols;
             m.session_timeout = a.session_timeout;
             m.rebalance_timeout = a.rebalance_timeout;
@@ -86,7 +87,8 @@ impl Group {
                     r.leader = str_bytes(old_id);
                 }
                 tracing::info!(group = %self.id, member = %new_id, "static member rejoined without a rebalance");
-                let _ = reply.send(r);
+                // Answered once the group is stored with the new member id (as Kafka does).
+                self.held_answers.push(Held::Join(reply, r));
                 return;
             }
             self.set_join_reply(&new_id, reply);
@@ -247,6 +249,7 @@ impl Group {
             self.protocol = None;
             self.leader = None;
             self.deadline = None;
+            self.revision += 1;
             return;
         }
         self.protocol = self.select_protocol();

@@ -2,9 +2,9 @@
 
 use super::*;
 
-const SECOND: Duration = Duration::from_secs(1);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
 
-fn settings() -> GroupSettings {
+pub(super) fn settings() -> GroupSettings {
     GroupSettings {
         initial_rebalance_delay: Duration::from_millis(100),
         min_session_timeout: SECOND,
@@ -12,7 +12,7 @@ fn settings() -> GroupSettings {
     }
 }
 
-fn args(member_id: &str, instance: Option<&str>) -> JoinArgs {
+pub(super) fn args(member_id: &str, instance: Option<&str>) -> JoinArgs {
     JoinArgs {
         member_id: member_id.into(),
         instance_id: instance.map(String::from),
@@ -26,13 +26,20 @@ fn args(member_id: &str, instance: Option<&str>) -> JoinArgs {
     }
 }
 
-fn join(g: &mut Group, a: JoinArgs, now: Instant) -> oneshot::Receiver<JoinGroupResponse> {
+/// JoinGroup; answers held for storing are released right away (the actor stores first).
+pub(super) fn join(
+    g: &mut Group,
+    a: JoinArgs,
+    now: Instant,
+) -> oneshot::Receiver<JoinGroupResponse> {
     let (tx, rx) = oneshot::channel();
     g.join(a, tx, now);
+    g.release_answers();
     rx
 }
 
-fn sync(
+/// SyncGroup; answers held for storing are released right away (the actor stores first).
+pub(super) fn sync(
     g: &mut Group,
     member: &str,
     generation: i32,
@@ -49,11 +56,12 @@ fn sync(
         assignments,
     };
     g.sync(a, tx, now);
+    g.release_answers();
     rx
 }
 
 /// Joins a dynamic member through the KIP-394 round trip; returns its id.
-fn member_id(g: &mut Group, now: Instant) -> String {
+pub(super) fn member_id(g: &mut Group, now: Instant) -> String {
     let r = join(g, args("", None), now).try_recv().unwrap();
     assert_eq!(r.error_code, code::MEMBER_ID_REQUIRED);
     r.member_id.to_string()
@@ -88,14 +96,20 @@ fn single_member_joins_after_the_initial_delay_and_syncs() {
     assert_eq!(g.heartbeat("nobody", None, 1, t0), code::UNKNOWN_MEMBER_ID);
 }
 
-#[test]
-fn a_second_member_triggers_a_rebalance_and_an_expired_one_leaves() {
-    let t0 = Instant::now();
+/// A group whose one dynamic member has joined generation 1 (not synced yet); its id.
+pub(super) fn joined_alone(t0: Instant) -> (Group, String) {
     let mut g = Group::new("g".into(), settings());
     let a = member_id(&mut g, t0);
     let mut ra = join(&mut g, args(&a, None), t0);
     g.tick(t0 + SECOND);
     assert_eq!(ra.try_recv().unwrap().generation_id, 1);
+    (g, a)
+}
+
+#[test]
+fn a_second_member_triggers_a_rebalance_and_an_expired_one_leaves() {
+    let t0 = Instant::now();
+    let (mut g, a) = joined_alone(t0);
     drop(sync(&mut g, &a, 1, vec![], t0 + SECOND));
     let b = member_id(&mut g, t0 + SECOND);
     let mut rb = join(&mut g, args(&b, None), t0 + SECOND);
@@ -142,24 +156,30 @@ fn a_second_member_triggers_a_rebalance_and_an_expired_one_leaves() {
     assert_eq!((r.generation_id, r.members.len()), (3, 1));
 }
 
-#[test]
-fn static_member_rejoins_without_rebalance_and_fences_the_old_id() {
-    let t0 = Instant::now();
+/// A Stable group of generation 1: a dynamic member first (it leads, assigned "d"), then a
+/// static one (instance "i1", assigned "s"). Returns it with the two member ids.
+pub(super) fn dynamic_and_static(t0: Instant) -> (Group, String, String) {
     let mut g = Group::new("g".into(), settings());
-    // A dynamic member first (it stays the leader), then a static one.
     let a = member_id(&mut g, t0);
     let mut ra = join(&mut g, args(&a, None), t0);
     let mut rs = join(&mut g, args("", Some("i1")), t0);
     g.tick(t0 + SECOND);
     let (ja, js) = (ra.try_recv().unwrap(), rs.try_recv().unwrap());
     assert_eq!(ja.leader.as_str(), a);
-    let old = js.member_id.to_string();
+    let s = js.member_id.to_string();
     let assignments = vec![
-        (old.clone(), Bytes::from_static(b"s")),
+        (s.clone(), Bytes::from_static(b"s")),
         (a.clone(), Bytes::from_static(b"d")),
     ];
     drop(sync(&mut g, &a, 1, assignments, t0 + SECOND));
     assert_eq!(g.state, State::Stable);
+    (g, a, s)
+}
+
+#[test]
+fn static_member_rejoins_without_rebalance_and_fences_the_old_id() {
+    let t0 = Instant::now();
+    let (mut g, a, old) = dynamic_and_static(t0);
     // The static member restarts: same instance id, no member id.
     let r = join(&mut g, args("", Some("i1")), t0 + 2 * SECOND)
         .try_recv()
