@@ -45,6 +45,13 @@ use crate::partition::{Partition, PartitionState};
 /// write buffers little memory.
 const WRITE_CHUNK: usize = 4 << 20;
 
+/// Log bytes a pass must free for it to compact the cleaned range at once: a memtable's
+/// worth (the store's default write buffer), so the flush that compaction forces writes no
+/// more than the garbage it frees. Measured with `compaction-bench` (10 MB/s of updates to a
+/// compacted topic next to 10 MB/s of acks=all produce on 2 cores): compacting after every
+/// pass took produce p99 from 3 ms (cleaner off) to 10 ms; with this threshold it is 3-4 ms.
+const RECLAIM_NOW_BYTES: u64 = 64 << 20;
+
 /// The caller's IO budget: told the bytes each step read or wrote, it may sleep to hold a
 /// rate; `false` stops the pass (shutdown).
 pub type IoGate<'a> = dyn FnMut(u64) -> bool + 'a;
@@ -196,8 +203,11 @@ impl Store {
         report.cleaned_to = map_end.max(plan.first_dirty);
         report.complete = map_end >= plan.end;
         // Have RocksDB drop the replaced copies now, so the space returns (on this thread:
-        // the cleaner's own work, like Kafka's cleaner deleting the old segment files).
-        if report.batches_written + report.batches_removed > 0 {
+        // the cleaner's own work, like Kafka's cleaner deleting the old segment files) —
+        // when that is worth a memtable flush (a manual compaction flushes the memtable
+        // first, which every partition shares); smaller passes leave it to RocksDB's own
+        // compactions, which new writes bring about anyway.
+        if report.bytes_before.saturating_sub(report.bytes_after) >= RECLAIM_NOW_BYTES {
             let first = segments.first().map_or(0, |s| s.base_offset);
             inner.compact_ranges(&[(keys::log_key(p.pid, first), keys::log_key(p.pid, map_end))]);
         }

@@ -4,13 +4,15 @@
 //!    keys into one compacted partition (fsync on), then one cleaning pass at full speed:
 //!    the cleaner's throughput (MB of log cleaned per second, and MB read plus written per
 //!    second), and the partition's log bytes and RocksDB's live data before and after.
-//! 2. Broker: a librdkafka producer at a steady `--rate-mbps` with acks=all and linger 0 to
-//!    a delete-policy topic; produce latency (p50/p99) with the cleaner idle, then while it
-//!    compacts a dirty topic of the same size as in part 1 (switched to `compact` with
-//!    AlterConfigs once filled).
+//! 2. Broker: for `--seconds`, a producer updates `--keys` keys of a compacted changelog
+//!    at `--updates-mbps` while another produces to a delete-policy topic at a steady
+//!    `--rate-mbps` (1 KiB records, acks=all, linger 0) and measures its latency; once with
+//!    the cleaner off, once on (the cleaner's impact on concurrent produce p50/p99), with
+//!    the changelog's `min.cleanable.dirty.ratio` at `--dirty-ratio` and the cleaner's I/O
+//!    capped at `--io-mbps` (0: no cap).
 //!
 //! ```text
-//! cargo run --release -p strata-tests --bin compaction-bench -- --records 1000000 --keys 10000
+//! cargo run -p strata-tests --bin compaction-bench -- --records 1000000 --keys 10000
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +25,7 @@ use rdkafka::ClientContext;
 use strata_storage::batch::BatchBuilder;
 use strata_storage::clean::{CleanOptions, NoCodec};
 use strata_storage::{Store, StoreConfig};
-use strata_tests::{producer_config, raw, scrape, try_create_topic_with, InProcessBroker};
+use strata_tests::{producer_config, scrape, try_create_topic_with, InProcessBroker};
 
 struct Args {
     records: u64,
@@ -31,6 +33,10 @@ struct Args {
     value_bytes: usize,
     batch: u64,
     rate_mbps: f64,
+    updates_mbps: f64,
+    seconds: u64,
+    dirty_ratio: String,
+    io_mbps: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -40,6 +46,10 @@ fn parse_args() -> Result<Args> {
         value_bytes: 100,
         batch: 100,
         rate_mbps: 10.0,
+        updates_mbps: 10.0,
+        seconds: 20,
+        dirty_ratio: "0.5".into(),
+        io_mbps: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +60,10 @@ fn parse_args() -> Result<Args> {
             "--value-bytes" => a.value_bytes = v.parse()?,
             "--batch" => a.batch = v.parse()?,
             "--rate-mbps" => a.rate_mbps = v.parse()?,
+            "--updates-mbps" => a.updates_mbps = v.parse()?,
+            "--seconds" => a.seconds = v.parse()?,
+            "--dirty-ratio" => a.dirty_ratio = v,
+            "--io-mbps" => a.io_mbps = v.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -114,7 +128,7 @@ fn storage_part(a: &Args) -> Result<()> {
     // file once nothing in it is live: the filler below must not share theirs).
     store.flush_memtables()?;
     // The segment that follows needs a roll: fill the active one past segment.bytes.
-    let filler = vec![0u8; 900 << 10];
+    let filler = vec![0u8; 600 << 10];
     let mut last = store.append(
         "bench",
         0,
@@ -159,7 +173,7 @@ fn storage_part(a: &Args) -> Result<()> {
         now_ms: now_ms(),
         min_compaction_lag_ms: 0,
         delete_retention_ms: 86_400_000,
-        segment_bytes: 16 << 20,
+        segment_bytes: 1 << 20,
         key_map_bytes: 32 << 20,
     };
     let c = store.cleanable("bench", 0, now_ms(), 0)?;
@@ -241,156 +255,155 @@ fn percentiles(mut l: Vec<u32>) -> String {
     )
 }
 
-fn broker_part(a: &Args) -> Result<()> {
-    let broker = InProcessBroker::start_temp(|c| c.log_cleaner_backoff_ms = 100)?;
+/// Sends `make(n)` records to `topic` at `mbps` MB/s of `size`-byte records until `stop`.
+fn paced<C: ProducerContext<DeliveryOpaque = usize> + 'static>(
+    producer: Arc<ThreadedProducer<C>>,
+    start: Instant,
+    mbps: f64,
+    size: usize,
+    stop: Arc<AtomicBool>,
+    make: impl Fn(u64) -> Option<String> + Send + 'static,
+    topic: &'static str,
+) -> std::thread::JoinHandle<Result<u64>> {
+    std::thread::spawn(move || -> Result<u64> {
+        let value = strata_tests::noise(5, size);
+        let per_us = mbps / size as f64;
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let due = (n as f64 / per_us) as u128;
+            let now = start.elapsed().as_micros();
+            if now < due {
+                std::thread::sleep(Duration::from_micros((due - now).min(1000) as u64));
+                continue;
+            }
+            let key = make(n);
+            let mut rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, now as usize)
+                .partition(0)
+                .payload(&value[..]);
+            if let Some(k) = key.as_ref() {
+                rec = rec.key(k.as_bytes());
+            }
+            strata_tests::send(&*producer, rec)?;
+            n += 1;
+        }
+        producer.flush(Duration::from_secs(60))?;
+        Ok(n)
+    })
+}
+
+/// No-op delivery context for the update stream.
+struct Quiet;
+impl ClientContext for Quiet {}
+impl ProducerContext for Quiet {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, _: &DeliveryResult<'_>, _: usize) {}
+}
+
+/// One broker run: updates to a compacted changelog at `--updates-mbps` and the measured
+/// load at `--rate-mbps`, for `--seconds`, with the cleaner on or off.
+fn broker_run(a: &Args, cleaner: bool) -> Result<()> {
+    let broker = InProcessBroker::start_temp(|c| {
+        c.log_cleaner_enable = cleaner;
+        c.log_cleaner_backoff_ms = 100;
+        c.log_cleaner_io_max_bytes_per_second = a.io_mbps * 1_000_000;
+    })?;
     let bs = broker.bootstrap();
     let admin = broker.admin_addr().context("admin address")?;
     for (t, configs) in [
         ("load", vec![]),
-        ("dirty", vec![("segment.bytes", "1048576")]),
+        (
+            "changelog",
+            vec![
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "1048576"),
+                ("min.cleanable.dirty.ratio", a.dirty_ratio.as_str()),
+            ],
+        ),
     ] {
         try_create_topic_with(&bs, t, 1, &configs)?.map_err(|e| anyhow::anyhow!("{t}: {e:?}"))?;
     }
-    // Fill the dirty topic as fast as librdkafka goes (delete policy: nothing is cleaned).
-    let fill: rdkafka::producer::BaseProducer = producer_config(&bs)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
-        .create()?;
-    let value = strata_tests::noise(3, a.value_bytes);
-    for i in 0..a.records {
-        let k = key(a, i);
-        let mut r = BaseRecord::to("dirty").partition(0).key(&k).payload(&value);
-        loop {
-            match fill.send::<String, Vec<u8>>(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    fill.poll(Duration::from_millis(5));
-                    r = back;
-                }
-            }
-        }
-    }
-    fill.send(
-        BaseRecord::<str, [u8]>::to("dirty")
-            .partition(0)
-            .key("seal")
-            .payload(&[0u8; 100][..]),
-    )
-    .map_err(|(e, _)| e)?;
-    fill.flush(Duration::from_secs(300))?;
-    println!("broker: dirty topic filled with {} records", a.records);
-
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
-    let producer: ThreadedProducer<Lat> = producer_config(&bs)
+    let updates: ThreadedProducer<Quiet> = producer_config(&bs)
+        .set("linger.ms", "5")
+        .create_with_context(Quiet)?;
+    let load: ThreadedProducer<Lat> = producer_config(&bs)
         .set("linger.ms", "0")
         .create_with_context(Lat {
             start,
             samples: Mutex::new(Vec::new()),
         })?;
-    let producer = Arc::new(producer);
-    let load = {
-        let (stop, producer) = (stop.clone(), producer.clone());
-        let size = 1024usize;
-        let per_us = a.rate_mbps * 1e6 / 1e6 / size as f64;
-        std::thread::spawn(move || -> Result<()> {
-            let value = strata_tests::noise(5, size);
-            let mut n = 0u64;
-            while !stop.load(Ordering::SeqCst) {
-                let due = (n as f64 / per_us) as u128;
-                let now = start.elapsed().as_micros();
-                if now < due {
-                    std::thread::sleep(Duration::from_micros((due - now).min(1000) as u64));
-                    continue;
-                }
-                let rec = BaseRecord::<[u8], [u8], usize>::with_opaque_to("load", now as usize)
-                    .partition(0)
-                    .payload(&value[..]);
-                strata_tests::send(&*producer, rec)?;
-                n += 1;
-            }
-            Ok(())
-        })
-    };
-    // 10 s with the cleaner idle.
-    std::thread::sleep(Duration::from_secs(10));
-    let idle_end = start.elapsed().as_micros() as u64;
-    let read0 = scrape::value(
-        &scrape::scrape(admin)?,
-        "strata_cleaner_bytes_read_total",
-        &[],
+    let load = Arc::new(load);
+    let keys = a.keys;
+    let upd = paced(
+        Arc::new(updates),
+        start,
+        a.updates_mbps,
+        a.value_bytes,
+        stop.clone(),
+        move |n| Some(format!("key-{:08}", (n * 7919) % keys)),
+        "changelog",
     );
-    let (code, msg) = raw::alter_topic_configs(
-        broker.addr(),
-        "dirty",
-        &[("cleanup.policy", "compact"), ("segment.bytes", "1048576")],
-        false,
-    )?;
-    if code != 0 {
-        bail!("switching to compact: {code} {msg:?}");
-    }
-    // Cleaning: until the cleaner's counters stop moving.
-    let clean_start = start.elapsed().as_micros() as u64;
-    let mut last = read0;
-    let mut still = 0;
-    let mut began = None;
-    while still < 10 {
-        std::thread::sleep(Duration::from_millis(100));
-        let now = scrape::value(
-            &scrape::scrape(admin)?,
-            "strata_cleaner_bytes_read_total",
-            &[],
-        );
-        if now > last {
-            began.get_or_insert(start.elapsed());
-            still = 0;
-        } else if began.is_some() {
-            still += 1;
-        }
-        last = now;
-        if began.is_none() && start.elapsed() > Duration::from_secs(90) {
-            bail!("the cleaner did not start");
-        }
-        if start.elapsed() > Duration::from_secs(900) {
-            bail!("the cleaner did not finish");
-        }
-    }
-    let clean_end = start.elapsed().as_micros() as u64 - 1_000_000;
+    let ld = paced(
+        load.clone(),
+        start,
+        a.rate_mbps,
+        1024,
+        stop.clone(),
+        |_| None,
+        "load",
+    );
+    std::thread::sleep(Duration::from_secs(a.seconds));
     stop.store(true, Ordering::SeqCst);
-    load.join()
+    let updates_sent = upd
+        .join()
+        .map_err(|_| anyhow::anyhow!("update thread panicked"))??;
+    ld.join()
         .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-    producer.flush(Duration::from_secs(60))?;
     let samples = std::mem::take(
-        &mut *producer
+        &mut *load
             .context()
             .samples
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?,
     );
-    let window = |from: u64, to: u64| -> Vec<u32> {
-        samples
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, l)| *l)
-            .collect()
-    };
-    let secs = (clean_end.saturating_sub(clean_start)) as f64 / 1e6;
+    // The first 2 s are warm-up (connections, metadata).
+    let lat: Vec<u32> = samples
+        .iter()
+        .filter(|(t, _)| *t >= 2_000_000)
+        .map(|(_, l)| *l)
+        .collect();
+    let m = scrape::scrape(admin)?;
+    let read = scrape::value(&m, "strata_cleaner_bytes_read_total", &[]);
+    let passes = scrape::value(&m, "strata_cleaner_passes_total", &[]);
+    let log: f64 = broker_log_bytes(&m);
     println!(
-        "  cleaner: {:.1} MB read in ~{secs:.1} s",
-        (last - read0) / 1e6
-    );
-    println!(
-        "  produce at {} MB/s, acks=all, linger 0 -- cleaner idle: {}",
+        "  cleaner {}: {updates_sent} updates over {} keys at {} MB/s; load at {} MB/s (acks=all, linger 0): {}; cleaner {} passes, {:.0} MB read; changelog now {:.1} MB",
+        if cleaner { "on " } else { "off" },
+        a.keys,
+        a.updates_mbps,
         a.rate_mbps,
-        percentiles(window(1_000_000, idle_end))
+        percentiles(lat),
+        passes as u64,
+        read.max(0.0) / 1e6,
+        log / 1e6,
     );
-    println!(
-        "  produce at {} MB/s, acks=all, linger 0 -- while cleaning: {}",
-        a.rate_mbps,
-        percentiles(window(clean_start, clean_end))
-    );
-    drop(producer);
+    drop(load);
     broker.shutdown()
+}
+
+/// The changelog's local log size, from the broker's gauge.
+fn broker_log_bytes(m: &scrape::Scrape) -> f64 {
+    scrape::value(m, "strata_topic_log_bytes", &[("topic", "changelog")])
+}
+
+fn broker_part(a: &Args) -> Result<()> {
+    println!(
+        "broker: {} s per run, the cleaner off then on (min.cleanable.dirty.ratio {}, I/O cap {} MB/s, 0: none)",
+        a.seconds, a.dirty_ratio, a.io_mbps
+    );
+    broker_run(a, false)?;
+    broker_run(a, true)
 }
 
 fn main() -> Result<()> {
