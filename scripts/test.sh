@@ -8,6 +8,8 @@
 #      toolchain if there is none. `apt-get update` runs once, and only when something is missing.
 #   2. cargo build --workspace --all-targets
 #   3. cargo test --workspace
+#   3b. librdkafka's own tests 0011 and 0077 (tests/librdkafka/run.sh: its C test runner,
+#      built once from the rdkafka-sys build and cached in ~/.cache, against a broker).
 #   4. The cross-client compat suite: a venv with tests/compat/requirements.txt, then
 #      pytest tests/compat against the freshly built strata-broker binary.
 #   5. The compose smoke test (deploy/smoke-test.sh) when a Docker engine is reachable;
@@ -134,6 +136,7 @@ BROKER_BIN="$TARGET_DIR/debug/strata-broker"
 
 # Test steps run even if an earlier one failed, so one run reports everything.
 run_step "cargo test --workspace" cargo test --workspace || true
+run_step "librdkafka's own tests 0011, 0077" "$ROOT/tests/librdkafka/run.sh" "$TARGET_DIR" || true
 if run_step "python venv ($VENV)" ensure_venv; then
     export STRATA_BROKER_BIN="$BROKER_BIN"
     run_step "pytest tests/compat" "$VENV/bin/python" -m pytest "$ROOT/tests/compat" -q "$@" || true

@@ -49,6 +49,10 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
                 !report.interrupted
             }
             Ok(Ok(None)) => false,
+            // The topic was deleted during the pass: nothing to clean, nothing failed.
+            Ok(Err((_, StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }))) => {
+                true
+            }
             Ok(Err((key, e))) => {
                 tracing::warn!(topic = %key.0, partition = key.1, error = %e, "log cleaning failed; the partition waits before the next try");
                 ::metrics::counter!("strata_cleaner_failures_total").increment(1);
