@@ -21,7 +21,7 @@ CACHE="${STRATA_LIBRDKAFKA_TESTS:-$HOME/.cache/strata-librdkafka-tests}"
 
 # The newest librdkafka build of rdkafka-sys (the one the Rust tests link).
 OUT="$(ls -dt "$TARGET_DIR"/debug/build/rdkafka-sys-*/out 2>/dev/null | while read -r d; do
-    [[ -f "$d/src/librdkafka.a" && -d "$d/tests" ]] && { echo "$d"; break; }; done)"
+    [[ -f "$d/src/librdkafka.a" && -d "$d/tests" ]] && { echo "$d"; break; }; done || true)"
 [[ -n "$OUT" ]] || { echo "no librdkafka build under $TARGET_DIR/debug/build (cargo build first)" >&2; exit 1; }
 
 stamp="$(stat -c '%s %Y' "$OUT/src/librdkafka.a")"
