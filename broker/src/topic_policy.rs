@@ -25,8 +25,17 @@ pub type Refusal = (i16, String);
 pub struct Refused {
     pub code: i16,
     pub message: String,
-    pub record_errors: Vec<(i32, String)>,
+    /// Indexes of the records at fault (at most [`MAX_RECORD_ERRORS`]), each reported with
+    /// `record_error`.
+    pub record_errors: Vec<i32>,
+    pub record_error: &'static str,
 }
+
+/// Records named in one refusal: a batch of librdkafka's default `batch.num.messages`
+/// (10,000) is named in full, and a hostile batch of millions of tiny records cannot make
+/// the broker build a response of that size (the others get the batch-level error, as
+/// clients treat records not named).
+pub const MAX_RECORD_ERRORS: usize = 10_000;
 
 impl From<Refusal> for Refused {
     fn from((code, message): Refusal) -> Self {
@@ -34,6 +43,7 @@ impl From<Refusal> for Refused {
             code,
             message,
             record_errors: Vec::new(),
+            record_error: "",
         }
     }
 }
@@ -181,13 +191,17 @@ fn check_keys(section: &[u8], count: i32) -> Result<(), Refused> {
         |what: String| Refused::from((code::CORRUPT_MESSAGE, format!("record batch: {what}")));
     let mut seen: i32 = 0;
     let mut keyless = Vec::new();
+    let mut keyless_count: u64 = 0;
     for r in records::records(section) {
         let r = r.map_err(|e| corrupt(e.to_string()))?;
         if seen >= count {
             return Err(corrupt("bytes after the last record".into()));
         }
         if r.key.is_none() {
-            keyless.push((seen, KEYLESS.to_string()));
+            if keyless.len() < MAX_RECORD_ERRORS {
+                keyless.push(seen);
+            }
+            keyless_count += 1;
         }
         seen += 1;
     }
@@ -198,13 +212,13 @@ fn check_keys(section: &[u8], count: i32) -> Result<(), Refused> {
     }
     match keyless.first() {
         None => Ok(()),
-        Some((first, _)) => Err(Refused {
+        Some(first) => Err(Refused {
             code: code::INVALID_RECORD,
             message: format!(
-                "{} of the batch's records have no key (the first is record {first}); {KEYLESS}",
-                keyless.len()
+                "{keyless_count} of the batch's records have no key (the first is record {first}); {KEYLESS}"
             ),
             record_errors: keyless,
+            record_error: KEYLESS,
         }),
     }
 }

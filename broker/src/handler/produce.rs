@@ -9,6 +9,7 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 use strata_storage::{batch, AppendOutcome, StorageError, Store};
 
 use super::{str_bytes, Ctx, Reply, Response, Session};
@@ -240,13 +241,13 @@ fn append_partition(
 }
 
 /// KIP-467's per-record errors.
-fn record_errors(errors: &[(i32, String)]) -> Vec<BatchIndexAndErrorMessage> {
-    errors
+fn record_errors(r: &Refused) -> Vec<BatchIndexAndErrorMessage> {
+    r.record_errors
         .iter()
-        .map(|(i, m)| {
+        .map(|&i| {
             BatchIndexAndErrorMessage::default()
-                .with_batch_index(*i)
-                .with_batch_index_error_message(Some(str_bytes(m.clone())))
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(StrBytes::from_static_str(r.record_error)))
         })
         .collect()
 }
@@ -279,7 +280,7 @@ fn respond(
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(-1)
                             .with_record_errors(if version >= 8 {
-                                record_errors(&r.record_errors)
+                                record_errors(&r)
                             } else {
                                 Vec::new()
                             })
