@@ -23,8 +23,14 @@
 //! ## Layout
 //! Column family `log`: `[partition id][base offset]` → batch bytes (big values live in blob
 //! files). `idx`: same key → a small per-batch index record (timestamps, size). `meta`: topic,
-//! partition, segment, producer, group-offset, group-metadata, ACL and client-quota records,
-//! encoded with prost.
+//! partition, segment, producer, group-offset, group-metadata, ACL, SCRAM, client-quota and
+//! log-cleaner records, encoded with prost.
+//!
+//! ## Compaction
+//! [`Store::clean`] compacts a partition's sealed segments in place (Kafka's
+//! `cleanup.policy=compact`): the latest record of each key stays at its offset, batches are
+//! rewritten or deleted under their own keys, and each write replaces whole batches of one
+//! segment with its descriptor atomically (see the [`clean`] module for the types).
 
 pub mod archive;
 pub mod batch;
