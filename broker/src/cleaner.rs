@@ -76,12 +76,6 @@ pub async fn run(ctx: Arc<Ctx>, cancel: CancellationToken) {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A compacted topic's cleaning settings.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -119,7 +113,7 @@ fn round(
     skip: &[Key],
     cancel: &CancellationToken,
 ) -> Result<Option<(Key, CleanReport)>, (Key, StorageError)> {
-    let now = now_ms();
+    let now = crate::group::wall_ms();
     let mut best: Option<(f64, Key, Settings, BTreeMap<String, String>)> = None;
     let mut max_ratio: f64 = 0.0;
     for topic in store.topics() {
